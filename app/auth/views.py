@@ -1,0 +1,80 @@
+"""Login and logout pages."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Annotated
+from urllib.parse import urlsplit
+
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import RedirectResponse, Response
+
+from app.auth.csrf import SESSION_CSRF_KEY
+from app.auth.service import authenticate
+from app.deps import SESSION_USER_KEY, DbSession, OptionalUser, SettingsDep
+from app.web.templating import render
+
+router = APIRouter(tags=["auth"])
+
+LOGIN_FAILED = "Wrong email or password."
+
+
+def safe_next(target: str | None) -> str:
+    """Only same-site paths: a crafted ?next= must not send a user to another site."""
+    if not target or not target.startswith("/") or target.startswith("//"):
+        return "/"
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or "\\" in target:
+        return "/"
+    return target
+
+
+@router.get("/login", name="login")
+def login_form(request: Request, user: OptionalUser, next: str = "/") -> Response:
+    if user is not None:
+        return RedirectResponse(safe_next(next), status_code=303)
+    return render(request, "auth/login.html", {"next": safe_next(next), "error": None, "email": ""})
+
+
+@router.post("/login")
+def login(
+    request: Request,
+    session: DbSession,
+    settings: SettingsDep,
+    email: Annotated[str, Form(max_length=320)],
+    password: Annotated[str, Form(max_length=1024)],
+    next: Annotated[str, Form()] = "/",
+) -> Response:
+    ip = request.client.host if request.client else "unknown"
+    result = authenticate(
+        session=session,
+        email=email,
+        password=password,
+        ip=ip,
+        max_failures=settings.login_max_failures,
+        window=timedelta(seconds=settings.login_failure_window_seconds),
+    )
+    session.commit()
+    if result.user is None:
+        if result.throttled:
+            minutes = max(1, result.retry_after_seconds // 60)
+            error = f"Too many failed attempts. Wait {minutes} minutes, then try again."
+            status, headers = 429, {"Retry-After": str(result.retry_after_seconds)}
+        else:
+            error, status, headers = LOGIN_FAILED, 400, {}
+        context = {"next": safe_next(next), "error": error, "email": email}
+        return render(request, "auth/login.html", context, status_code=status, headers=headers)
+    # A new session on login (no fixation): fresh CSRF token, then the user id.
+    request.session.clear()
+    request.session[SESSION_USER_KEY] = result.user.id
+    request.session.pop(SESSION_CSRF_KEY, None)
+    return RedirectResponse(safe_next(next), status_code=303)
+
+
+@router.post("/logout", name="logout")
+def logout(request: Request) -> Response:
+    request.session.clear()
+    response = RedirectResponse("/login", status_code=303)
+    if request.headers.get("HX-Request") == "true":
+        response.headers["HX-Redirect"] = "/login"
+    return response

@@ -1,0 +1,477 @@
+"""The ``rlhf`` command line (design §8). Exit codes: 0 ok, 1 job failed, 2 bad usage or input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from enum import StrEnum
+from typing import Annotated, Any, NoReturn
+
+import typer
+from pydantic import ValidationError
+from sqlalchemy.orm import Session
+
+from app.config import Settings, get_settings
+
+app = typer.Typer(
+    help="RLHF Studio: collect human feedback and train models with it.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+users_app = typer.Typer(help="User accounts.", no_args_is_help=True)
+projects_app = typer.Typer(help="Labeling projects.", no_args_is_help=True)
+jobs_app = typer.Typer(help="Background jobs.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(users_app, name="users")
+app.add_typer(projects_app, name="projects")
+app.add_typer(jobs_app, name="jobs")
+
+
+class CliError(Exception):
+    """Bad usage or input: printed as one line, exit code 2."""
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def settings() -> Settings:
+    return get_settings()
+
+
+@contextmanager
+def db_session() -> Iterator[Session]:
+    from app.db import make_engine, make_session_factory, session_scope
+
+    engine = make_engine(settings().database_url)
+    try:
+        with session_scope(make_session_factory(engine)) as session:
+            yield session
+    finally:
+        engine.dispose()
+
+
+def print_json(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2, default=str, ensure_ascii=False))
+
+
+# --- serve / worker -------------------------------------------------------------------------
+
+
+def worker_command(*, queues: str, concurrency: int, pool: str, loglevel: str) -> list[str]:
+    return [
+        sys.executable, "-m", "app.cli", "worker",
+        "--queues", queues, "--concurrency", str(concurrency), "--pool", pool,
+        "--loglevel", loglevel,
+    ]  # fmt: skip
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on", min=1, max=65535)] = 8000,
+    with_worker: Annotated[
+        bool, typer.Option("--with-worker", help="Also start a Celery worker process")
+    ] = False,
+    workers: Annotated[int, typer.Option(help="Web worker processes", min=1)] = 1,
+) -> None:
+    """Start the web app (and, with --with-worker, a worker). Ctrl-C stops both."""
+    import uvicorn
+
+    cfg = settings()
+    worker: subprocess.Popen[bytes] | None = None
+    if with_worker:
+        cmd = worker_command(queues="default,train", concurrency=1, pool="solo", loglevel="info")
+        worker = subprocess.Popen(cmd)  # noqa: S603 - our own interpreter and module
+        typer.echo(f"worker started (pid {worker.pid}) on broker {cfg.broker_url.split('@')[-1]}")
+    typer.echo(f"RLHF Studio on http://{host}:{port}  (Ctrl-C stops)")
+    try:
+        uvicorn.run(
+            "app.main:create_app", factory=True, host=host, port=port, workers=workers,
+            proxy_headers=True, log_level="info",
+        )  # fmt: skip
+    finally:
+        if worker is not None and worker.poll() is None:
+            worker.send_signal(signal.SIGTERM)  # warm shutdown: finish the current step
+            try:
+                worker.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                worker.wait()
+            typer.echo("worker stopped")
+
+
+class Pool(StrEnum):
+    prefork = "prefork"
+    solo = "solo"
+    threads = "threads"
+
+
+@app.command()
+def worker(
+    queues: Annotated[str, typer.Option(help="Comma-separated queues")] = "default,train",
+    concurrency: Annotated[int, typer.Option(help="Jobs run at once", min=1)] = 1,
+    pool: Annotated[Pool, typer.Option(help="Celery pool")] = Pool.prefork,
+    loglevel: Annotated[str, typer.Option(help="Log level")] = "info",
+) -> None:
+    """Start a Celery worker that runs jobs (generation, export, training)."""
+    from app.jobs.kinds import QUEUES
+    from workers.celery_app import create_celery_app
+
+    wanted = [q.strip() for q in queues.split(",") if q.strip()]
+    unknown = [q for q in wanted if q not in QUEUES]
+    if not wanted or unknown:
+        fail(f"unknown queue(s) {', '.join(unknown) or '(none given)'}; known: {', '.join(QUEUES)}")
+    cfg = settings()
+    celery = create_celery_app(cfg)
+    argv = [
+        "worker", f"--queues={','.join(wanted)}", f"--concurrency={concurrency}",
+        f"--pool={pool.value}", f"--loglevel={loglevel}", "--hostname=rlhf@%h",
+    ]  # fmt: skip
+    if cfg.broker_is_embedded:
+        argv += ["--without-mingle", "--without-gossip", "--without-heartbeat"]
+    celery.worker_main(argv)
+
+
+# --- db ---------------------------------------------------------------------------------------
+
+
+def alembic_config(database_url: str | None = None) -> Any:
+    from pathlib import Path
+
+    from alembic.config import Config
+
+    root = Path(__file__).resolve().parents[1]
+    config = Config(str(root / "alembic.ini"))
+    config.set_main_option("script_location", str(root / "migrations"))
+    config.attributes["database_url"] = database_url or settings().database_url
+    config.attributes["configure_logger"] = False
+    return config
+
+
+@db_app.command("upgrade")
+def db_upgrade(
+    revision: Annotated[str, typer.Argument(help="Target revision")] = "head",
+) -> None:
+    """Apply migrations up to REVISION (default: the newest)."""
+    from alembic import command
+
+    command.upgrade(alembic_config(), revision)
+    typer.echo(f"database at {revision}")
+
+
+# --- users ------------------------------------------------------------------------------------
+
+
+class RoleOption(StrEnum):
+    admin = "admin"
+    labeler = "labeler"
+
+
+def _read_password(password_stdin: bool) -> str:
+    if password_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    if not sys.stdin.isatty():
+        fail("no terminal to ask for a password; pass it with --password-stdin")
+    return str(typer.prompt("Password", hide_input=True, confirmation_prompt=True))
+
+
+@users_app.command("create")
+def users_create(
+    email: Annotated[str, typer.Argument(help="Login email")],
+    role: Annotated[RoleOption, typer.Option(help="admin or labeler")] = RoleOption.labeler,
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from standard input")
+    ] = False,
+    token: Annotated[
+        bool, typer.Option("--token", help="Also create and print an API token")
+    ] = False,
+    name: Annotated[str, typer.Option(help="Display name")] = "",
+) -> None:
+    """Create a user. Prints the new id, and with --token the API token (shown only once)."""
+    from app.auth.models import Role
+    from app.auth.service import create_api_token, create_user
+
+    password = _read_password(password_stdin)
+    with db_session() as session:
+        user = create_user(
+            session=session,
+            email=email,
+            password=password,
+            role=Role(role.value),
+            display_name=name,
+        )
+        secret = create_api_token(session=session, user=user, name="cli")[1] if token else None
+        user_id = user.id
+    typer.echo(f"created user {user_id} ({email}, {role.value})")
+    if secret:
+        typer.echo(secret)
+
+
+@users_app.command("list")
+def users_list(json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """List users."""
+    from sqlalchemy import select
+
+    from app.auth.models import User
+
+    with db_session() as session:
+        users = session.scalars(select(User).order_by(User.id)).all()
+        rows = [
+            {"id": u.id, "email": u.email, "role": u.role.value, "active": u.is_active}
+            for u in users
+        ]
+    if json_out:
+        print_json(rows)
+        return
+    for row in rows:
+        state = "" if row["active"] else "  (deactivated)"
+        typer.echo(f"{row['id']:>5}  {row['role']:<8} {row['email']}{state}")
+
+
+# --- projects ---------------------------------------------------------------------------------
+
+
+@projects_app.command("create")
+def projects_create(
+    name: Annotated[str, typer.Argument(help="Project name")],
+    k: Annotated[
+        int, typer.Option("--k", help="Answers ranked per prompt (2..9)", min=2, max=9)
+    ] = 4,
+    overlap: Annotated[int, typer.Option(help="Rankings wanted per prompt", min=1)] = 3,
+) -> None:
+    """Create a project and print its id."""
+    from app.projects.service import create_project
+
+    with db_session() as session:
+        project_id = create_project(session=session, name=name, k=k, overlap=overlap).id
+    typer.echo(project_id)
+
+
+def _project_json(session: Session, project: Any) -> dict[str, Any]:
+    from app.projects.service import project_counts
+
+    counts = project_counts(session=session, projects=[project])[project.id]
+    return {
+        "id": project.id,
+        "name": project.name,
+        "k": project.k,
+        "overlap": project.overlap,
+        "gold_rate": project.gold_rate,
+        "label_schema": project.label_schema,
+        "current_policy_id": project.current_policy_id,
+        "counts": {
+            "prompts": counts.prompts,
+            "completions": counts.completions,
+            "demonstrations": counts.demonstrations,
+            "comparisons": counts.comparisons,
+            "rankable_prompts": counts.rankable_prompts,
+            "rankings_wanted": counts.rankings_wanted,
+        },
+    }
+
+
+@projects_app.command("show")
+def projects_show(
+    project: Annotated[str, typer.Argument(help="Project name or id")],
+    json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
+) -> None:
+    """Show a project and its counts."""
+    from app.projects.service import get_project
+
+    with db_session() as session:
+        data = _project_json(session, get_project(session=session, ref=project))
+    if json_out:
+        print_json(data)
+        return
+    typer.echo(f"{data['name']} (id {data['id']}): K={data['k']}, overlap {data['overlap']}")
+    for key, value in data["counts"].items():
+        typer.echo(f"  {key.replace('_', ' '):<18} {value}")
+
+
+@projects_app.command("list")
+def projects_list(json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """List projects with their counts."""
+    from app.projects.service import list_projects
+
+    with db_session() as session:
+        rows = [_project_json(session, p) for p in list_projects(session=session)]
+    if json_out:
+        print_json(rows)
+        return
+    for row in rows:
+        c = row["counts"]
+        typer.echo(
+            f"{row['id']:>5}  {row['name']}  (K={row['k']}, prompts {c['prompts']}, "
+            f"rankings {c['comparisons']}/{c['rankings_wanted']})"
+        )
+
+
+# --- demo -------------------------------------------------------------------------------------
+
+
+@app.command()
+def demo() -> None:
+    """Seed a demo: an admin, three labelers and a project with K=4 answers per prompt."""
+    from app.demo.seed import seed_demo
+
+    cfg = settings()
+    with db_session() as session:
+        summary = seed_demo(session=session, fixed_passwords=cfg.demo_mode)
+    typer.echo(f"demo project id {summary.project_id}: {summary.prompts_added} prompts added")
+    if summary.created_logins:
+        typer.echo("logins created (shown once):")
+        for email, password in summary.created_logins.items():
+            typer.echo(f"  {email:<24} {password}")
+    if summary.existing_logins:
+        typer.echo(f"existing logins kept: {', '.join(summary.existing_logins)}")
+        if cfg.demo_mode:
+            typer.echo("  (demo passwords: demo-admin for the admin, demo-labeler for labelers)")
+
+
+# --- jobs -------------------------------------------------------------------------------------
+
+
+def _job_json(job: Any) -> dict[str, Any]:
+    from app.jobs.schemas import JobOut
+
+    return JobOut.model_validate(job).model_dump(mode="json")
+
+
+@jobs_app.command("list")
+def jobs_list(
+    limit: Annotated[int, typer.Option(help="How many, newest first", min=1)] = 20,
+    json_out: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """List recent jobs."""
+    from app.jobs.service import list_jobs
+
+    with db_session() as session:
+        rows = [_job_json(j) for j in list_jobs(session=session, limit=limit)]
+    if json_out:
+        print_json(rows)
+        return
+    if not rows:
+        typer.echo("no jobs yet")
+    for r in rows:
+        typer.echo(
+            f"{r['id']:>5}  {r['kind']:<12} {r['status']:<10} {round(100 * r['progress']):>3}%  "
+            f"{r['created_at'][:19]}  {r['error'] or r['progress_message']}"
+        )
+
+
+@jobs_app.command("show")
+def jobs_show(
+    job_id: Annotated[int, typer.Argument(help="Job id")],
+    json_out: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Show one job: status, progress, metrics, errors."""
+    from app.jobs.service import get_job
+
+    with db_session() as session:
+        job = get_job(session=session, job_id=job_id)
+        data, log = _job_json(job), job.log
+    if json_out:
+        print_json({**data, "log": log})
+        return
+    typer.echo(
+        f"job {data['id']} ({data['kind']}): {data['status']}, {round(100 * data['progress'])}%"
+    )
+    for key in ("progress_message", "error", "attempts", "created_at", "started_at", "finished_at"):
+        if data[key] not in (None, ""):
+            typer.echo(f"  {key.replace('_', ' '):<17} {data[key]}")
+    for key, value in {**data["metrics"], **data["artifacts"]}.items():
+        typer.echo(f"  {key:<17} {value}")
+
+
+def wait_for_job(job_id: int, *, poll_seconds: float = 0.5) -> None:
+    """Show a progress bar until the job finishes; exit 1 if it did not succeed."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from app.jobs.models import Job, JobStatus
+
+    with Progress(
+        TextColumn("[bold]job {task.fields[job_id]}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+        TextColumn("{task.description}"), TimeElapsedColumn(),
+    ) as bar:  # fmt: skip
+        task = bar.add_task("queued", total=1.0, job_id=job_id)
+        while True:
+            with db_session() as session:
+                job = session.get_one(Job, job_id)
+                status, progress, message, error = (
+                    job.status,
+                    job.progress,
+                    job.progress_message,
+                    job.error,
+                )
+            bar.update(task, completed=progress, description=message or status.value)
+            if status.is_finished:
+                break
+            time.sleep(poll_seconds)
+    typer.echo(f"job {job_id} {status.value}" + (f": {error}" if error else ""))
+    if status != JobStatus.succeeded:
+        raise typer.Exit(1)
+
+
+@jobs_app.command("selfcheck")
+def jobs_selfcheck(
+    wait: Annotated[bool, typer.Option("--wait", help="Wait and show progress")] = False,
+    delay: Annotated[float, typer.Option(help="Seconds between checks", min=0, max=60)] = 0.2,
+) -> None:
+    """Start the worker self-check job (database, data directory, ML stack)."""
+    from app.jobs import kinds
+    from app.jobs.service import commit_and_enqueue, create_job
+    from workers.celery_app import create_celery_app
+
+    with db_session() as session:
+        job = create_job(session=session, kind=kinds.SELFCHECK, params={"delay": delay})
+        commit_and_enqueue(session=session, celery=create_celery_app(settings()), job=job)
+        job_id, status = job.id, job.status
+    typer.echo(f"job {job_id} {status.value}")
+    if wait:
+        wait_for_job(job_id)
+
+
+@jobs_app.command("cancel")
+def jobs_cancel(job_id: Annotated[int, typer.Argument(help="Job id")]) -> None:
+    """Ask a job to stop (a queued job stops at once, a running one at its next checkpoint)."""
+    from app.jobs.service import get_job, request_cancel
+
+    with db_session() as session:
+        job = request_cancel(session=session, job=get_job(session=session, job_id=job_id))
+        status = job.status.value
+    typer.echo(f"job {job_id}: {status}")
+
+
+def main() -> None:
+    """Entry point: domain errors become one line on stderr and exit code 2, no traceback."""
+    from app.auth.service import UserError
+    from app.errors import NotFoundError
+    from app.jobs.service import JobError
+    from app.projects.service import ProjectError
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        app(standalone_mode=True)
+    except (CliError, UserError, ProjectError, JobError, NotFoundError) as exc:
+        message = str(exc)
+    except ValidationError as exc:
+        message = "bad settings: " + "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg'].removeprefix('Value error, ')}"
+            for e in exc.errors()
+        )
+    typer.echo(f"error: {message}", err=True)
+    sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,76 @@
+"""Settings, read once from the environment (prefix ``RLHF_``) and an optional ``.env`` file."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Self
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_SECRET_KEY = "change-me-rlhf-studio-default"  # noqa: S105 - the value we refuse
+EMBEDDED_BROKER_URL = "filesystem://"
+
+
+class SettingsError(ValueError):
+    """Raised when the settings cannot run safely (e.g. a default secret in production)."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="RLHF_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    database_url: str = Field(
+        default="sqlite:///./var/rlhf.db",
+        description="SQLAlchemy URL: sqlite:///path.db or postgresql+psycopg://user@host/db",
+    )
+    broker_url: str = Field(
+        default=EMBEDDED_BROKER_URL,
+        description="Celery broker: redis://..., amqp://..., or filesystem:// (embedded, in data_dir)",
+    )
+    secret_key: SecretStr = SecretStr(DEFAULT_SECRET_KEY)
+    demo_mode: bool = Field(
+        default=False,
+        description="Allows the default secret and shows demo logins on the login page",
+    )
+    data_dir: Path = Field(default=Path("./var"), description="Exports, models, embedded broker")
+
+    session_max_age_seconds: int = Field(default=12 * 3600, ge=60)
+    cookie_secure: bool = Field(default=False, description="Set behind TLS")
+    lease_minutes: int = Field(default=30, ge=1)
+    login_max_failures: int = Field(default=5, ge=1, description="per email and address")
+    login_failure_window_seconds: int = Field(default=15 * 60, ge=1)
+    job_heartbeat_seconds: int = Field(default=30, ge=1)
+    broker_visibility_timeout_seconds: int = Field(default=24 * 3600, ge=10)
+
+    @model_validator(mode="after")
+    def _refuse_default_secret(self) -> Self:
+        if self.secret_key.get_secret_value() == DEFAULT_SECRET_KEY and not self.demo_mode:
+            raise SettingsError(
+                "RLHF_SECRET_KEY is left at its default. Set it to a long random value "
+                "(python -c 'import secrets; print(secrets.token_urlsafe(48))'), "
+                "or set RLHF_DEMO_MODE=1 for a local demo."
+            )
+        if len(self.secret_key.get_secret_value()) < 16:
+            raise SettingsError("RLHF_SECRET_KEY must be at least 16 characters long.")
+        return self
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def broker_is_embedded(self) -> bool:
+        return self.broker_url.startswith("filesystem://")
+
+    @property
+    def broker_dir(self) -> Path:
+        return self.data_dir / "broker"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, built on first use (never at import time)."""
+    return Settings()

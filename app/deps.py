@@ -1,0 +1,117 @@
+"""Dependencies shared by every router: the database session, the signed-in user, roles."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from celery import Celery
+from fastapi import Depends, HTTPException, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session
+
+from app.auth.models import Role, User
+from app.config import Settings
+
+
+def get_db_session(request: Request) -> Iterator[Session]:
+    """One session per request; views commit at the edge, anything uncommitted is rolled back."""
+    session = request.app.state.session_factory()
+    try:
+        yield session
+    finally:
+        session.close()
+
+
+def get_settings_dep(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_celery(request: Request) -> Celery:
+    return request.app.state.celery
+
+
+DbSession = Annotated[Session, Depends(get_db_session)]
+SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+CeleryDep = Annotated[Celery, Depends(get_celery)]
+
+
+class LoginRequired(Exception):
+    """No valid session: pages redirect to the login form, htmx gets HX-Redirect."""
+
+
+class Forbidden(Exception):
+    def __init__(self, message: str = "You do not have access to this page.") -> None:
+        super().__init__(message)
+        self.message = message
+
+
+SESSION_USER_KEY = "uid"
+
+
+def get_optional_user(request: Request, session: DbSession) -> User | None:
+    user_id = request.session.get(SESSION_USER_KEY)
+    if not isinstance(user_id, int):
+        return None
+    user = session.get(User, user_id)
+    if user is None or not user.is_active:
+        request.session.pop(SESSION_USER_KEY, None)
+        return None
+    request.state.user = user
+    return user
+
+
+def require_user(user: Annotated[User | None, Depends(get_optional_user)]) -> User:
+    if user is None:
+        raise LoginRequired()
+    return user
+
+
+def require_admin(user: Annotated[User, Depends(require_user)]) -> User:
+    if user.role != Role.admin:
+        raise Forbidden("This page is for admins. Ask an admin if you need access.")
+    return user
+
+
+def require_labeler(user: Annotated[User, Depends(require_user)]) -> User:
+    # Admins may label too (they write gold rankings and try the queue themselves).
+    return user
+
+
+CurrentUser = Annotated[User, Depends(require_user)]
+AdminUser = Annotated[User, Depends(require_admin)]
+OptionalUser = Annotated[User | None, Depends(get_optional_user)]
+
+
+_bearer = HTTPBearer(auto_error=False, description="An API token from `rlhf users create --token`")
+
+
+def require_api_user(
+    session: DbSession,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> User:
+    """API callers authenticate with a bearer token only (never the session cookie, so the
+    API cannot be driven by a cross-site form)."""
+    from app.auth.service import user_for_api_token
+
+    user = None
+    if credentials is not None and credentials.scheme.lower() == "bearer":
+        user = user_for_api_token(session=session, token=credentials.credentials)
+    if user is None:
+        raise HTTPException(
+            status_code=401,
+            detail="Missing or invalid API token",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    session.commit()  # records last_used_at
+    return user
+
+
+def require_api_admin(user: Annotated[User, Depends(require_api_user)]) -> User:
+    if user.role != Role.admin:
+        raise HTTPException(status_code=403, detail="Admin role required")
+    return user
+
+
+ApiUser = Annotated[User, Depends(require_api_user)]
+ApiAdmin = Annotated[User, Depends(require_api_admin)]

@@ -1,0 +1,19 @@
+"""Job kinds and the Celery queue each runs on. The web process needs only these names;
+the code that runs a kind lives in ``workers/`` (heavy imports stay out of the web app)."""
+
+from __future__ import annotations
+
+from typing import Final
+
+QUEUE_DEFAULT: Final = "default"
+QUEUE_TRAIN: Final = "train"
+QUEUES: Final = (QUEUE_DEFAULT, QUEUE_TRAIN)
+
+SELFCHECK: Final = "selfcheck"
+
+QUEUE_BY_KIND: Final[dict[str, str]] = {
+    SELFCHECK: QUEUE_DEFAULT,
+}
+
+# The one Celery task; its argument is a jobs.id, the row says what to do.
+TASK_RUN_JOB: Final = "rlhf.run_job"

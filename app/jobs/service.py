@@ -1,0 +1,99 @@
+"""Creating, listing and cancelling jobs (design §2: commit the row, then enqueue its id)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from celery import Celery
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.db import utcnow
+from app.errors import NotFoundError
+from app.jobs.kinds import QUEUE_BY_KIND, TASK_RUN_JOB
+from app.jobs.models import Job, JobStatus
+
+log = logging.getLogger(__name__)
+
+
+class JobError(ValueError):
+    """A job could not be created or found; the message is shown as it is."""
+
+
+def create_job(
+    *,
+    session: Session,
+    kind: str,
+    params: dict[str, Any] | None = None,
+    project_id: int | None = None,
+    created_by_id: int | None = None,
+) -> Job:
+    if kind not in QUEUE_BY_KIND:
+        raise JobError(f"unknown job kind {kind!r}; known: {', '.join(sorted(QUEUE_BY_KIND))}")
+    job = Job(
+        kind=kind,
+        queue=QUEUE_BY_KIND[kind],
+        params=params or {},
+        project_id=project_id,
+        created_by_id=created_by_id,
+        status=JobStatus.queued,
+    )
+    session.add(job)
+    session.flush()
+    return job
+
+
+def commit_and_enqueue(*, session: Session, celery: Celery, job: Job) -> Job:
+    """The edge of every request or command that starts a job: the row is committed first, so
+    a worker never receives an id it cannot read; a broker failure fails the job visibly."""
+    session.commit()
+    try:
+        result = celery.send_task(TASK_RUN_JOB, args=[job.id], queue=job.queue)
+    except Exception as exc:  # the broker is down or misconfigured
+        log.exception("could not enqueue job %s", job.id)
+        job.status = JobStatus.failed
+        job.error = (
+            f"Could not reach the job queue ({type(exc).__name__}: {exc}). Is the broker running?"
+        )
+        job.finished_at = utcnow()
+        session.commit()
+        return job
+    job.celery_task_id = result.id
+    session.commit()
+    return job
+
+
+def get_job(*, session: Session, job_id: int) -> Job:
+    job = session.get(Job, job_id)
+    if job is None:
+        raise NotFoundError(f"no job {job_id}")
+    return job
+
+
+def list_jobs(
+    *,
+    session: Session,
+    project_id: int | None = None,
+    status: JobStatus | None = None,
+    limit: int = 50,
+) -> Sequence[Job]:
+    stmt = select(Job).order_by(Job.created_at.desc(), Job.id.desc()).limit(limit)
+    if project_id is not None:
+        stmt = stmt.where(Job.project_id == project_id)
+    if status is not None:
+        stmt = stmt.where(Job.status == status)
+    return session.scalars(stmt).all()
+
+
+def request_cancel(*, session: Session, job: Job) -> Job:
+    """A queued job is cancelled at once; a running one stops at its next checkpoint."""
+    if job.status.is_finished:
+        return job
+    job.cancel_requested = True
+    if job.status == JobStatus.queued:
+        job.status = JobStatus.cancelled
+        job.finished_at = utcnow()
+    session.flush()
+    return job

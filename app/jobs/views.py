@@ -1,0 +1,47 @@
+"""Admin pages for jobs: the list, one job (polled by htmx while it runs), start and cancel."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import RedirectResponse, Response
+
+from app.audit.service import record
+from app.deps import AdminUser, CeleryDep, DbSession
+from app.jobs import kinds
+from app.jobs.service import commit_and_enqueue, create_job, get_job, list_jobs, request_cancel
+from app.web.templating import render
+
+router = APIRouter(prefix="/admin/jobs", tags=["jobs"])
+
+
+@router.get("", name="jobs_list")
+def jobs_list(request: Request, session: DbSession, user: AdminUser) -> Response:
+    jobs = list_jobs(session=session, limit=100)
+    return render(request, "jobs/list.html", {"jobs": jobs}, block="jobs_table")
+
+
+@router.get("/{job_id}", name="job_detail")
+def job_detail(request: Request, session: DbSession, user: AdminUser, job_id: int) -> Response:
+    job = get_job(session=session, job_id=job_id)
+    return render(request, "jobs/detail.html", {"job": job}, block="job_status")
+
+
+@router.post("/selfcheck", name="job_selfcheck")
+def start_selfcheck(session: DbSession, celery: CeleryDep, user: AdminUser) -> Response:
+    job = create_job(session=session, kind=kinds.SELFCHECK, created_by_id=user.id)
+    record(
+        session=session, actor_id=user.id, action="job.start", target_type="job", target_id=job.id
+    )
+    commit_and_enqueue(session=session, celery=celery, job=job)
+    return RedirectResponse(f"/admin/jobs/{job.id}", status_code=303)
+
+
+@router.post("/{job_id}/cancel", name="job_cancel")
+def cancel_job(request: Request, session: DbSession, user: AdminUser, job_id: int) -> Response:
+    job = get_job(session=session, job_id=job_id)
+    request_cancel(session=session, job=job)
+    record(
+        session=session, actor_id=user.id, action="job.cancel", target_type="job", target_id=job.id
+    )
+    session.commit()
+    return render(request, "jobs/detail.html", {"job": job}, block="job_status")

@@ -1,0 +1,191 @@
+"""What labelers produce and the leases that hand them work (design §3, §4)."""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
+    Float,
+    ForeignKey,
+    Index,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from app.db import Base, UTCDateTime, str_enum, utcnow
+
+
+def text_sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+class PromptSource(enum.StrEnum):
+    labeler = "labeler"
+    import_ = "import"
+    api = "api"
+
+
+class TaskKind(enum.StrEnum):
+    rank = "rank"
+    demonstration = "demonstration"
+
+
+class AssignmentState(enum.StrEnum):
+    leased = "leased"
+    submitted = "submitted"
+    skipped = "skipped"
+    expired = "expired"
+
+
+class Prompt(Base):
+    __tablename__ = "prompts"
+    __table_args__ = (
+        UniqueConstraint("project_id", "external_id"),
+        Index("ix_prompts_project_id_created_at", "project_id", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    text: Mapped[str] = mapped_column(Text)
+    source: Mapped[PromptSource] = mapped_column(str_enum(PromptSource, "prompt_source"))
+    external_id: Mapped[str | None] = mapped_column(String(200))
+    # The submitter drives train/validation splits: a user, or an external id from an import.
+    submitter_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), index=True
+    )
+    submitter_external: Mapped[str | None] = mapped_column(String(200))
+    meta: Mapped[dict[str, Any]] = mapped_column("metadata", default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    completions: Mapped[list[Completion]] = relationship(
+        back_populates="prompt", order_by="Completion.id"
+    )
+
+    @property
+    def submitter_key(self) -> str:
+        if self.submitter_id is not None:
+            return f"user:{self.submitter_id}"
+        return f"external:{self.submitter_external or ''}"
+
+
+class Demonstration(Base):
+    __tablename__ = "demonstrations"
+    __table_args__ = (UniqueConstraint("prompt_id", "author_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    prompt_id: Mapped[int] = mapped_column(ForeignKey("prompts.id", ondelete="CASCADE"))
+    author_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), index=True
+    )
+    author_external: Mapped[str | None] = mapped_column(String(200))
+    # The lease it answers; unique so a double submit stores one demonstration.
+    assignment_id: Mapped[int | None] = mapped_column(
+        ForeignKey("assignments.id", ondelete="SET NULL"), unique=True
+    )
+    text: Mapped[str] = mapped_column(Text)
+    seconds_spent: Mapped[float | None] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Completion(Base):
+    __tablename__ = "completions"
+    __table_args__ = (UniqueConstraint("prompt_id", "text_sha256"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    prompt_id: Mapped[int] = mapped_column(ForeignKey("prompts.id", ondelete="CASCADE"))
+    text: Mapped[str] = mapped_column(Text)
+    text_sha256: Mapped[str] = mapped_column(String(64))
+    # "model:<version id>" or "import:<name>"
+    origin: Mapped[str] = mapped_column(String(200))
+    model_version_id: Mapped[int | None] = mapped_column(
+        ForeignKey("model_versions.id", ondelete="SET NULL"), index=True
+    )
+    sampling_params: Mapped[dict[str, Any] | None] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    prompt: Mapped[Prompt] = relationship(back_populates="completions")
+
+
+class Assignment(Base):
+    """A lease of one task (prompt x kind) to one labeler. One row per labeler, prompt and kind:
+    re-leasing after expiry reuses it, and a skip or submit is never served again."""
+
+    __tablename__ = "assignments"
+    __table_args__ = (
+        UniqueConstraint("kind", "prompt_id", "labeler_id"),
+        Index("ix_assignments_prompt_id_kind_state", "prompt_id", "kind", "state"),
+        Index("ix_assignments_labeler_id_state", "labeler_id", "state"),
+        Index("ix_assignments_state_expires_at", "state", "expires_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[TaskKind] = mapped_column(str_enum(TaskKind, "task_kind"))
+    prompt_id: Mapped[int] = mapped_column(ForeignKey("prompts.id", ondelete="CASCADE"))
+    labeler_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    state: Mapped[AssignmentState] = mapped_column(
+        str_enum(AssignmentState, "assignment_state"), default=AssignmentState.leased
+    )
+    # Completion ids in the per-labeler random order they are shown in (rank tasks).
+    display_order: Mapped[list[Any] | None] = mapped_column()
+    leased_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    skip_reason: Mapped[str | None] = mapped_column(Text)
+    is_gold: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class Comparison(Base):
+    """One labeler's ranking of a prompt's completions. Immutable: an edit adds a revision."""
+
+    __tablename__ = "comparisons"
+    __table_args__ = (
+        # One ranking per prompt and labeler (internal or external), per revision.
+        UniqueConstraint("prompt_id", "labeler_id", "revision"),
+        UniqueConstraint("prompt_id", "labeler_external", "revision"),
+        CheckConstraint(
+            "(labeler_id IS NOT NULL) <> (labeler_external IS NOT NULL)", name="one_labeler"
+        ),
+        CheckConstraint("revision >= 1", name="revision_positive"),
+        Index("ix_comparisons_labeler_id_created_at", "labeler_id", "created_at"),
+        Index("ix_comparisons_created_at", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    prompt_id: Mapped[int] = mapped_column(ForeignKey("prompts.id", ondelete="CASCADE"))
+    labeler_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    labeler_external: Mapped[str | None] = mapped_column(String(200))
+    assignment_id: Mapped[int | None] = mapped_column(
+        ForeignKey("assignments.id", ondelete="SET NULL"), unique=True
+    )
+    revision: Mapped[int] = mapped_column(default=1)
+    is_latest: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Completion ids as shown, then the ranking as groups best first ([[3], [1, 7], [2]]).
+    displayed_completion_ids: Mapped[list[Any]] = mapped_column()
+    ranking: Mapped[list[Any]] = mapped_column()
+    ratings: Mapped[dict[str, Any] | None] = mapped_column()  # {completion id: 1..7}
+    flags: Mapped[dict[str, Any] | None] = mapped_column()  # {completion id: [flag, ...]}
+    not_rankable: Mapped[bool] = mapped_column(Boolean, default=False)
+    is_surplus: Mapped[bool] = mapped_column(Boolean, default=False)
+    seconds_spent: Mapped[float | None] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class GoldRanking(Base):
+    """An admin's reference ranking; its prompt is mixed into queues at the project's gold rate."""
+
+    __tablename__ = "gold_rankings"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    prompt_id: Mapped[int] = mapped_column(
+        ForeignKey("prompts.id", ondelete="CASCADE"), unique=True
+    )
+    ranking: Mapped[list[Any]] = mapped_column()
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -1,0 +1,180 @@
+"""The FastAPI application: ``create_app()`` wires settings, database, Celery and routers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.exceptions import HTTPException
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from sqlalchemy import text
+from starlette.middleware.sessions import SessionMiddleware
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+import app as app_package
+from app.auth import api as auth_api
+from app.auth import views as auth_views
+from app.auth.csrf import CSRFError, require_csrf
+from app.config import Settings, get_settings
+from app.db import make_engine, make_session_factory
+from app.deps import Forbidden, LoginRequired
+from app.errors import NotFoundError
+from app.home import views as home_views
+from app.jobs import api as jobs_api
+from app.jobs import views as jobs_views
+from app.projects import api as projects_api
+from app.web.templating import is_htmx, render
+
+STATIC_DIR = Path(__file__).resolve().parents[1] / "static"
+API_PREFIX = "/api/v1"
+SESSION_COOKIE = "rlhf_session"
+
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+
+
+class SecurityHeaders:
+    """CSP and friends on every response (pure ASGI, so streaming responses stay streaming)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = message.setdefault("headers", [])
+                path = scope.get("path", "")
+                if not path.startswith("/docs"):  # Swagger UI loads its own inline script
+                    headers.append((b"content-security-policy", CONTENT_SECURITY_POLICY.encode()))
+                headers.append((b"x-content-type-options", b"nosniff"))
+                headers.append((b"referrer-policy", b"same-origin"))
+                headers.append((b"x-frame-options", b"DENY"))
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def _is_api(request: Request) -> bool:
+    return request.url.path.startswith(API_PREFIX)
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(LoginRequired)
+    async def _login_required(request: Request, exc: LoginRequired) -> Response:
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        url = f"/login?next={target}" if target not in ("/", "") else "/login"
+        if is_htmx(request):
+            return Response(status_code=401, headers={"HX-Redirect": url})
+        return RedirectResponse(url, status_code=303)
+
+    @app.exception_handler(Forbidden)
+    async def _forbidden(request: Request, exc: Forbidden) -> Response:
+        return render(
+            request, "errors/error.html",
+            {"title": "Not allowed", "message": exc.message, "status": 403},
+            status_code=403,
+        )  # fmt: skip
+
+    @app.exception_handler(CSRFError)
+    async def _csrf(request: Request, exc: CSRFError) -> Response:
+        message = (
+            "This form has expired or did not come from this site, so nothing was changed. "
+            "Go back, reload the page and send it again."
+        )
+        return render(
+            request, "errors/error.html",
+            {"title": "Form expired", "message": message, "status": 403},
+            status_code=403,
+        )  # fmt: skip
+
+    @app.exception_handler(NotFoundError)
+    async def _not_found(request: Request, exc: NotFoundError) -> Response:
+        if _is_api(request):
+            return JSONResponse({"detail": exc.message}, status_code=404)
+        return render(
+            request, "errors/error.html",
+            {"title": "Not found", "message": exc.message.capitalize() + ".", "status": 404},
+            status_code=404,
+        )  # fmt: skip
+
+    @app.exception_handler(HTTPException)
+    async def _http(request: Request, exc: HTTPException) -> Response:
+        if _is_api(request) or exc.status_code < 400:
+            return JSONResponse(
+                {"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers
+            )
+        titles = {404: "Not found", 405: "Not allowed", 413: "Too large"}
+        return render(
+            request, "errors/error.html",
+            {"title": titles.get(exc.status_code, "Error"), "message": str(exc.detail),
+             "status": exc.status_code},
+            status_code=exc.status_code,
+        )  # fmt: skip
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    engine = make_engine(settings.database_url)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        engine.dispose()
+
+    app = FastAPI(
+        title="RLHF Studio",
+        version=app_package.__version__,
+        description="Human feedback collection and the InstructGPT training loop.",
+        lifespan=lifespan,
+        openapi_url=f"{API_PREFIX}/openapi.json",
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.session_factory = make_session_factory(engine)
+    from workers.celery_app import create_celery_app
+
+    app.state.celery = create_celery_app(settings)
+
+    app.add_middleware(
+        SessionMiddleware,
+        secret_key=settings.secret_key.get_secret_value(),
+        session_cookie=SESSION_COOKIE,
+        max_age=settings.session_max_age_seconds,
+        same_site="lax",
+        https_only=settings.cookie_secure,
+    )
+    app.add_middleware(SecurityHeaders)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    # Every page and htmx route: CSRF-checked; each route declares its role dependency.
+    web = APIRouter(dependencies=[Depends(require_csrf)])
+    web.include_router(auth_views.router)
+    web.include_router(home_views.router)
+    web.include_router(jobs_views.router)
+    app.include_router(web)
+
+    api = APIRouter(prefix=API_PREFIX)
+    api.include_router(auth_api.router)
+    api.include_router(projects_api.router)
+    api.include_router(jobs_api.router)
+    app.include_router(api)
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> dict[str, str]:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        return {"status": "ok"}
+
+    _install_error_handlers(app)
+    return app

@@ -1,0 +1,44 @@
+"""Every table, imported in one place so Alembic and the mappers see the whole schema."""
+
+from app.audit.models import AuditEvent
+from app.auth.models import ApiToken, LoginAttempt, Role, User
+from app.db import Base
+from app.exports.models import Export
+from app.jobs.models import Job, JobStatus
+from app.labeling.models import (
+    Assignment,
+    AssignmentState,
+    Comparison,
+    Completion,
+    Demonstration,
+    GoldRanking,
+    Prompt,
+    PromptSource,
+    TaskKind,
+)
+from app.models_registry.models import ModelKind, ModelVersion
+from app.projects.models import Project
+
+__all__ = [
+    "ApiToken",
+    "Assignment",
+    "AssignmentState",
+    "AuditEvent",
+    "Base",
+    "Comparison",
+    "Completion",
+    "Demonstration",
+    "Export",
+    "GoldRanking",
+    "Job",
+    "JobStatus",
+    "LoginAttempt",
+    "ModelKind",
+    "ModelVersion",
+    "Project",
+    "Prompt",
+    "PromptSource",
+    "Role",
+    "TaskKind",
+    "User",
+]

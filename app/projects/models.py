@@ -1,0 +1,55 @@
+"""A labeling project: what is asked of labelers and which policy samples its answers."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import CheckConstraint, Float, ForeignKey, String, Text
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from app.db import Base, UTCDateTime, utcnow
+
+if TYPE_CHECKING:
+    from app.models_registry.models import ModelVersion
+
+DEFAULT_FLAGS = ["hallucination", "harmful", "fails the instruction", "contains personal data"]
+
+
+def default_label_schema() -> dict[str, Any]:
+    return {"likert": True, "flags": list(DEFAULT_FLAGS)}
+
+
+def default_sampling_params() -> dict[str, Any]:
+    # Pure sampling, as InstructGPT samples its comparison answers (design §5).
+    return {"temperature": 1.0, "top_p": 1.0, "top_k": 0, "max_new_tokens": 256}
+
+
+class Project(Base):
+    __tablename__ = "projects"
+    __table_args__ = (
+        CheckConstraint("k >= 2 AND k <= 9", name="k_range"),
+        CheckConstraint("overlap >= 1", name="overlap_positive"),
+        CheckConstraint("gold_rate >= 0 AND gold_rate <= 1", name="gold_rate_range"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    k: Mapped[int] = mapped_column(default=4)
+    overlap: Mapped[int] = mapped_column(default=3)
+    label_schema: Mapped[dict[str, Any]] = mapped_column(default=default_label_schema)
+    guidelines: Mapped[str] = mapped_column(Text, default="")
+    gold_rate: Mapped[float] = mapped_column(Float, default=0.0)
+    sampling_params: Mapped[dict[str, Any]] = mapped_column(default=default_sampling_params)
+    # use_alter: projects -> model_versions -> jobs -> projects is a cycle.
+    current_policy_id: Mapped[int | None] = mapped_column(
+        ForeignKey("model_versions.id", ondelete="SET NULL", use_alter=True)
+    )
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    current_policy: Mapped[ModelVersion | None] = relationship(foreign_keys=[current_policy_id])
+
+    def __repr__(self) -> str:
+        return f"<Project {self.id} {self.name!r} k={self.k}>"

@@ -1,0 +1,1 @@
+"""Celery app and the code of each background job kind."""
