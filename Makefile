@@ -43,15 +43,15 @@ run: install .env
 	$(RLHF) serve --with-worker --host $(HOST) --port $(PORT)
 
 lint: install
-	$(BIN)/ruff check app workers tests bench migrations
-	$(BIN)/ruff format --check app workers tests bench
+	$(BIN)/ruff check app workers tests bench scripts migrations
+	$(BIN)/ruff format --check app workers tests bench scripts
 
 typecheck: install
 	$(BIN)/mypy
 
 fmt: install
-	$(BIN)/ruff check --fix app workers tests bench
-	$(BIN)/ruff format app workers tests bench
+	$(BIN)/ruff check --fix app workers tests bench scripts
+	$(BIN)/ruff format app workers tests bench scripts
 
 migrations-check: install
 	@mkdir -p var && rm -f var/test-migrations.db

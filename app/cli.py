@@ -54,7 +54,7 @@ def db_session() -> Iterator[Session]:
 
     engine = make_engine(settings().database_url)
     try:
-        with session_scope(make_session_factory(engine)) as session:
+        with session_scope(make_session_factory(engine, writes=True)) as session:
             yield session
     finally:
         engine.dispose()

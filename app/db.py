@@ -16,6 +16,8 @@ from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
+SQLITE_IMMEDIATE = "rlhf_sqlite_immediate"
+
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
@@ -67,9 +69,11 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
-        # IMMEDIATE takes the write lock up front: two writers queue on busy_timeout instead
-        # of one failing with "database is locked" when it upgrades a read lock.
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # A transaction that will write takes the write lock up front (IMMEDIATE): writers then
+        # queue on busy_timeout, instead of failing when a read snapshot that went stale is
+        # upgraded to a write. Readers stay DEFERRED so a long read never blocks writers.
+        immediate = conn.get_execution_options().get(SQLITE_IMMEDIATE, False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
 def make_engine(database_url: str, **kwargs: Any) -> Engine:
@@ -87,10 +91,13 @@ def make_engine(database_url: str, **kwargs: Any) -> Engine:
     return create_engine(url, pool_pre_ping=True, **kwargs)
 
 
-def make_session_factory(engine: Engine) -> sessionmaker[Session]:
+def make_session_factory(engine: Engine, *, writes: bool = False) -> sessionmaker[Session]:
+    """Sessions on ``engine``; ``writes=True`` for units of work that write (on SQLite they
+    begin IMMEDIATE; other databases ignore the option)."""
     import app.models  # noqa: F401 - every mapper must be known before the first query
 
-    return sessionmaker(bind=engine, expire_on_commit=False, autoflush=True)
+    bind = engine.execution_options(**{SQLITE_IMMEDIATE: True}) if writes else engine
+    return sessionmaker(bind=bind, expire_on_commit=False, autoflush=True)
 
 
 @contextmanager

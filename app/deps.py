@@ -15,8 +15,10 @@ from app.config import Settings
 
 
 def get_db_session(request: Request) -> Iterator[Session]:
-    """One session per request; views commit at the edge, anything uncommitted is rolled back."""
-    session = request.app.state.session_factory()
+    """One session per request; views commit at the edge, anything uncommitted is rolled back.
+    Requests that change state get a writing session (see ``make_session_factory``)."""
+    factories = request.app.state.session_factories
+    session = factories["read" if request.method in ("GET", "HEAD", "OPTIONS") else "write"]()
     try:
         yield session
     finally:

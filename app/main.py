@@ -141,7 +141,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.engine = engine
-    app.state.session_factory = make_session_factory(engine)
+    app.state.session_factories = {
+        "read": make_session_factory(engine),
+        "write": make_session_factory(engine, writes=True),
+    }
     from workers.celery_app import create_celery_app
 
     app.state.celery = create_celery_app(settings)

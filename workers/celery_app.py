@@ -16,14 +16,14 @@ from app.jobs.kinds import QUEUE_DEFAULT, QUEUES, TASK_RUN_JOB
 
 def broker_options(settings: Settings) -> dict[str, Any]:
     if settings.broker_is_embedded:
-        queue_dir = settings.broker_dir / "queue"
-        processed = settings.broker_dir / "processed"
-        queue_dir.mkdir(parents=True, exist_ok=True)
-        processed.mkdir(parents=True, exist_ok=True)
+        folders = {name: settings.broker_dir / name for name in ("queue", "processed", "control")}
+        for folder in folders.values():
+            folder.mkdir(parents=True, exist_ok=True)
         return {
-            "data_folder_in": str(queue_dir),
-            "data_folder_out": str(queue_dir),
-            "processed_folder": str(processed),
+            "data_folder_in": str(folders["queue"]),
+            "data_folder_out": str(folders["queue"]),
+            "processed_folder": str(folders["processed"]),
+            "control_folder": str(folders["control"]),
             "store_processed": False,
         }
     # Redis/SQS redeliver an unacknowledged message after this long. Training jobs run for

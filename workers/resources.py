@@ -36,6 +36,6 @@ def worker_resources() -> WorkerResources:
             pid=os.getpid(),
             settings=settings,
             engine=engine,
-            session_factory=make_session_factory(engine),
+            session_factory=make_session_factory(engine, writes=True),
         )
     return _resources

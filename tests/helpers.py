@@ -1,0 +1,81 @@
+"""Plain helpers that make test data and drive the login form like a browser would."""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+from sqlalchemy.orm import Session
+
+from app.auth.models import Role, User
+from app.auth.service import create_user
+from app.labeling.models import Completion, Prompt, PromptSource, text_sha256
+from app.projects.models import Project
+from app.projects.service import create_project
+
+PASSWORD = "correct horse battery"
+_counter = iter(range(1, 10**9))
+
+
+def make_user(session: Session, *, role: Role = Role.labeler, email: str | None = None) -> User:
+    n = next(_counter)
+    return create_user(
+        session=session,
+        email=email or f"user{n}@example.test",
+        password=PASSWORD,
+        role=role,
+        display_name=f"User {n}",
+    )
+
+
+def make_admin(session: Session) -> User:
+    return make_user(session, role=Role.admin)
+
+
+def make_project(
+    session: Session, *, name: str | None = None, k: int = 4, overlap: int = 3
+) -> Project:
+    return create_project(
+        session=session, name=name or f"Project {next(_counter)}", k=k, overlap=overlap
+    )
+
+
+def make_prompt(
+    session: Session, project: Project, *, text: str = "Say hello", answers: int = 4
+) -> Prompt:
+    prompt = Prompt(project_id=project.id, text=text, source=PromptSource.import_)
+    session.add(prompt)
+    session.flush()
+    for i in range(answers):
+        body = f"Answer {i} to {text}"
+        session.add(
+            Completion(
+                prompt_id=prompt.id, text=body, text_sha256=text_sha256(body), origin="import:test"
+            )
+        )
+    session.flush()
+    return prompt
+
+
+CSRF_INPUT = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+async def csrf_token(client: httpx.AsyncClient, path: str = "/login") -> str:
+    response = await client.get(path)
+    match = CSRF_INPUT.search(response.text)
+    assert match, f"no CSRF token on {path} ({response.status_code})"
+    return match.group(1)
+
+
+async def login(client: httpx.AsyncClient, user: User, password: str = PASSWORD) -> httpx.Response:
+    token = await csrf_token(client)
+    response = await client.post(
+        "/login", data={"email": user.email, "password": password, "csrf_token": token}
+    )
+    assert response.status_code == 303, response.text
+    return response
+
+
+def visible_text(html: str) -> str:
+    """The page's text as a reader sees it: tags dropped, whitespace collapsed."""
+    return " ".join(re.sub(r"<[^>]+>", " ", html).split())

@@ -1,0 +1,210 @@
+"""Login, logout, sessions, CSRF and roles, as a browser sees them."""
+
+from __future__ import annotations
+
+import json
+import time
+from base64 import b64encode
+
+import httpx
+import itsdangerous
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.auth.models import LoginAttempt
+from app.auth.passwords import hash_password, verify_password
+from app.config import Settings
+from app.deps import SESSION_USER_KEY
+from app.main import SESSION_COOKIE
+from tests.helpers import PASSWORD, csrf_token, login, make_admin, make_user
+
+
+async def test_login_then_labeler_home(client: httpx.AsyncClient, session: Session) -> None:
+    user = make_user(session)
+    response = await login(client, user)
+    assert response.headers["location"] == "/"
+    home = await client.get("/", follow_redirects=True)
+    assert home.status_code == 200
+    assert str(home.url).endswith("/home")
+    assert f"Welcome back, {user.display_name}" in home.text
+
+
+async def test_admin_lands_on_admin_home(client: httpx.AsyncClient, session: Session) -> None:
+    await login(client, make_admin(session))
+    page = await client.get("/", follow_redirects=True)
+    assert str(page.url).endswith("/admin")
+    assert "Recent jobs" in page.text
+
+
+async def test_session_cookie_is_httponly_and_samesite(
+    client: httpx.AsyncClient, session: Session
+) -> None:
+    response = await login(client, make_user(session))
+    cookie = response.headers["set-cookie"].lower()
+    assert cookie.startswith(f"{SESSION_COOKIE}=")
+    assert "httponly" in cookie
+    assert "samesite=lax" in cookie
+
+
+async def test_wrong_password_and_unknown_user_get_the_same_answer(
+    client: httpx.AsyncClient, session: Session
+) -> None:
+    user = make_user(session)
+    token = await csrf_token(client)
+    wrong = await client.post(
+        "/login", data={"email": user.email, "password": "nope-nope", "csrf_token": token}
+    )
+    unknown = await client.post(
+        "/login", data={"email": "ghost@example.test", "password": "nope-nope", "csrf_token": token}
+    )
+    assert wrong.status_code == unknown.status_code == 400
+    assert "Wrong email or password." in wrong.text
+    assert "Wrong email or password." in unknown.text
+    # Nothing on the page tells the two apart, beyond the email typed back into the form.
+    assert wrong.text.replace(user.email, "X") == unknown.text.replace("ghost@example.test", "X")
+    assert (await client.get("/home")).status_code == 303  # still signed out
+
+
+async def test_repeated_failures_are_rate_limited_even_with_the_right_password(
+    client: httpx.AsyncClient, session: Session, settings: Settings
+) -> None:
+    user = make_user(session)
+    token = await csrf_token(client)
+    for _ in range(settings.login_max_failures):
+        r = await client.post(
+            "/login", data={"email": user.email, "password": "wrong-pass", "csrf_token": token}
+        )
+        assert r.status_code == 400
+    blocked = await client.post(
+        "/login", data={"email": user.email, "password": PASSWORD, "csrf_token": token}
+    )
+    assert blocked.status_code == 429
+    assert "Too many failed attempts" in blocked.text
+    assert int(blocked.headers["retry-after"]) > 0
+    failures = session.scalars(select(LoginAttempt).where(LoginAttempt.email == user.email)).all()
+    assert len(failures) == settings.login_max_failures  # the blocked try checked nothing
+
+
+async def test_deactivated_user_cannot_log_in(client: httpx.AsyncClient, session: Session) -> None:
+    user = make_user(session)
+    user.is_active = False
+    session.flush()
+    token = await csrf_token(client)
+    r = await client.post(
+        "/login", data={"email": user.email, "password": PASSWORD, "csrf_token": token}
+    )
+    assert r.status_code == 400
+
+
+async def test_login_without_csrf_token_is_refused(
+    client: httpx.AsyncClient, session: Session
+) -> None:
+    user = make_user(session)
+    await client.get("/login")
+    r = await client.post("/login", data={"email": user.email, "password": PASSWORD})
+    assert r.status_code == 403
+    assert "Form expired" in r.text
+    bad = await client.post(
+        "/login", data={"email": user.email, "password": PASSWORD, "csrf_token": "forged"}
+    )
+    assert bad.status_code == 403
+
+
+async def test_htmx_request_needs_the_csrf_header(
+    client: httpx.AsyncClient, session: Session
+) -> None:
+    await login(client, make_admin(session))
+    token = await csrf_token(client, "/admin")
+    without = await client.post("/admin/jobs/selfcheck", headers={"HX-Request": "true"})
+    assert without.status_code == 403
+    with_header = await client.post(
+        "/admin/jobs/selfcheck", headers={"HX-Request": "true", "X-CSRF-Token": token}
+    )
+    assert with_header.status_code == 303
+
+
+async def test_logout_ends_the_session(client: httpx.AsyncClient, session: Session) -> None:
+    await login(client, make_user(session))
+    token = await csrf_token(client, "/home")
+    r = await client.post("/logout", data={"csrf_token": token})
+    assert r.status_code == 303
+    assert (await client.get("/home")).status_code == 303
+
+
+async def test_labeler_gets_403_on_admin_pages(client: httpx.AsyncClient, session: Session) -> None:
+    await login(client, make_user(session))
+    for path in ("/admin", "/admin/jobs"):
+        r = await client.get(path)
+        assert r.status_code == 403, path
+        assert "for admins" in r.text
+
+
+async def test_signed_out_visitor_is_sent_to_login_with_next(client: httpx.AsyncClient) -> None:
+    r = await client.get("/admin/jobs")
+    assert r.status_code == 303
+    assert r.headers["location"] == "/login?next=/admin/jobs"
+    htmx = await client.get("/admin/jobs", headers={"HX-Request": "true"})
+    assert htmx.status_code == 401
+    assert htmx.headers["HX-Redirect"].startswith("/login")
+
+
+async def test_next_cannot_point_to_another_site(
+    client: httpx.AsyncClient, session: Session
+) -> None:
+    user = make_user(session)
+    for target in ("https://evil.example/", "//evil.example/", "/\\evil.example"):
+        token = await csrf_token(client)
+        r = await client.post(
+            "/login",
+            data={"email": user.email, "password": PASSWORD, "csrf_token": token, "next": target},
+        )
+        assert r.headers["location"] == "/", target
+        await client.post("/logout", data={"csrf_token": await csrf_token(client, "/home")})
+
+
+def _session_cookie(settings: Settings, data: dict[str, object], age_seconds: int) -> str:
+    class PastSigner(itsdangerous.TimestampSigner):
+        def get_timestamp(self) -> int:
+            return int(time.time()) - age_seconds
+
+    signer = PastSigner(settings.secret_key.get_secret_value())
+    return signer.sign(b64encode(json.dumps(data).encode())).decode()
+
+
+async def test_expired_session_is_refused(
+    client: httpx.AsyncClient, session: Session, settings: Settings
+) -> None:
+    user = make_user(session)
+    fresh = _session_cookie(settings, {SESSION_USER_KEY: user.id}, age_seconds=60)
+    client.cookies.set(SESSION_COOKIE, fresh)
+    assert (await client.get("/home")).status_code == 200
+
+    expired = _session_cookie(
+        settings, {SESSION_USER_KEY: user.id}, age_seconds=settings.session_max_age_seconds + 5
+    )
+    client.cookies.clear()
+    client.cookies.set(SESSION_COOKIE, expired)
+    r = await client.get("/home")
+    assert r.status_code == 303
+    assert r.headers["location"].startswith("/login")
+
+
+async def test_cookie_signed_with_another_key_is_ignored(
+    client: httpx.AsyncClient, session: Session
+) -> None:
+    user = make_user(session)
+    forged = itsdangerous.TimestampSigner("some-other-key-0123456789").sign(
+        b64encode(json.dumps({SESSION_USER_KEY: user.id}).encode())
+    )
+    client.cookies.set(SESSION_COOKIE, forged.decode())
+    assert (await client.get("/home")).status_code == 303
+
+
+def test_passwords_are_stored_as_argon2id(session: Session) -> None:
+    user = make_user(session)
+    assert user.password_hash.startswith("$argon2id$")
+    assert PASSWORD not in user.password_hash
+    assert verify_password(user.password_hash, PASSWORD)
+    assert not verify_password(user.password_hash, PASSWORD + "x")
+    assert not verify_password(None, PASSWORD)
+    assert hash_password(PASSWORD) != user.password_hash  # salted

@@ -1,0 +1,123 @@
+"""The `rlhf` command as a user runs it: real processes, a fresh SQLite file each."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import TEST_SECRET
+
+COMMANDS = [
+    [], ["serve"], ["worker"], ["db"], ["db", "upgrade"], ["users"], ["users", "create"],
+    ["projects"], ["projects", "create"], ["projects", "show"], ["demo"], ["jobs"],
+    ["jobs", "list"], ["jobs", "show"], ["jobs", "selfcheck"],
+]  # fmt: skip
+
+
+@pytest.fixture
+def cli_env(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RLHF_")}
+    env.update(
+        RLHF_DATABASE_URL=f"sqlite:///{tmp_path / 'cli.db'}",
+        RLHF_DATA_DIR=str(tmp_path / "data"),
+        RLHF_SECRET_KEY=TEST_SECRET,
+    )
+    return env
+
+
+def rlhf(env: dict[str, str], *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "app.cli", *args],
+        env=env, input=stdin, capture_output=True, text=True, timeout=120,
+        cwd=Path(__file__).resolve().parents[1] / "tests",  # not the repo: no .env is read
+    )  # fmt: skip
+
+
+def test_every_command_has_help(cli_env: dict[str, str]) -> None:
+    for command in COMMANDS:
+        result = rlhf(cli_env, *command, "--help")
+        assert result.returncode == 0, (command, result.stderr)
+        assert "Usage:" in result.stdout, command
+
+
+def test_a_whole_session(cli_env: dict[str, str]) -> None:
+    assert rlhf(cli_env, "db", "upgrade").returncode == 0
+
+    created = rlhf(cli_env, "users", "create", "Ops@Example.test", "--role", "admin",
+                   "--password-stdin", "--token", stdin="s3cret-password\n")  # fmt: skip
+    assert created.returncode == 0, created.stderr
+    lines = created.stdout.splitlines()
+    assert lines[0].startswith("created user 1 (Ops@Example.test, admin)")
+    assert lines[1].startswith("rlhf_")  # the API token, printed once
+
+    project = rlhf(cli_env, "projects", "create", "Summaries", "--k", "5", "--overlap", "2")
+    assert project.returncode == 0 and project.stdout.strip().isdigit()
+    shown = json.loads(rlhf(cli_env, "projects", "show", "Summaries", "--json").stdout)
+    assert (shown["id"], shown["k"], shown["overlap"]) == (int(project.stdout), 5, 2)
+    assert shown["counts"]["prompts"] == 0
+    by_id = json.loads(rlhf(cli_env, "projects", "show", project.stdout.strip(), "--json").stdout)
+    assert by_id == shown
+
+    assert rlhf(cli_env, "jobs", "list").stdout.strip() == "no jobs yet"
+
+
+def test_demo_seeds_once_and_can_run_again(cli_env: dict[str, str]) -> None:
+    rlhf(cli_env, "db", "upgrade")
+    first = rlhf(cli_env, "demo")
+    assert first.returncode == 0, first.stderr
+    assert "admin@demo.local" in first.stdout and "labeler3@demo.local" in first.stdout
+    again = rlhf(cli_env, "demo")
+    assert again.returncode == 0
+    assert "0 prompts added" in again.stdout
+    data = json.loads(rlhf(cli_env, "projects", "show", "1", "--json").stdout)
+    assert data["k"] == 4
+    assert data["counts"]["rankable_prompts"] >= 10
+    assert data["counts"]["completions"] == 4 * data["counts"]["rankable_prompts"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["projects", "show", "nope"], "error: no project 'nope'"),
+        (["jobs", "show", "42"], "error: no job 42"),
+        (["projects", "create", "Twice"], "error: a project named 'Twice' already exists"),
+        (["worker", "--queues", "gpu"], "error: unknown queue(s) gpu; known: default, train"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(
+    cli_env: dict[str, str], args: list[str], message: str
+) -> None:
+    rlhf(cli_env, "db", "upgrade")
+    rlhf(cli_env, "projects", "create", "Twice")
+    result = rlhf(cli_env, *args)
+    assert result.returncode == 2
+    assert result.stderr.strip() == message
+    assert "Traceback" not in result.stderr
+
+
+def test_bad_option_is_a_usage_error(cli_env: dict[str, str]) -> None:
+    result = rlhf(cli_env, "projects", "create", "X", "--k", "12")
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "--k" in result.stderr
+
+
+def test_short_password_is_refused(cli_env: dict[str, str]) -> None:
+    rlhf(cli_env, "db", "upgrade")
+    result = rlhf(cli_env, "users", "create", "a@b.test", "--password-stdin", stdin="short\n")
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: the password must have at least 8 characters"
+
+
+def test_default_secret_is_refused_outside_demo_mode(cli_env: dict[str, str]) -> None:
+    env = {k: v for k, v in cli_env.items() if k != "RLHF_SECRET_KEY"}
+    result = rlhf(env, "jobs", "list")
+    assert result.returncode == 2
+    assert "RLHF_SECRET_KEY is left at its default" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert rlhf({**env, "RLHF_DEMO_MODE": "1"}, "db", "upgrade").returncode == 0

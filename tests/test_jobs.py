@@ -1,0 +1,193 @@
+"""The job life cycle in the worker, run in-process on the test database (no broker)."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from celery import Celery
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.config import Settings
+from app.db import utcnow
+from app.jobs import kinds
+from app.jobs.models import Job, JobStatus
+from app.jobs.service import JobError, commit_and_enqueue, create_job, request_cancel
+from workers.runner import JobCancelled, JobContext, run_job
+
+
+def _job(session: Session, **params: object) -> Job:
+    job = create_job(session=session, kind=kinds.SELFCHECK, params={"delay": 0, **params})
+    session.commit()
+    return job
+
+
+def test_selfcheck_succeeds_and_writes_its_report(
+    session: Session, session_factory: sessionmaker[Session], settings: Settings
+) -> None:
+    job = _job(session)
+    status = run_job(job_id=job.id, session_factory=session_factory, settings=settings)
+    assert status == JobStatus.succeeded
+    session.refresh(job)
+    assert job.status == JobStatus.succeeded
+    assert job.progress == 1.0
+    assert job.attempts == 1
+    assert job.started_at and job.finished_at and job.finished_at >= job.started_at
+    assert job.metrics["torch"].startswith("2.13.0")
+    report = json.loads(Path(job.artifacts["report"]).read_text())
+    assert report["job_id"] == job.id
+    assert "all checks passed" in job.log
+
+
+def test_a_finished_job_is_not_run_again(
+    session: Session, session_factory: sessionmaker[Session], settings: Settings
+) -> None:
+    job = _job(session)
+    run_job(job_id=job.id, session_factory=session_factory, settings=settings)
+    session.refresh(job)
+    finished_at, log = job.finished_at, job.log
+    calls: list[int] = []
+    again = run_job(
+        job_id=job.id,
+        session_factory=session_factory,
+        settings=settings,
+        impls={kinds.SELFCHECK: lambda ctx: calls.append(ctx.job_id)},
+    )
+    session.refresh(job)
+    assert again == JobStatus.succeeded
+    assert calls == []
+    assert (job.attempts, job.finished_at, job.log) == (1, finished_at, log)
+
+
+def test_a_failing_job_records_the_error(
+    session: Session, session_factory: sessionmaker[Session], settings: Settings
+) -> None:
+    job = _job(session)
+
+    def boom(ctx: JobContext) -> None:
+        ctx.progress(0.3, "half way")
+        raise RuntimeError("the disk is full")
+
+    status = run_job(
+        job_id=job.id, session_factory=session_factory, settings=settings,
+        impls={kinds.SELFCHECK: boom},
+    )  # fmt: skip
+    session.refresh(job)
+    assert status == job.status == JobStatus.failed
+    assert job.error == "RuntimeError: the disk is full"
+    assert job.progress == pytest.approx(0.3)
+    assert "Traceback" in job.log
+
+
+def test_unknown_kind_fails_with_a_clear_message(
+    session: Session, session_factory: sessionmaker[Session], settings: Settings
+) -> None:
+    job = _job(session)
+    status = run_job(job_id=job.id, session_factory=session_factory, settings=settings, impls={})
+    session.refresh(job)
+    assert status == JobStatus.failed
+    assert job.error == "This worker does not know the job kind 'selfcheck'."
+
+
+def test_cancel_a_queued_job_stops_it_before_it_runs(
+    session: Session, session_factory: sessionmaker[Session], settings: Settings
+) -> None:
+    job = _job(session)
+    request_cancel(session=session, job=job)
+    session.commit()
+    assert job.status == JobStatus.cancelled
+    calls: list[int] = []
+    run_job(
+        job_id=job.id, session_factory=session_factory, settings=settings,
+        impls={kinds.SELFCHECK: lambda ctx: calls.append(1)},
+    )  # fmt: skip
+    assert calls == []
+
+
+def test_cancel_a_running_job_stops_at_its_next_checkpoint(
+    session: Session, session_factory: sessionmaker[Session], settings: Settings
+) -> None:
+    job = _job(session)
+    reached: list[float] = []
+
+    def long_job(ctx: JobContext) -> None:
+        for step in range(10):
+            if step == 2:  # an admin presses "Cancel" while the job runs
+                with session_factory() as other:
+                    request_cancel(session=other, job=other.get_one(Job, ctx.job_id))
+                    other.commit()
+            ctx.progress(step / 10)
+            reached.append(step / 10)
+
+    status = run_job(
+        job_id=job.id, session_factory=session_factory, settings=settings,
+        impls={kinds.SELFCHECK: long_job},
+    )  # fmt: skip
+    session.refresh(job)
+    assert status == job.status == JobStatus.cancelled
+    assert reached == [0.0, 0.1]  # the step that saw the cancel did not go on
+
+
+def test_a_job_lost_with_its_worker_runs_again(
+    session: Session, session_factory: sessionmaker[Session], settings: Settings
+) -> None:
+    job = _job(session)
+    job.status, job.attempts = JobStatus.running, 1
+    job.heartbeat_at = utcnow() - timedelta(seconds=10 * settings.job_heartbeat_seconds)
+    session.commit()
+    status = run_job(job_id=job.id, session_factory=session_factory, settings=settings)
+    session.refresh(job)
+    assert status == JobStatus.succeeded
+    assert job.attempts == 2
+    assert "previous worker was lost" in job.log
+
+
+def test_a_job_running_elsewhere_is_left_alone(
+    session: Session, session_factory: sessionmaker[Session], settings: Settings
+) -> None:
+    job = _job(session)
+    job.status, job.attempts, job.heartbeat_at = JobStatus.running, 1, utcnow()
+    session.commit()
+    calls: list[int] = []
+    status = run_job(
+        job_id=job.id, session_factory=session_factory, settings=settings,
+        impls={kinds.SELFCHECK: lambda ctx: calls.append(1)},
+    )  # fmt: skip
+    session.refresh(job)
+    assert status == JobStatus.running
+    assert calls == [] and job.attempts == 1
+
+
+def test_unknown_kind_cannot_be_created(session: Session) -> None:
+    with pytest.raises(JobError, match="unknown job kind 'nope'"):
+        create_job(session=session, kind="nope")
+
+
+def test_broker_down_fails_the_job_visibly(session: Session, settings: Settings) -> None:
+    job = create_job(session=session, kind=kinds.SELFCHECK)
+    unreachable = Celery("t", broker="redis://127.0.0.1:1/0", set_as_current=False)
+    unreachable.conf.broker_connection_retry = False
+    unreachable.conf.broker_connection_max_retries = 0
+    unreachable.conf.broker_transport_options = {"max_retries": 0}
+    commit_and_enqueue(session=session, celery=unreachable, job=job)
+    assert job.status == JobStatus.failed
+    assert job.error is not None and "Could not reach the job queue" in job.error
+    assert job.id is not None  # the row was committed before the broker was asked
+
+
+def test_job_context_reports_progress(
+    session: Session, session_factory: sessionmaker[Session], settings: Settings
+) -> None:
+    job = _job(session)
+    ctx = JobContext(job_id=job.id, settings=settings, session_factory=session_factory)
+    ctx.progress(2.5, "clamped", loss=0.5)
+    ctx.log("hello")
+    session.refresh(job)
+    assert (job.progress, job.progress_message, job.metrics) == (1.0, "clamped", {"loss": 0.5})
+    assert job.log.endswith("hello\n")
+    request_cancel(session=session, job=job)
+    session.commit()
+    with pytest.raises(JobCancelled):
+        ctx.progress(0.5)

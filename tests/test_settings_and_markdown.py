@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from app.config import DEFAULT_SECRET_KEY, Settings
+from app.web.markdown import render_markdown
+
+
+def test_default_secret_is_refused_outside_demo_mode(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("RLHF_SECRET_KEY", raising=False)
+    monkeypatch.delenv("RLHF_DEMO_MODE", raising=False)
+    with pytest.raises(ValidationError, match="RLHF_SECRET_KEY is left at its default"):
+        Settings(_env_file=None)  # type: ignore[call-arg]
+    demo = Settings(_env_file=None, demo_mode=True)  # type: ignore[call-arg]
+    assert demo.secret_key.get_secret_value() == DEFAULT_SECRET_KEY
+
+
+def test_settings_come_from_rlhf_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RLHF_SECRET_KEY", "x" * 40)
+    monkeypatch.setenv("RLHF_DATABASE_URL", "postgresql+psycopg://u@db/rlhf")
+    monkeypatch.setenv("RLHF_BROKER_URL", "redis://cache:6379/0")
+    monkeypatch.setenv("RLHF_LEASE_MINUTES", "45")
+    s = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert (s.database_url, s.broker_url, s.lease_minutes) == (
+        "postgresql+psycopg://u@db/rlhf", "redis://cache:6379/0", 45,
+    )  # fmt: skip
+    assert not s.is_sqlite and not s.broker_is_embedded
+    assert "x" * 40 not in repr(s)  # the secret never shows in logs
+
+
+def test_wrong_types_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RLHF_SECRET_KEY", "x" * 40)
+    monkeypatch.setenv("RLHF_LEASE_MINUTES", "soon")
+    with pytest.raises(ValidationError, match="lease_minutes"):
+        Settings(_env_file=None)  # type: ignore[call-arg]
+
+
+def test_short_secret_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RLHF_SECRET_KEY", "short")
+    with pytest.raises(ValidationError, match="at least 16 characters"):
+        Settings(_env_file=None)  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize(
+    ("source", "absent"),
+    [
+        ("<script>alert(1)</script>", "<script>"),
+        ("[x](javascript:alert(1))", 'href="javascript'),
+        ("<img src=x onerror=alert(1)>", "<img"),
+        ("<a href='#' onclick='x()'>a</a>", "<a "),
+    ],
+)
+def test_markdown_is_sanitized(source: str, absent: str) -> None:
+    assert absent not in render_markdown(source)
+
+
+def test_markdown_renders_code_and_tables() -> None:
+    html = render_markdown("```python\nprint('<b>')\n```\n\n| a | b |\n|---|---|\n| 1 | 2 |")
+    assert "<pre><code class=\"language-python\">print('&lt;b&gt;')" in html
+    assert "<table>" in html and "<td>1</td>" in html
