@@ -461,7 +461,16 @@ def main() -> None:
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
-        app(standalone_mode=True)
+        code = app(standalone_mode=False, prog_name="rlhf")
+        sys.exit(code if isinstance(code, int) else 0)
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        sys.exit(1)
+    except typer.TyperException as exc:  # usage errors: bad option, missing argument
+        context = getattr(exc, "ctx", None)
+        hint = f" (see '{context.command_path} --help')" if context is not None else ""
+        typer.echo(f"error: {exc.format_message()}{hint}", err=True)
+        sys.exit(exc.exit_code)
     except (CliError, UserError, ProjectError, JobError, NotFoundError) as exc:
         message = str(exc)
     except ValidationError as exc:

@@ -28,7 +28,7 @@ from app.labeling.models import Completion, Prompt, PromptSource
 from app.main import create_app
 from app.projects.service import create_project
 
-PASSWORD = "bench-password"  # noqa: S105
+PASSWORD = "bench-password"
 
 
 def build(url: str, projects: int, prompts: int) -> None:

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import TEST_SECRET
+from tests.processes import rlhf, rlhf_env
 
 COMMANDS = [
     [], ["serve"], ["worker"], ["db"], ["db", "upgrade"], ["users"], ["users", "create"],
@@ -21,21 +18,7 @@ COMMANDS = [
 
 @pytest.fixture
 def cli_env(tmp_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RLHF_")}
-    env.update(
-        RLHF_DATABASE_URL=f"sqlite:///{tmp_path / 'cli.db'}",
-        RLHF_DATA_DIR=str(tmp_path / "data"),
-        RLHF_SECRET_KEY=TEST_SECRET,
-    )
-    return env
-
-
-def rlhf(env: dict[str, str], *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "app.cli", *args],
-        env=env, input=stdin, capture_output=True, text=True, timeout=120,
-        cwd=Path(__file__).resolve().parents[1] / "tests",  # not the repo: no .env is read
-    )  # fmt: skip
+    return rlhf_env(f"sqlite:///{tmp_path / 'cli.db'}", tmp_path / "data")
 
 
 def test_every_command_has_help(cli_env: dict[str, str]) -> None:
@@ -100,11 +83,22 @@ def test_bad_input_is_one_line_and_exit_2(
     assert "Traceback" not in result.stderr
 
 
-def test_bad_option_is_a_usage_error(cli_env: dict[str, str]) -> None:
-    result = rlhf(cli_env, "projects", "create", "X", "--k", "12")
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["projects", "create", "X", "--k", "12"], "error: Invalid value for '--k'"),
+        (["projects", "create"], "error: Missing argument 'name'"),
+        (["jobs", "show", "seven"], "error: Invalid value for 'job_id'"),
+        (["projects", "frobnicate"], "error: No such command 'frobnicate'"),
+    ],
+)
+def test_bad_usage_is_one_line_and_exit_2(
+    cli_env: dict[str, str], args: list[str], expected: str
+) -> None:
+    result = rlhf(cli_env, *args)
     assert result.returncode == 2
-    assert "Traceback" not in result.stderr
-    assert "--k" in result.stderr
+    assert result.stderr.startswith(expected), result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
 
 
 def test_short_password_is_refused(cli_env: dict[str, str]) -> None:

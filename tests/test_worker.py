@@ -7,13 +7,9 @@ Locally the broker is the embedded filesystem one; CI adds Redis and RabbitMQ th
 from __future__ import annotations
 
 import json
-import os
 import signal
-import socket
 import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,22 +21,11 @@ from app.config import Settings
 from app.jobs import kinds
 from app.jobs.models import Job, JobStatus
 from app.jobs.service import commit_and_enqueue, create_job
-from tests.conftest import TEST_SECRET, make_settings
+from tests.conftest import make_settings
+from tests.processes import CLI, CWD, rlhf, rlhf_env, serve_with_worker
 from workers.celery_app import create_celery_app
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _env(database_url: str, broker_url: str, data_dir: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RLHF_")}
-    env.update(
-        RLHF_DATABASE_URL=database_url,
-        RLHF_BROKER_URL=broker_url,
-        RLHF_DATA_DIR=str(data_dir),
-        RLHF_SECRET_KEY=TEST_SECRET,
-    )
-    return env
 
 
 def _wait_for(engine: Engine, job_id: int, timeout: float = 90) -> Job:
@@ -64,11 +49,14 @@ def worker_settings(database_url: str, broker_url: str, tmp_path: Path) -> Setti
 
 @pytest.fixture
 def worker(worker_settings: Settings) -> Iterator[subprocess.Popen[bytes]]:
-    env = _env(worker_settings.database_url, worker_settings.broker_url, worker_settings.data_dir)
+    env = rlhf_env(
+        worker_settings.database_url,
+        worker_settings.data_dir,
+        RLHF_BROKER_URL=worker_settings.broker_url,
+    )
     proc = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "worker", "--pool", "solo", "--loglevel", "warning"],
-        env=env, cwd=ROOT / "tests",
-    )  # fmt: skip
+        [*CLI, "worker", "--pool", "solo", "--loglevel", "warning"], env=env, cwd=CWD
+    )
     yield proc
     proc.send_signal(signal.SIGTERM)
     try:
@@ -99,44 +87,13 @@ def test_selfcheck_through_a_real_worker(
             session.commit()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_serve_with_worker_runs_jobs_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     """What `make run` does: web + worker on SQLite and the embedded broker; Ctrl-C stops both."""
-    env = _env(f"sqlite:///{tmp_path / 'run.db'}", "filesystem://", tmp_path / "var")
-    cli = [sys.executable, "-m", "app.cli"]
-    subprocess.run(
-        [*cli, "db", "upgrade"], env=env, check=True, capture_output=True, cwd=ROOT / "tests"
-    )
-    port = _free_port()
-    serve = subprocess.Popen(
-        [*cli, "serve", "--with-worker", "--port", str(port)],
-        env=env, cwd=ROOT / "tests", start_new_session=True,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
-                    assert json.load(r) == {"status": "ok"}
-                    break
-            except OSError:
-                assert time.monotonic() < deadline, "the web app did not come up"
-                assert serve.poll() is None, "rlhf serve exited early"
-                time.sleep(0.5)
-        waited = subprocess.run(
-            [*cli, "jobs", "selfcheck", "--wait", "--delay", "0"],
-            env=env, cwd=ROOT / "tests", capture_output=True, text=True, timeout=120,
-        )  # fmt: skip
+    env = rlhf_env(f"sqlite:///{tmp_path / 'run.db'}", tmp_path / "var")
+    assert rlhf(env, "db", "upgrade").returncode == 0
+    with serve_with_worker(env) as server:
+        waited = rlhf(env, "jobs", "selfcheck", "--wait", "--delay", "0")
         assert waited.returncode == 0, waited.stdout + waited.stderr
         assert "succeeded" in waited.stdout
-    finally:
-        os.killpg(serve.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends
-        output, _ = serve.communicate(timeout=60)
-    assert serve.returncode == 0, output
-    assert "worker stopped" in output
+    assert server.process.returncode == 0, server.output
+    assert "worker stopped" in server.output
