@@ -4,13 +4,15 @@
 # Both Python stages must use the same interpreter: the venv is copied from one to the other.
 ARG PYTHON_IMAGE=python:3.11-slim
 
-# --- htmx from npm (the same file `make install` copies) ---------------------------------------
+# --- front-end packages from npm (the same files `make install` copies) ---------------------------------------
 FROM node:20-slim AS static
 WORKDIR /src
 COPY package.json package-lock.json ./
 RUN npm ci --no-audit --no-fund --loglevel=error \
- && mkdir -p static/vendor \
- && cp node_modules/htmx.org/dist/htmx.min.js static/vendor/htmx.min.js
+ && mkdir -p static/vendor/swagger-ui \
+ && cp node_modules/htmx.org/dist/htmx.min.js static/vendor/htmx.min.js \
+ && cp node_modules/swagger-ui-dist/swagger-ui-bundle.js node_modules/swagger-ui-dist/swagger-ui.css \
+       static/vendor/swagger-ui/
 
 # --- dependencies only, in /opt/venv -----------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS build

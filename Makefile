@@ -26,12 +26,15 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[dev]"
 	@touch $@
 
-static/vendor/htmx.min.js: package.json package-lock.json
+# Front-end packages come from the npm registry (package-lock.json) and are served locally.
+static/vendor/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
-	mkdir -p static/vendor
+	mkdir -p static/vendor/swagger-ui
 	cp node_modules/htmx.org/dist/htmx.min.js static/vendor/htmx.min.js
+	cp node_modules/swagger-ui-dist/swagger-ui-bundle.js node_modules/swagger-ui-dist/swagger-ui.css static/vendor/swagger-ui/
+	@touch $@
 
-install: $(VENV)/.installed static/vendor/htmx.min.js
+install: $(VENV)/.installed static/vendor/.installed
 
 .env:
 	@printf 'RLHF_DEMO_MODE=1\nRLHF_SECRET_KEY=%s\n' "$$($(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(48))')" > .env

@@ -35,10 +35,6 @@ app.add_typer(projects_app, name="projects")
 app.add_typer(jobs_app, name="jobs")
 
 
-class CliError(Exception):
-    """Bad usage or input: printed as one line, exit code 2."""
-
-
 def fail(message: str, code: int = 2) -> NoReturn:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
@@ -471,7 +467,7 @@ def main() -> None:
         hint = f" (see '{context.command_path} --help')" if context is not None else ""
         typer.echo(f"error: {exc.format_message()}{hint}", err=True)
         sys.exit(exc.exit_code)
-    except (CliError, UserError, ProjectError, JobError, NotFoundError) as exc:
+    except (UserError, ProjectError, JobError, NotFoundError) as exc:
         message = str(exc)
     except ValidationError as exc:
         message = "bad settings: " + "; ".join(

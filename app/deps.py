@@ -75,11 +75,6 @@ def require_admin(user: Annotated[User, Depends(require_user)]) -> User:
     return user
 
 
-def require_labeler(user: Annotated[User, Depends(require_user)]) -> User:
-    # Admins may label too (they write gold rankings and try the queue themselves).
-    return user
-
-
 CurrentUser = Annotated[User, Depends(require_user)]
 AdminUser = Annotated[User, Depends(require_admin)]
 OptionalUser = Annotated[User | None, Depends(get_optional_user)]

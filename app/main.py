@@ -8,7 +8,8 @@ from pathlib import Path
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import HTTPException
-from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import text
 from starlette.middleware.sessions import SessionMiddleware
@@ -32,6 +33,11 @@ STATIC_DIR = Path(__file__).resolve().parents[1] / "static"
 API_PREFIX = "/api/v1"
 SESSION_COOKIE = "rlhf_session"
 
+DOCS_PATH = "/docs"
+DOCS_CSP = (
+    "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; frame-ancestors 'none'"
+)
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
@@ -52,9 +58,9 @@ class SecurityHeaders:
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = message.setdefault("headers", [])
-                path = scope.get("path", "")
-                if not path.startswith("/docs"):  # Swagger UI loads its own inline script
-                    headers.append((b"content-security-policy", CONTENT_SECURITY_POLICY.encode()))
+                # Swagger UI's page starts itself with an inline script; only it may.
+                csp = DOCS_CSP if scope.get("path") == DOCS_PATH else CONTENT_SECURITY_POLICY
+                headers.append((b"content-security-policy", csp.encode()))
                 headers.append((b"x-content-type-options", b"nosniff"))
                 headers.append((b"referrer-policy", b"same-origin"))
                 headers.append((b"x-frame-options", b"DENY"))
@@ -136,7 +142,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Human feedback collection and the InstructGPT training loop.",
         lifespan=lifespan,
         openapi_url=f"{API_PREFIX}/openapi.json",
-        docs_url="/docs",
+        docs_url=None,  # served below from /static, not from a CDN
         redoc_url=None,
     )
     app.state.settings = settings
@@ -161,7 +167,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     # Every page and htmx route: CSRF-checked; each route declares its role dependency.
-    web = APIRouter(dependencies=[Depends(require_csrf)])
+    web = APIRouter(dependencies=[Depends(require_csrf)], include_in_schema=False)
     web.include_router(auth_views.router)
     web.include_router(home_views.router)
     web.include_router(jobs_views.router)
@@ -172,6 +178,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     api.include_router(projects_api.router)
     api.include_router(jobs_api.router)
     app.include_router(api)
+
+    @app.get(DOCS_PATH, include_in_schema=False)
+    def api_docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=f"{API_PREFIX}/openapi.json",
+            title="RLHF Studio API",
+            swagger_js_url="/static/vendor/swagger-ui/swagger-ui-bundle.js",
+            swagger_css_url="/static/vendor/swagger-ui/swagger-ui.css",
+            swagger_favicon_url="/static/favicon.svg",
+        )
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:

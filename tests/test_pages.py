@@ -95,3 +95,10 @@ async def test_static_htmx_is_served_locally(client: httpx.AsyncClient) -> None:
     assert "://" not in page.split("<body")[0].replace('content="width', "")  # no CDN in <head>
     r = await client.get("/static/vendor/htmx.min.js")
     assert r.status_code == 200 and "htmx" in r.text[:2000]
+
+
+async def test_api_docs_are_served_without_a_cdn(client: httpx.AsyncClient) -> None:
+    page = (await client.get("/docs")).text
+    assert "/static/vendor/swagger-ui/swagger-ui-bundle.js" in page
+    assert "cdn" not in page.lower()
+    assert (await client.get("/static/vendor/swagger-ui/swagger-ui-bundle.js")).status_code == 200

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from tests.helpers import csrf_token, login, make_user
 
 # Reachable without signing in, on purpose.
-PUBLIC = {("GET", "/login"), ("POST", "/login"), ("GET", "/healthz")}
+PUBLIC = {("GET", "/login"), ("POST", "/login"), ("GET", "/healthz"), ("GET", "/docs")}
 SAFE = {"GET", "HEAD", "OPTIONS"}
 
 

@@ -13,6 +13,7 @@ from starlette.responses import HTMLResponse
 
 import app
 from app.auth.csrf import CSRF_FIELD, CSRF_HEADER, get_csrf_token
+from app.db import utcnow
 from app.web.markdown import render_markdown
 
 TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "templates"
@@ -32,8 +33,6 @@ def _context(request: Request) -> dict[str, Any]:
 def _timeago(value: datetime | None) -> str:
     if value is None:
         return "-"
-    from app.db import utcnow
-
     seconds = int((utcnow() - value).total_seconds())
     if seconds < 60:
         return "just now"
