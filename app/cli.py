@@ -93,7 +93,7 @@ def serve(
     try:
         uvicorn.run(
             "app.main:create_app", factory=True, host=host, port=port, workers=workers,
-            proxy_headers=True, log_level="info",
+            proxy_headers=True, forwarded_allow_ips=cfg.forwarded_allow_ips, log_level="info",
         )  # fmt: skip
     finally:
         if worker is not None and worker.poll() is None:
@@ -135,6 +135,15 @@ def worker(
     ]  # fmt: skip
     if cfg.broker_is_embedded:
         argv += ["--without-mingle", "--without-gossip", "--without-heartbeat"]
+    from app.db import make_engine, make_session_factory
+    from workers.runner import start_recovery_thread
+
+    # Jobs whose worker died (killed, out of memory) are queued again from here.
+    start_recovery_thread(
+        session_factory=make_session_factory(make_engine(cfg.database_url), writes=True),
+        settings=cfg,
+        celery=celery,
+    )
     celery.worker_main(argv)
 
 
@@ -443,7 +452,11 @@ def jobs_cancel(job_id: Annotated[int, typer.Argument(help="Job id")]) -> None:
     from app.jobs.service import get_job, request_cancel
 
     with db_session() as session:
-        job = request_cancel(session=session, job=get_job(session=session, job_id=job_id))
+        job = request_cancel(
+            session=session,
+            job=get_job(session=session, job_id=job_id),
+            stale_after=settings().job_stale_after,
+        )
         status = job.status.value
     typer.echo(f"job {job_id}: {status}")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Self
@@ -39,6 +40,9 @@ class Settings(BaseSettings):
 
     session_max_age_seconds: int = Field(default=12 * 3600, ge=60)
     cookie_secure: bool = Field(default=False, description="Set behind TLS")
+    forwarded_allow_ips: str = Field(
+        default="127.0.0.1", description="Proxies whose X-Forwarded-For is trusted (uvicorn)"
+    )
     lease_minutes: int = Field(default=30, ge=1)
     login_max_failures: int = Field(default=5, ge=1, description="per email and address")
     login_failure_window_seconds: int = Field(default=15 * 60, ge=1)
@@ -64,6 +68,11 @@ class Settings(BaseSettings):
     @property
     def broker_is_embedded(self) -> bool:
         return self.broker_url.startswith("filesystem://")
+
+    @property
+    def job_stale_after(self) -> timedelta:
+        """A running job whose heartbeat is older than this has lost its worker."""
+        return timedelta(seconds=3 * self.job_heartbeat_seconds)
 
     @property
     def broker_dir(self) -> Path:

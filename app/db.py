@@ -55,13 +55,13 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-def _configure_sqlite(engine: Engine) -> None:
+def _configure_sqlite(engine: Engine, *, foreign_keys: bool) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # pysqlite's own transaction handling breaks SAVEPOINTs; we emit BEGIN ourselves.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA foreign_keys={'ON' if foreign_keys else 'OFF'}")
         cursor.execute("PRAGMA busy_timeout=15000")
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
@@ -76,7 +76,9 @@ def _configure_sqlite(engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
-def make_engine(database_url: str, **kwargs: Any) -> Engine:
+def make_engine(database_url: str, *, sqlite_foreign_keys: bool = True, **kwargs: Any) -> Engine:
+    """An engine for the URL. ``sqlite_foreign_keys=False`` is for migrations only: Alembic's
+    batch mode rebuilds a SQLite table by dropping it, which would fire ON DELETE CASCADE."""
     url = make_url(database_url)
     if url.get_backend_name() == "sqlite":
         if url.database and url.database != ":memory:":
@@ -86,7 +88,7 @@ def make_engine(database_url: str, **kwargs: Any) -> Engine:
         engine = create_engine(
             url, connect_args={"check_same_thread": False, "timeout": 15}, **kwargs
         )
-        _configure_sqlite(engine)
+        _configure_sqlite(engine, foreign_keys=sqlite_foreign_keys)
         return engine
     return create_engine(url, pool_pre_ping=True, **kwargs)
 

@@ -48,16 +48,18 @@ class Forbidden(Exception):
         self.message = message
 
 
-SESSION_USER_KEY = "uid"
+SESSION_ID_KEY = "sid"
 
 
 def get_optional_user(request: Request, session: DbSession) -> User | None:
-    user_id = request.session.get(SESSION_USER_KEY)
-    if not isinstance(user_id, int):
+    from app.auth.service import user_for_session
+
+    session_id = request.session.get(SESSION_ID_KEY)
+    if not isinstance(session_id, str):
         return None
-    user = session.get(User, user_id)
-    if user is None or not user.is_active:
-        request.session.pop(SESSION_USER_KEY, None)
+    user = user_for_session(session=session, session_id=session_id)
+    if user is None:
+        request.session.pop(SESSION_ID_KEY, None)
         return None
     request.state.user = user
     return user
@@ -84,24 +86,35 @@ _bearer = HTTPBearer(auto_error=False, description="An API token from `rlhf user
 
 
 def require_api_user(
+    request: Request,
     session: DbSession,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> User:
     """API callers authenticate with a bearer token only (never the session cookie, so the
     API cannot be driven by a cross-site form)."""
-    from app.auth.service import user_for_api_token
+    from app.auth.service import api_token_for, token_needs_touch, touch_api_token
 
-    user = None
+    factories = request.app.state.session_factories
+    found: tuple[int, int, bool] | None = None
     if credentials is not None and credentials.scheme.lower() == "bearer":
-        user = user_for_api_token(session=session, token=credentials.credentials)
-    if user is None:
+        # Looked up in a short session of its own, so that recording last_used_at below is
+        # a separate small write and the request itself stays read-only when it reads.
+        with factories["read"]() as lookup:
+            token = api_token_for(session=lookup, token=credentials.credentials)
+            if token is not None:
+                found = (token.id, token.user_id, token_needs_touch(token))
+    if found is None:
         raise HTTPException(
             status_code=401,
             detail="Missing or invalid API token",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    session.commit()  # records last_used_at
-    return user
+    token_id, user_id, stale = found
+    if stale:
+        with factories["write"]() as write:
+            touch_api_token(session=write, token_id=token_id)
+            write.commit()
+    return session.get_one(User, user_id)
 
 
 def require_api_admin(user: Annotated[User, Depends(require_api_user)]) -> User:

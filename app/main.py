@@ -7,7 +7,8 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import APIRouter, Depends, FastAPI, Request
-from fastapi.exceptions import HTTPException
+from fastapi.exception_handlers import request_validation_exception_handler
+from fastapi.exceptions import HTTPException, RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -110,6 +111,20 @@ def _install_error_handlers(app: FastAPI) -> None:
             request, "errors/error.html",
             {"title": "Not found", "message": exc.message.capitalize() + ".", "status": 404},
             status_code=404,
+        )  # fmt: skip
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> Response:
+        if _is_api(request):
+            return await request_validation_exception_handler(request, exc)
+        # A page's form arrived malformed (hand-made request, field far too long): say which
+        # fields, without echoing what was sent.
+        fields = sorted({str(e["loc"][-1]) for e in exc.errors() if e.get("loc")})
+        message = "This request could not be read: check " + ", ".join(fields) + "."
+        return render(
+            request, "errors/error.html",
+            {"title": "Invalid input", "message": message, "status": 422},
+            status_code=422,
         )  # fmt: skip
 
     @app.exception_handler(HTTPException)

@@ -1,7 +1,7 @@
 """Every table, imported in one place so Alembic and the mappers see the whole schema."""
 
 from app.audit.models import AuditEvent
-from app.auth.models import ApiToken, LoginAttempt, Role, User
+from app.auth.models import ApiToken, LoginAttempt, Role, User, UserSession
 from app.db import Base
 from app.exports.models import Export
 from app.jobs.models import Job, JobStatus
@@ -41,4 +41,5 @@ __all__ = [
     "Role",
     "TaskKind",
     "User",
+    "UserSession",
 ]

@@ -48,12 +48,17 @@ def run_migrations_online() -> None:
         with context.begin_transaction():
             context.run_migrations()
         return
-    engine = make_engine(_database_url())
+    engine = make_engine(_database_url(), sqlite_foreign_keys=False)
     try:
         with engine.connect() as connection:
             _configure(connection)
             with context.begin_transaction():
                 context.run_migrations()
+                if connection.dialect.name == "sqlite":
+                    # Keys were off while tables were rebuilt; prove nothing was left dangling.
+                    broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                    if broken:
+                        raise RuntimeError(f"migration left broken foreign keys: {broken[:5]}")
     finally:
         engine.dispose()
 

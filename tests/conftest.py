@@ -24,7 +24,6 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.cli import alembic_config
 from app.config import Settings
 from app.db import make_engine
-from app.deps import get_db_session
 from app.main import create_app
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -112,13 +111,10 @@ def session(session_factory: sessionmaker[Session]) -> Iterator[Session]:
 
 
 @pytest.fixture
-def app(settings: Settings, session: Session) -> Iterator[FastAPI]:
+def app(settings: Settings, session_factory: sessionmaker[Session]) -> Iterator[FastAPI]:
+    """The real app, its request sessions joined to the test's rolled-back transaction."""
     application = create_app(settings)
-
-    def _test_session() -> Iterator[Session]:
-        yield session
-
-    application.dependency_overrides[get_db_session] = _test_session
+    application.state.session_factories = {"read": session_factory, "write": session_factory}
     yield application
     application.state.engine.dispose()
 

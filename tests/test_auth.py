@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from base64 import b64encode
+from datetime import timedelta
 
 import httpx
 import itsdangerous
@@ -13,8 +14,15 @@ from sqlalchemy.orm import Session
 
 from app.auth.models import LoginAttempt
 from app.auth.passwords import hash_password, verify_password
+from app.auth.service import (
+    SESSION_ABSOLUTE_LIFETIME,
+    authenticate,
+    client_address,
+    start_session,
+)
 from app.config import Settings
-from app.deps import SESSION_USER_KEY
+from app.db import utcnow
+from app.deps import SESSION_ID_KEY
 from app.main import SESSION_COOKIE
 from tests.helpers import PASSWORD, csrf_token, login, make_admin, make_user
 
@@ -171,16 +179,18 @@ def _session_cookie(settings: Settings, data: dict[str, object], age_seconds: in
     return signer.sign(b64encode(json.dumps(data).encode())).decode()
 
 
-async def test_expired_session_is_refused(
+async def test_expired_cookie_is_refused(
     client: httpx.AsyncClient, session: Session, settings: Settings
 ) -> None:
     user = make_user(session)
-    fresh = _session_cookie(settings, {SESSION_USER_KEY: user.id}, age_seconds=60)
+    sid = start_session(session=session, user=user, ip="127.0.0.1", user_agent="test").id
+    session.commit()
+    fresh = _session_cookie(settings, {SESSION_ID_KEY: sid}, age_seconds=60)
     client.cookies.set(SESSION_COOKIE, fresh)
     assert (await client.get("/home")).status_code == 200
 
     expired = _session_cookie(
-        settings, {SESSION_USER_KEY: user.id}, age_seconds=settings.session_max_age_seconds + 5
+        settings, {SESSION_ID_KEY: sid}, age_seconds=settings.session_max_age_seconds + 5
     )
     client.cookies.clear()
     client.cookies.set(SESSION_COOKIE, expired)
@@ -189,15 +199,82 @@ async def test_expired_session_is_refused(
     assert r.headers["location"].startswith("/login")
 
 
+async def test_session_older_than_its_lifetime_is_refused(
+    client: httpx.AsyncClient, session: Session, settings: Settings
+) -> None:
+    user = make_user(session)
+    row = start_session(session=session, user=user, ip="127.0.0.1", user_agent="test")
+    row.created_at = utcnow() - SESSION_ABSOLUTE_LIFETIME - timedelta(minutes=1)
+    session.commit()
+    client.cookies.set(SESSION_COOKIE, _session_cookie(settings, {SESSION_ID_KEY: row.id}, 60))
+    assert (await client.get("/home")).status_code == 303
+
+
+async def test_a_cookie_replayed_after_logout_is_refused(
+    client: httpx.AsyncClient, session: Session
+) -> None:
+    await login(client, make_user(session))
+    stolen = client.cookies[SESSION_COOKIE]
+    await client.post("/logout", data={"csrf_token": await csrf_token(client, "/home")})
+    client.cookies.clear()
+    client.cookies.set(SESSION_COOKIE, stolen)
+    assert (await client.get("/home")).status_code == 303
+
+
+async def test_deactivating_a_user_ends_their_sessions(
+    client: httpx.AsyncClient, session: Session
+) -> None:
+    user = make_user(session)
+    await login(client, user)
+    assert (await client.get("/home")).status_code == 200
+    user.is_active = False
+    session.commit()
+    assert (await client.get("/home")).status_code == 303
+
+
+async def test_a_forged_session_id_is_ignored(
+    client: httpx.AsyncClient, session: Session, settings: Settings
+) -> None:
+    make_user(session)
+    client.cookies.set(SESSION_COOKIE, _session_cookie(settings, {SESSION_ID_KEY: "guess"}, 60))
+    assert (await client.get("/home")).status_code == 303
+
+
 async def test_cookie_signed_with_another_key_is_ignored(
     client: httpx.AsyncClient, session: Session
 ) -> None:
     user = make_user(session)
+    sid = start_session(session=session, user=user, ip="127.0.0.1", user_agent="test").id
+    session.commit()
     forged = itsdangerous.TimestampSigner("some-other-key-0123456789").sign(
-        b64encode(json.dumps({SESSION_USER_KEY: user.id}).encode())
+        b64encode(json.dumps({SESSION_ID_KEY: sid}).encode())
     )
     client.cookies.set(SESSION_COOKIE, forged.decode())
     assert (await client.get("/home")).status_code == 303
+
+
+async def test_one_account_guessed_from_many_addresses_is_throttled(
+    session: Session, settings: Settings
+) -> None:
+    user = make_user(session)
+    window = timedelta(seconds=settings.login_failure_window_seconds)
+    for n in range(4 * settings.login_max_failures):
+        result = authenticate(
+            session=session, email=user.email, password="wrong", ip=f"10.0.{n}.1",
+            max_failures=settings.login_max_failures, window=window,
+        )  # fmt: skip
+        assert not result.throttled
+    blocked = authenticate(
+        session=session, email=user.email, password=PASSWORD, ip="10.9.9.9",
+        max_failures=settings.login_max_failures, window=window,
+    )  # fmt: skip
+    assert blocked.throttled and blocked.user is None
+
+
+def test_ipv6_clients_are_throttled_by_their_64_prefix() -> None:
+    assert client_address("2001:db8:1:2::1") == client_address("2001:db8:1:2:ffff::9")
+    assert client_address("2001:db8:1:2::1") != client_address("2001:db8:1:3::1")
+    assert client_address("192.0.2.7") == "192.0.2.7"
 
 
 def test_passwords_are_stored_as_argon2id(session: Session) -> None:
@@ -208,3 +285,33 @@ def test_passwords_are_stored_as_argon2id(session: Session) -> None:
     assert not verify_password(user.password_hash, PASSWORD + "x")
     assert not verify_password(None, PASSWORD)
     assert hash_password(PASSWORD) != user.password_hash  # salted
+
+
+async def test_an_over_long_login_is_an_ordinary_failure(
+    client: httpx.AsyncClient, session: Session
+) -> None:
+    token = await csrf_token(client)
+    r = await client.post(
+        "/login",
+        data={"email": "a" * 5000 + "@x.test", "password": "p" * 100_000, "csrf_token": token},
+    )
+    assert r.status_code == 400
+    assert "Wrong email or password." in r.text
+    assert "aaaaaaaaaa" not in r.text  # not echoed back
+
+
+async def test_many_accounts_guessed_from_one_address_are_throttled(
+    session: Session, settings: Settings
+) -> None:
+    window = timedelta(seconds=settings.login_failure_window_seconds)
+    for n in range(4 * settings.login_max_failures):
+        authenticate(
+            session=session, email=f"guess{n}@example.test", password="x", ip="203.0.113.5",
+            max_failures=settings.login_max_failures, window=window,
+        )  # fmt: skip
+    user = make_user(session)
+    blocked = authenticate(
+        session=session, email=user.email, password=PASSWORD, ip="203.0.113.5",
+        max_failures=settings.login_max_failures, window=window,
+    )  # fmt: skip
+    assert blocked.throttled

@@ -70,6 +70,11 @@ def test_demo_seeds_once_and_can_run_again(cli_env: dict[str, str]) -> None:
         (["jobs", "show", "42"], "error: no job 42"),
         (["projects", "create", "Twice"], "error: a project named 'Twice' already exists"),
         (["worker", "--queues", "gpu"], "error: unknown queue(s) gpu; known: default, train"),
+        (
+            ["projects", "create", "2024"],
+            "error: a project name cannot be only digits (it would read as an id)",
+        ),
+        (["projects", "create", "x" * 201], "error: a project name has at most 200 characters"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(
@@ -90,6 +95,9 @@ def test_bad_input_is_one_line_and_exit_2(
         (["projects", "create"], "error: Missing argument 'name'"),
         (["jobs", "show", "seven"], "error: Invalid value for 'job_id'"),
         (["projects", "frobnicate"], "error: No such command 'frobnicate'"),
+        (["projects", "create", "X", "--overlap", "0"], "error: Invalid value for '--overlap'"),
+        (["jobs", "selfcheck", "--delay", "61"], "error: Invalid value for '--delay'"),
+        (["users", "create", "a@b.test", "--role", "owner"], "error: Invalid value for '--role'"),
     ],
 )
 def test_bad_usage_is_one_line_and_exit_2(
@@ -115,3 +123,23 @@ def test_default_secret_is_refused_outside_demo_mode(cli_env: dict[str, str]) ->
     assert "RLHF_SECRET_KEY is left at its default" in result.stderr
     assert "Traceback" not in result.stderr
     assert rlhf({**env, "RLHF_DEMO_MODE": "1"}, "db", "upgrade").returncode == 0
+
+
+@pytest.mark.parametrize(
+    ("email", "message"),
+    [
+        ("not-an-email", "error: not an email address: 'not-an-email'"),
+        ("Taken@Example.test", "error: a user with the email taken@example.test already exists"),
+    ],
+)
+def test_users_create_refuses_bad_or_taken_emails(
+    cli_env: dict[str, str], email: str, message: str
+) -> None:
+    rlhf(cli_env, "db", "upgrade")
+    first = rlhf(
+        cli_env, "users", "create", "taken@example.test", "--password-stdin", stdin="long-enough\n"
+    )
+    assert first.returncode == 0, first.stderr
+    result = rlhf(cli_env, "users", "create", email, "--password-stdin", stdin="long-enough\n")
+    assert result.returncode == 2
+    assert result.stderr.strip() == message

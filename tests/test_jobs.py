@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -15,7 +16,13 @@ from app.db import utcnow
 from app.jobs import kinds
 from app.jobs.models import Job, JobStatus
 from app.jobs.service import JobError, commit_and_enqueue, create_job, request_cancel
-from workers.runner import JobCancelled, JobContext, run_job
+from workers.runner import (
+    JobBusyElsewhere,
+    JobCancelled,
+    JobContext,
+    recover_lost_jobs,
+    run_job,
+)
 
 
 def _job(session: Session, **params: object) -> Job:
@@ -95,7 +102,7 @@ def test_cancel_a_queued_job_stops_it_before_it_runs(
     session: Session, session_factory: sessionmaker[Session], settings: Settings
 ) -> None:
     job = _job(session)
-    request_cancel(session=session, job=job)
+    request_cancel(session=session, job=job, stale_after=settings.job_stale_after)
     session.commit()
     assert job.status == JobStatus.cancelled
     calls: list[int] = []
@@ -116,7 +123,11 @@ def test_cancel_a_running_job_stops_at_its_next_checkpoint(
         for step in range(10):
             if step == 2:  # an admin presses "Cancel" while the job runs
                 with session_factory() as other:
-                    request_cancel(session=other, job=other.get_one(Job, ctx.job_id))
+                    request_cancel(
+                        session=other,
+                        job=other.get_one(Job, ctx.job_id),
+                        stale_after=settings.job_stale_after,
+                    )
                     other.commit()
             ctx.progress(step / 10)
             reached.append(step / 10)
@@ -144,20 +155,108 @@ def test_a_job_lost_with_its_worker_runs_again(
     assert "previous worker was lost" in job.log
 
 
-def test_a_job_running_elsewhere_is_left_alone(
+def test_a_job_running_elsewhere_is_retried_later_not_dropped(
     session: Session, session_factory: sessionmaker[Session], settings: Settings
 ) -> None:
     job = _job(session)
     job.status, job.attempts, job.heartbeat_at = JobStatus.running, 1, utcnow()
     session.commit()
     calls: list[int] = []
+    with pytest.raises(JobBusyElsewhere) as busy:
+        run_job(
+            job_id=job.id, session_factory=session_factory, settings=settings,
+            impls={kinds.SELFCHECK: lambda ctx: calls.append(1)},
+        )  # fmt: skip
+    assert busy.value.retry_after_seconds == settings.job_stale_after.total_seconds()
+    session.refresh(job)
+    assert calls == [] and job.attempts == 1 and job.status == JobStatus.running
+
+
+def test_a_superseded_run_stops_writing(
+    session: Session, session_factory: sessionmaker[Session], settings: Settings
+) -> None:
+    job = _job(session)
+
+    def slow(ctx: JobContext) -> None:
+        ctx.progress(0.1)
+        # Meanwhile the job was given up for lost and claimed by another worker.
+        with session_factory() as other:
+            other.get_one(Job, ctx.job_id).attempts += 1
+            other.commit()
+        ctx.progress(0.9, "must not be written")
+
     status = run_job(
         job_id=job.id, session_factory=session_factory, settings=settings,
-        impls={kinds.SELFCHECK: lambda ctx: calls.append(1)},
+        impls={kinds.SELFCHECK: slow},
     )  # fmt: skip
     session.refresh(job)
     assert status == JobStatus.running
-    assert calls == [] and job.attempts == 1
+    assert job.progress == pytest.approx(0.1)
+    assert job.status == JobStatus.running and job.finished_at is None
+
+
+def test_heartbeat_beats_during_a_long_step(
+    session: Session, session_factory: sessionmaker[Session], settings: Settings
+) -> None:
+    job = _job(session)
+    fast = settings.model_copy(update={"job_heartbeat_seconds": 1})
+    beats: list[object] = []
+
+    def long_step(ctx: JobContext) -> None:
+        start = utcnow()
+        time.sleep(2.5)  # no progress() call in this step
+        with session_factory() as other:
+            beats.append(other.get_one(Job, ctx.job_id).heartbeat_at)
+        assert beats[0] is not None and beats[0] > start  # type: ignore[operator]
+
+    assert run_job(
+        job_id=job.id, session_factory=session_factory, settings=fast,
+        impls={kinds.SELFCHECK: long_step},
+    ) == JobStatus.succeeded  # fmt: skip
+
+
+def test_lost_jobs_are_queued_again_then_given_up(
+    session: Session, session_factory: sessionmaker[Session], settings: Settings
+) -> None:
+    long_ago = utcnow() - 2 * settings.job_stale_after
+    lost, alive, tired = _job(session), _job(session), _job(session)
+    for job, attempts, beat in ((lost, 1, long_ago), (alive, 1, utcnow()), (tired, 3, long_ago)):
+        job.status, job.attempts, job.heartbeat_at = JobStatus.running, attempts, beat
+    session.commit()
+    sent: list[tuple[str, list[int], str]] = []
+
+    class Recorder:
+        def send_task(self, name: str, args: list[int], queue: str) -> None:
+            sent.append((name, args, queue))
+
+    requeued = recover_lost_jobs(
+        session_factory=session_factory,
+        settings=settings,
+        celery=Recorder(),  # type: ignore[arg-type]
+    )
+    assert requeued == [lost.id]
+    assert sent == [(kinds.TASK_RUN_JOB, [lost.id], "default")]
+    for job in (lost, alive, tired):
+        session.refresh(job)
+    assert lost.status == JobStatus.queued and "queued again" in lost.log
+    assert alive.status == JobStatus.running
+    assert tired.status == JobStatus.failed and "lost its worker 3 times" in (tired.error or "")
+    # The queued-again job then runs to the end as its next attempt.
+    assert run_job(job_id=lost.id, session_factory=session_factory, settings=settings) == (
+        JobStatus.succeeded
+    )
+    session.refresh(lost)
+    assert lost.attempts == 2
+
+
+def test_cancelling_a_job_whose_worker_is_gone_takes_effect_at_once(
+    session: Session, settings: Settings
+) -> None:
+    job = _job(session)
+    job.status, job.heartbeat_at = JobStatus.running, utcnow() - 2 * settings.job_stale_after
+    session.commit()
+    request_cancel(session=session, job=job, stale_after=settings.job_stale_after)
+    assert job.status == JobStatus.cancelled
 
 
 def test_unknown_kind_cannot_be_created(session: Session) -> None:
@@ -181,13 +280,13 @@ def test_job_context_reports_progress(
     session: Session, session_factory: sessionmaker[Session], settings: Settings
 ) -> None:
     job = _job(session)
-    ctx = JobContext(job_id=job.id, settings=settings, session_factory=session_factory)
+    ctx = JobContext(job_id=job.id, attempt=0, settings=settings, session_factory=session_factory)
     ctx.progress(2.5, "clamped", loss=0.5)
     ctx.log("hello")
     session.refresh(job)
     assert (job.progress, job.progress_message, job.metrics) == (1.0, "clamped", {"loss": 0.5})
     assert job.log.endswith("hello\n")
-    request_cancel(session=session, job=job)
+    request_cancel(session=session, job=job, stale_after=settings.job_stale_after)
     session.commit()
     with pytest.raises(JobCancelled):
         ctx.progress(0.5)

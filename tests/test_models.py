@@ -46,11 +46,14 @@ def _comparison(prompt: Prompt, labeler_id: int, **kw: object) -> Comparison:
 def test_one_comparison_per_prompt_and_labeler(session: Session) -> None:
     prompt = make_prompt(session, make_project(session))
     labeler = make_user(session)
-    session.add(_comparison(prompt, labeler.id))
+    first = _comparison(prompt, labeler.id)
+    session.add(first)
     session.flush()
     _fails(session, _comparison(prompt, labeler.id))
-    # An edit is a new revision, which the rule allows.
-    session.add(_comparison(prompt, labeler.id, revision=2))
+    # An edit is a new revision; only one revision is the latest.
+    _fails(session, _comparison(prompt, labeler.id, revision=2))
+    first.is_latest = False
+    session.add(_comparison(prompt, labeler.id, revision=2, supersedes_id=first.id))
     session.flush()
 
 

@@ -97,3 +97,17 @@ def test_serve_with_worker_runs_jobs_and_stops_on_ctrl_c(tmp_path: Path) -> None
         assert "succeeded" in waited.stdout
     assert server.process.returncode == 0, server.output
     assert "worker stopped" in server.output
+
+
+def test_a_train_message_reaches_only_the_train_queue(worker_settings: Settings) -> None:
+    """A worker started for `default` must never pick up a training job, on every broker."""
+    celery = create_celery_app(worker_settings)
+    celery.send_task(kinds.TASK_RUN_JOB, args=[0], queue=kinds.QUEUE_TRAIN)
+    with celery.connection_for_read() as conn:
+        channel = conn.default_channel
+        counts = {
+            name: channel.queue_declare(queue=name, passive=True).message_count
+            for name in kinds.QUEUES
+        }
+    celery.control.purge()
+    assert counts == {kinds.QUEUE_DEFAULT: 0, kinds.QUEUE_TRAIN: 1}

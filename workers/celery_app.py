@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from celery import Celery
+from celery import Celery, Task
 from kombu import Exchange, Queue
 
 from app.config import Settings
@@ -58,14 +58,23 @@ def create_celery_app(settings: Settings) -> Celery:
         # The filesystem transport has no fanout: no remote control, mingle or gossip.
         celery.conf.worker_enable_remote_control = False
 
-    @celery.task(name=TASK_RUN_JOB, acks_late=True, reject_on_worker_lost=True)
-    def run_job_task(job_id: int) -> str:
+    @celery.task(
+        name=TASK_RUN_JOB, bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None
+    )
+    def run_job_task(self: Task, job_id: int) -> str:
         from workers.resources import worker_resources
-        from workers.runner import run_job
+        from workers.runner import JobBusyElsewhere, run_job
 
         resources = worker_resources()
-        return run_job(
-            job_id=job_id, session_factory=resources.session_factory, settings=resources.settings
-        ).value
+        try:
+            status = run_job(
+                job_id=job_id,
+                session_factory=resources.session_factory,
+                settings=resources.settings,
+            )
+        except JobBusyElsewhere as busy:
+            # Another worker is running it now; look again once its heartbeat could be stale.
+            raise self.retry(countdown=busy.retry_after_seconds) from busy
+        return status.value
 
     return celery

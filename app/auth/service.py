@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
@@ -10,7 +11,7 @@ from datetime import timedelta
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from app.auth.models import ApiToken, LoginAttempt, Role, User
+from app.auth.models import ApiToken, LoginAttempt, Role, User, UserSession
 from app.auth.passwords import (
     MIN_PASSWORD_LENGTH,
     hash_password,
@@ -20,6 +21,10 @@ from app.auth.passwords import (
 from app.db import utcnow
 
 API_TOKEN_PREFIX = "rlhf_"  # noqa: S105 - a public prefix, not a secret
+# A browser session ends after this long even if it is used every day.
+SESSION_ABSOLUTE_LIFETIME = timedelta(days=30)
+# How often an API token's last_used_at is written (not on every request).
+TOKEN_TOUCH_INTERVAL = timedelta(minutes=5)
 
 
 class UserError(ValueError):
@@ -70,16 +75,28 @@ class LoginResult:
 
 def _recent_failures(
     *, session: Session, email: str, ip: str, window: timedelta
-) -> tuple[int, int]:
+) -> tuple[int, int, int]:
     since = utcnow() - window
     base = (
         select(func.count())
         .select_from(LoginAttempt)
         .where(LoginAttempt.created_at >= since, LoginAttempt.succeeded.is_(False))
     )
-    per_account = session.scalar(base.where(LoginAttempt.email == email, LoginAttempt.ip == ip))
+    from_here = session.scalar(base.where(LoginAttempt.email == email, LoginAttempt.ip == ip))
+    per_email = session.scalar(base.where(LoginAttempt.email == email))
     per_address = session.scalar(base.where(LoginAttempt.ip == ip))
-    return per_account or 0, per_address or 0
+    return from_here or 0, per_email or 0, per_address or 0
+
+
+def client_address(ip: str) -> str:
+    """The key an address is throttled by: IPv6 clients by their /64, which one user owns."""
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip[:64]
+    if address.version == 6:
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return str(address)
 
 
 def authenticate(
@@ -95,8 +112,19 @@ def authenticate(
     ``max_failures`` failures for this email from this address (or 4x that from the address
     across emails) within ``window``, logins are refused without checking the password."""
     email = normalize_email(email)[:320]
-    per_account, per_address = _recent_failures(session=session, email=email, ip=ip, window=window)
-    if per_account >= max_failures or per_address >= 4 * max_failures:
+    ip = client_address(ip)
+    if session.get_bind().dialect.name == "postgresql":
+        # Parallel guesses for one email queue here, so none slips past the count below.
+        # (On SQLite the login's write transaction already runs alone.)
+        session.execute(select(func.pg_advisory_xact_lock(func.hashtext(email))))
+    from_here, per_email, per_address = _recent_failures(
+        session=session, email=email, ip=ip, window=window
+    )
+    if (
+        from_here >= max_failures
+        or per_email >= 4 * max_failures  # one account guessed from many addresses
+        or per_address >= 4 * max_failures  # many accounts guessed from one address
+    ):
         return LoginResult(
             user=None, throttled=True, retry_after_seconds=int(window.total_seconds())
         )
@@ -134,7 +162,8 @@ def create_api_token(*, session: Session, user: User, name: str = "") -> tuple[A
     return row, token
 
 
-def user_for_api_token(*, session: Session, token: str) -> User | None:
+def api_token_for(*, session: Session, token: str) -> ApiToken | None:
+    """The live token row for a presented token (its user active), or None."""
     row = session.scalar(
         select(ApiToken).where(
             ApiToken.token_hash == hash_api_token(token), ApiToken.revoked_at.is_(None)
@@ -142,5 +171,52 @@ def user_for_api_token(*, session: Session, token: str) -> User | None:
     )
     if row is None or not row.user.is_active:
         return None
-    row.last_used_at = utcnow()
-    return row.user
+    return row
+
+
+def token_needs_touch(token: ApiToken) -> bool:
+    return token.last_used_at is None or utcnow() - token.last_used_at > TOKEN_TOUCH_INTERVAL
+
+
+def touch_api_token(*, session: Session, token_id: int) -> None:
+    token = session.get(ApiToken, token_id)
+    if token is not None:
+        token.last_used_at = utcnow()
+        session.flush()
+
+
+def start_session(*, session: Session, user: User, ip: str, user_agent: str) -> UserSession:
+    row = UserSession(
+        id=secrets.token_urlsafe(32), user_id=user.id, ip=ip[:64], user_agent=user_agent[:300]
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def user_for_session(*, session: Session, session_id: str) -> User | None:
+    row = session.get(UserSession, session_id)
+    if row is None or row.revoked_at is not None:
+        return None
+    if utcnow() - row.created_at > SESSION_ABSOLUTE_LIFETIME:
+        return None
+    user = session.get(User, row.user_id)
+    return user if user is not None and user.is_active else None
+
+
+def end_session(*, session: Session, session_id: str) -> None:
+    row = session.get(UserSession, session_id)
+    if row is not None and row.revoked_at is None:
+        row.revoked_at = utcnow()
+        session.flush()
+
+
+def end_all_sessions(*, session: Session, user_id: int) -> None:
+    """After a password reset or deactivation: every browser of this user is signed out."""
+    now = utcnow()
+    rows = session.scalars(
+        select(UserSession).where(UserSession.user_id == user_id, UserSession.revoked_at.is_(None))
+    )
+    for row in rows:
+        row.revoked_at = now
+    session.flush()

@@ -9,9 +9,8 @@ from urllib.parse import urlsplit
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse, Response
 
-from app.auth.csrf import SESSION_CSRF_KEY
-from app.auth.service import authenticate
-from app.deps import SESSION_USER_KEY, DbSession, OptionalUser, SettingsDep
+from app.auth.service import authenticate, end_session, start_session
+from app.deps import SESSION_ID_KEY, DbSession, OptionalUser, SettingsDep
 from app.web.templating import render
 
 router = APIRouter(tags=["auth"])
@@ -41,11 +40,14 @@ def login(
     request: Request,
     session: DbSession,
     settings: SettingsDep,
-    email: Annotated[str, Form(max_length=320)],
-    password: Annotated[str, Form(max_length=1024)],
+    email: Annotated[str, Form()],
+    password: Annotated[str, Form()],
     next: Annotated[str, Form()] = "/",
 ) -> Response:
     ip = request.client.host if request.client else "unknown"
+    if len(email) > 320 or len(password) > 1024:  # no account has such; do not hash megabytes
+        context = {"next": safe_next(next), "error": LOGIN_FAILED, "email": ""}
+        return render(request, "auth/login.html", context, status_code=400)
     result = authenticate(
         session=session,
         email=email,
@@ -54,6 +56,13 @@ def login(
         max_failures=settings.login_max_failures,
         window=timedelta(seconds=settings.login_failure_window_seconds),
     )
+    if result.user is not None:
+        user_session = start_session(
+            session=session,
+            user=result.user,
+            ip=ip,
+            user_agent=request.headers.get("user-agent", ""),
+        )
     session.commit()
     if result.user is None:
         if result.throttled:
@@ -64,15 +73,18 @@ def login(
             error, status, headers = LOGIN_FAILED, 400, {}
         context = {"next": safe_next(next), "error": error, "email": email}
         return render(request, "auth/login.html", context, status_code=status, headers=headers)
-    # A new session on login (no fixation): fresh CSRF token, then the user id.
+    # A new server-side session on login (no fixation); the CSRF token is made afresh.
     request.session.clear()
-    request.session[SESSION_USER_KEY] = result.user.id
-    request.session.pop(SESSION_CSRF_KEY, None)
+    request.session[SESSION_ID_KEY] = user_session.id
     return RedirectResponse(safe_next(next), status_code=303)
 
 
 @router.post("/logout", name="logout")
-def logout(request: Request) -> Response:
+def logout(request: Request, session: DbSession) -> Response:
+    session_id = request.session.get(SESSION_ID_KEY)
+    if isinstance(session_id, str):
+        end_session(session=session, session_id=session_id)
+        session.commit()
     request.session.clear()
     response = RedirectResponse("/login", status_code=303)
     if request.headers.get("HX-Request") == "true":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any
 
 from celery import Celery
@@ -87,13 +88,16 @@ def list_jobs(
     return session.scalars(stmt).all()
 
 
-def request_cancel(*, session: Session, job: Job) -> Job:
-    """A queued job is cancelled at once; a running one stops at its next checkpoint."""
+def request_cancel(*, session: Session, job: Job, stale_after: timedelta) -> Job:
+    """A queued job, or a running one whose worker stopped heartbeating (``stale_after``), is
+    cancelled at once; a live running one stops at its next checkpoint."""
     if job.status.is_finished:
         return job
     job.cancel_requested = True
-    if job.status == JobStatus.queued:
+    now = utcnow()
+    lost = job.heartbeat_at is None or now - job.heartbeat_at > stale_after
+    if job.status == JobStatus.queued or lost:
         job.status = JobStatus.cancelled
-        job.finished_at = utcnow()
+        job.finished_at = now
     session.flush()
     return job

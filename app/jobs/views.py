@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 
 from app.audit.service import record
-from app.deps import AdminUser, CeleryDep, DbSession
+from app.deps import AdminUser, CeleryDep, DbSession, SettingsDep
 from app.jobs import kinds
 from app.jobs.service import commit_and_enqueue, create_job, get_job, list_jobs, request_cancel
 from app.web.templating import render
@@ -37,9 +37,11 @@ def start_selfcheck(session: DbSession, celery: CeleryDep, user: AdminUser) -> R
 
 
 @router.post("/{job_id}/cancel", name="job_cancel")
-def cancel_job(request: Request, session: DbSession, user: AdminUser, job_id: int) -> Response:
+def cancel_job(
+    request: Request, session: DbSession, settings: SettingsDep, user: AdminUser, job_id: int
+) -> Response:
     job = get_job(session=session, job_id=job_id)
-    request_cancel(session=session, job=job)
+    request_cancel(session=session, job=job, stale_after=settings.job_stale_after)
     record(
         session=session, actor_id=user.id, action="job.cancel", target_type="job", target_id=job.id
     )

@@ -17,6 +17,9 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
+from sqlalchemy import (
+    text as sql_text,
+)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.db import Base, UTCDateTime, str_enum, utcnow
@@ -107,6 +110,11 @@ class Completion(Base):
     model_version_id: Mapped[int | None] = mapped_column(
         ForeignKey("model_versions.id", ondelete="SET NULL"), index=True
     )
+    # Set when the answer is a labeler's demonstration put up for ranking: its author must
+    # not rank it (design §4).
+    demonstration_id: Mapped[int | None] = mapped_column(
+        ForeignKey("demonstrations.id", ondelete="SET NULL"), index=True
+    )
     sampling_params: Mapped[dict[str, Any] | None] = mapped_column()
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
@@ -138,6 +146,9 @@ class Assignment(Base):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     skip_reason: Mapped[str | None] = mapped_column(Text)
+    # Autosaved work in progress (a demonstration being written): kept past the lease's end.
+    draft: Mapped[str | None] = mapped_column(Text)
+    draft_saved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     is_gold: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
@@ -149,6 +160,23 @@ class Comparison(Base):
         # One ranking per prompt and labeler (internal or external), per revision.
         UniqueConstraint("prompt_id", "labeler_id", "revision"),
         UniqueConstraint("prompt_id", "labeler_external", "revision"),
+        # ... and only one of them is the current one.
+        Index(
+            "uq_comparisons_latest_labeler",
+            "prompt_id",
+            "labeler_id",
+            unique=True,
+            sqlite_where=sql_text("is_latest"),
+            postgresql_where=sql_text("is_latest"),
+        ),
+        Index(
+            "uq_comparisons_latest_external",
+            "prompt_id",
+            "labeler_external",
+            unique=True,
+            sqlite_where=sql_text("is_latest"),
+            postgresql_where=sql_text("is_latest"),
+        ),
         CheckConstraint(
             "(labeler_id IS NOT NULL) <> (labeler_external IS NOT NULL)", name="one_labeler"
         ),
@@ -159,13 +187,17 @@ class Comparison(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     prompt_id: Mapped[int] = mapped_column(ForeignKey("prompts.id", ondelete="CASCADE"))
-    labeler_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    # RESTRICT: users are deactivated, never deleted, while their rankings exist.
+    labeler_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="RESTRICT"))
     labeler_external: Mapped[str | None] = mapped_column(String(200))
     assignment_id: Mapped[int | None] = mapped_column(
         ForeignKey("assignments.id", ondelete="SET NULL"), unique=True
     )
     revision: Mapped[int] = mapped_column(default=1)
     is_latest: Mapped[bool] = mapped_column(Boolean, default=True)
+    supersedes_id: Mapped[int | None] = mapped_column(
+        ForeignKey("comparisons.id", ondelete="SET NULL")
+    )
     # Completion ids as shown, then the ranking as groups best first ([[3], [1, 7], [2]]).
     displayed_completion_ids: Mapped[list[Any]] = mapped_column()
     ranking: Mapped[list[Any]] = mapped_column()

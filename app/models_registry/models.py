@@ -23,7 +23,7 @@ class ModelVersion(Base):
     __tablename__ = "model_versions"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    name: Mapped[str] = mapped_column(String(200))
+    name: Mapped[str] = mapped_column(String(200), unique=True)
     kind: Mapped[ModelKind] = mapped_column(str_enum(ModelKind, "model_kind"))
     # A local save_pretrained folder, or a hub id for deployments with network access.
     path: Mapped[str] = mapped_column(Text)

@@ -1,8 +1,9 @@
-"""Initial schema: users, projects, prompts, completions, comparisons, leases, jobs, models.
+"""Initial schema: users, sessions, projects, prompts, completions, comparisons, leases,
+jobs, models, exports.
 
-Revision ID: e00169593b25
+Revision ID: 6c0a619e4587
 Revises:
-Create Date: 2026-11-21 07:28:08.196619
+Create Date: 2026-11-21 07:55:49.170223
 """
 
 from collections.abc import Sequence
@@ -13,7 +14,7 @@ from alembic import op
 import app.db
 
 
-revision: str = "e00169593b25"
+revision: str = "6c0a619e4587"
 down_revision: str | Sequence[str] | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
@@ -130,6 +131,25 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_projects")),
         sa.UniqueConstraint("name", name=op.f("uq_projects_name")),
     )
+    op.create_table(
+        "user_sessions",
+        sa.Column("id", sa.String(length=64), nullable=False),
+        sa.Column("user_id", sa.Integer(), nullable=False),
+        sa.Column("created_at", app.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("revoked_at", app.db.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("user_agent", sa.String(length=300), nullable=False),
+        sa.Column("ip", sa.String(length=64), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["user_id"],
+            ["users.id"],
+            name=op.f("fk_user_sessions_user_id_users"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_user_sessions")),
+    )
+    with op.batch_alter_table("user_sessions", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_user_sessions_user_id"), ["user_id"], unique=False)
+
     op.create_table(
         "jobs",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -268,6 +288,8 @@ def upgrade() -> None:
         sa.Column("expires_at", app.db.UTCDateTime(timezone=True), nullable=False),
         sa.Column("finished_at", app.db.UTCDateTime(timezone=True), nullable=True),
         sa.Column("skip_reason", sa.Text(), nullable=True),
+        sa.Column("draft", sa.Text(), nullable=True),
+        sa.Column("draft_saved_at", app.db.UTCDateTime(timezone=True), nullable=True),
         sa.Column("is_gold", sa.Boolean(), nullable=False),
         sa.ForeignKeyConstraint(
             ["labeler_id"],
@@ -363,6 +385,7 @@ def upgrade() -> None:
         sa.Column("assignment_id", sa.Integer(), nullable=True),
         sa.Column("revision", sa.Integer(), nullable=False),
         sa.Column("is_latest", sa.Boolean(), nullable=False),
+        sa.Column("supersedes_id", sa.Integer(), nullable=True),
         sa.Column("displayed_completion_ids", sa.JSON(), nullable=False),
         sa.Column("ranking", sa.JSON(), nullable=False),
         sa.Column("ratings", sa.JSON(), nullable=True),
@@ -386,13 +409,19 @@ def upgrade() -> None:
             ["labeler_id"],
             ["users.id"],
             name=op.f("fk_comparisons_labeler_id_users"),
-            ondelete="SET NULL",
+            ondelete="RESTRICT",
         ),
         sa.ForeignKeyConstraint(
             ["prompt_id"],
             ["prompts.id"],
             name=op.f("fk_comparisons_prompt_id_prompts"),
             ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["supersedes_id"],
+            ["comparisons.id"],
+            name=op.f("fk_comparisons_supersedes_id_comparisons"),
+            ondelete="SET NULL",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_comparisons")),
         sa.UniqueConstraint("assignment_id", name=op.f("uq_comparisons_assignment_id")),
@@ -413,6 +442,20 @@ def upgrade() -> None:
         batch_op.create_index("ix_comparisons_created_at", ["created_at"], unique=False)
         batch_op.create_index(
             "ix_comparisons_labeler_id_created_at", ["labeler_id", "created_at"], unique=False
+        )
+        batch_op.create_index(
+            "uq_comparisons_latest_external",
+            ["prompt_id", "labeler_external"],
+            unique=True,
+            sqlite_where=sa.text("is_latest"),
+            postgresql_where=sa.text("is_latest"),
+        )
+        batch_op.create_index(
+            "uq_comparisons_latest_labeler",
+            ["prompt_id", "labeler_id"],
+            unique=True,
+            sqlite_where=sa.text("is_latest"),
+            postgresql_where=sa.text("is_latest"),
         )
 
     op.create_table(
@@ -501,6 +544,7 @@ def upgrade() -> None:
             ondelete="SET NULL",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_model_versions")),
+        sa.UniqueConstraint("name", name=op.f("uq_model_versions_name")),
     )
     # projects -> model_versions -> jobs -> projects is a cycle: this key comes last
     # (batch mode, so SQLite rebuilds the table where Postgres runs ALTER TABLE).
@@ -527,8 +571,15 @@ def upgrade() -> None:
         sa.Column("text_sha256", sa.String(length=64), nullable=False),
         sa.Column("origin", sa.String(length=200), nullable=False),
         sa.Column("model_version_id", sa.Integer(), nullable=True),
+        sa.Column("demonstration_id", sa.Integer(), nullable=True),
         sa.Column("sampling_params", sa.JSON(), nullable=True),
         sa.Column("created_at", app.db.UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["demonstration_id"],
+            ["demonstrations.id"],
+            name=op.f("fk_completions_demonstration_id_demonstrations"),
+            ondelete="SET NULL",
+        ),
         sa.ForeignKeyConstraint(
             ["model_version_id"],
             ["model_versions.id"],
@@ -548,6 +599,9 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("completions", schema=None) as batch_op:
         batch_op.create_index(
+            batch_op.f("ix_completions_demonstration_id"), ["demonstration_id"], unique=False
+        )
+        batch_op.create_index(
             batch_op.f("ix_completions_model_version_id"), ["model_version_id"], unique=False
         )
 
@@ -561,6 +615,7 @@ def downgrade() -> None:
 
     with op.batch_alter_table("completions", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_completions_model_version_id"))
+        batch_op.drop_index(batch_op.f("ix_completions_demonstration_id"))
 
     op.drop_table("completions")
     with op.batch_alter_table("model_versions", schema=None) as batch_op:
@@ -573,6 +628,16 @@ def downgrade() -> None:
 
     op.drop_table("demonstrations")
     with op.batch_alter_table("comparisons", schema=None) as batch_op:
+        batch_op.drop_index(
+            "uq_comparisons_latest_labeler",
+            sqlite_where=sa.text("is_latest"),
+            postgresql_where=sa.text("is_latest"),
+        )
+        batch_op.drop_index(
+            "uq_comparisons_latest_external",
+            sqlite_where=sa.text("is_latest"),
+            postgresql_where=sa.text("is_latest"),
+        )
         batch_op.drop_index("ix_comparisons_labeler_id_created_at")
         batch_op.drop_index("ix_comparisons_created_at")
 
@@ -598,6 +663,10 @@ def downgrade() -> None:
         batch_op.drop_index("ix_jobs_project_id_created_at")
 
     op.drop_table("jobs")
+    with op.batch_alter_table("user_sessions", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_user_sessions_user_id"))
+
+    op.drop_table("user_sessions")
     op.drop_table("projects")
     with op.batch_alter_table("audit_events", schema=None) as batch_op:
         batch_op.drop_index("ix_audit_events_target")
