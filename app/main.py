@@ -27,6 +27,7 @@ from app.errors import NotFoundError
 from app.home import views as home_views
 from app.jobs import api as jobs_api
 from app.jobs import views as jobs_views
+from app.labeling import api as labeling_api
 from app.projects import api as projects_api
 from app.web.templating import is_htmx, render
 
@@ -192,6 +193,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     api.include_router(auth_api.router)
     api.include_router(projects_api.router)
     api.include_router(jobs_api.router)
+    api.include_router(labeling_api.router)
     app.include_router(api)
 
     @app.get(DOCS_PATH, include_in_schema=False)

@@ -1,0 +1,253 @@
+"""Handing out work (design §4): which prompt a labeler gets next, leased for a while.
+
+A labeler asks for the next task of a kind in a project. If they still hold one, they get it
+back (their draft included): work in progress is never lost by asking again. Otherwise the
+server picks the oldest prompt that
+
+- still needs work: fewer than ``overlap`` submitted rankings plus live leases (rank), or no
+  demonstration yet (demonstration);
+- this labeler has not done, skipped or been given before, did not submit, and whose answers
+  do not include their own demonstration;
+- for ranking, has at least K answers.
+
+Gold prompts (those with a reference ranking) are served at the project's gold rate to every
+labeler and are not limited by overlap. On Postgres the pick takes the prompt row with
+``FOR UPDATE SKIP LOCKED``, so concurrent labelers never wait on each other and never take the
+same last slot; on SQLite the whole lease is one write transaction.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import ColumnElement, and_, exists, func, or_, select
+from sqlalchemy.orm import Session, aliased
+
+from app.auth.models import User
+from app.db import utcnow
+from app.labeling.models import (
+    Assignment,
+    AssignmentState,
+    Completion,
+    Demonstration,
+    GoldRanking,
+    Prompt,
+    TaskKind,
+)
+from app.projects.models import Project
+
+
+@dataclass(frozen=True)
+class Task:
+    """A leased task with what the labeler sees, answers in their display order."""
+
+    assignment: Assignment
+    prompt: Prompt
+    completions: list[Completion]
+    resumed: bool = False
+
+    @property
+    def id(self) -> int:
+        return self.assignment.id
+
+
+def _live_lease(now: datetime) -> ColumnElement[bool]:
+    return and_(Assignment.state == AssignmentState.leased, Assignment.expires_at > now)
+
+
+def _is_gold() -> ColumnElement[bool]:
+    return exists().where(GoldRanking.prompt_id == Prompt.id)
+
+
+def _eligible(
+    *, project: Project, labeler: User, kind: TaskKind, now: datetime, gold: bool
+) -> list[ColumnElement[bool]]:
+    """Conditions on ``Prompt`` for a task this labeler may get now."""
+    mine = aliased(Assignment)
+    conditions: list[ColumnElement[bool]] = [
+        Prompt.project_id == project.id,
+        # Never their own prompt.
+        or_(Prompt.submitter_id.is_(None), Prompt.submitter_id != labeler.id),
+        # Never a task of this kind they were given before (done, skipped or expired).
+        ~exists().where(
+            mine.prompt_id == Prompt.id, mine.labeler_id == labeler.id, mine.kind == kind
+        ),
+    ]
+    if kind == TaskKind.demonstration:
+        conditions += [
+            ~exists().where(Demonstration.prompt_id == Prompt.id),
+            ~exists().where(
+                Assignment.prompt_id == Prompt.id,
+                Assignment.kind == kind,
+                _live_lease(now),
+            ),
+        ]
+        return conditions
+
+    answers = (
+        select(func.count())
+        .where(Completion.prompt_id == Prompt.id)
+        .correlate(Prompt)
+        .scalar_subquery()
+    )
+    own_answer = (
+        exists()
+        .where(
+            Completion.prompt_id == Prompt.id,
+            Completion.demonstration_id == Demonstration.id,
+            Demonstration.author_id == labeler.id,
+        )
+        .correlate(Prompt)
+    )
+    conditions += [answers >= project.k, ~own_answer]
+    if gold:
+        conditions.append(_is_gold())
+        return conditions
+    taken = (
+        select(func.count())
+        .where(
+            Assignment.prompt_id == Prompt.id,
+            Assignment.kind == TaskKind.rank,
+            or_(Assignment.state == AssignmentState.submitted, _live_lease(now)),
+        )
+        .correlate(Prompt)
+        .scalar_subquery()
+    )
+    conditions += [~_is_gold(), taken < project.overlap]
+    return conditions
+
+
+def _pick(
+    *, session: Session, project: Project, labeler: User, kind: TaskKind, now: datetime, gold: bool
+) -> Prompt | None:
+    stmt = (
+        select(Prompt)
+        .where(*_eligible(project=project, labeler=labeler, kind=kind, now=now, gold=gold))
+        .order_by(Prompt.id)
+        .limit(1)
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        stmt = stmt.with_for_update(of=Prompt, skip_locked=True)
+    return session.scalar(stmt)
+
+
+def _resume(
+    *, session: Session, project: Project, labeler: User, kind: TaskKind
+) -> Assignment | None:
+    """The task this labeler holds (leased, not finished), even if its lease ran out."""
+    return session.scalar(
+        select(Assignment)
+        .join(Prompt, Prompt.id == Assignment.prompt_id)
+        .where(
+            Prompt.project_id == project.id,
+            Assignment.labeler_id == labeler.id,
+            Assignment.kind == kind,
+            Assignment.state == AssignmentState.leased,
+        )
+        .order_by(Assignment.leased_at.desc())
+        .limit(1)
+    )
+
+
+def _still_worth_doing(
+    *, session: Session, project: Project, assignment: Assignment, now: datetime
+) -> bool:
+    """An expired rank lease is given back only while its prompt still needs rankings (or is
+    gold); a demonstration lease always is (the draft is there). Otherwise it expires."""
+    if assignment.expires_at > now or assignment.kind == TaskKind.demonstration:
+        return True
+    if assignment.is_gold:
+        return True
+    others = session.scalar(
+        select(func.count()).where(
+            Assignment.prompt_id == assignment.prompt_id,
+            Assignment.kind == TaskKind.rank,
+            Assignment.id != assignment.id,
+            or_(Assignment.state == AssignmentState.submitted, _live_lease(now)),
+        )
+    )
+    return (others or 0) < project.overlap
+
+
+def task_for(*, session: Session, assignment: Assignment, resumed: bool = False) -> Task:
+    prompt = session.get_one(Prompt, assignment.prompt_id)
+    completions: list[Completion] = []
+    if assignment.display_order:
+        by_id = {
+            c.id: c
+            for c in session.scalars(
+                select(Completion).where(Completion.id.in_(assignment.display_order))
+            )
+        }
+        completions = [by_id[i] for i in assignment.display_order if i in by_id]
+    return Task(assignment=assignment, prompt=prompt, completions=completions, resumed=resumed)
+
+
+def lease_next_task(
+    *,
+    session: Session,
+    project: Project,
+    labeler: User,
+    kind: TaskKind,
+    lease_for: timedelta,
+    rng: random.Random | None = None,
+) -> Task | None:
+    """The labeler's current task, or a newly leased one, or None when nothing is left."""
+    rng = rng or random.Random()  # noqa: S311 - display order and gold mixing, not secrets
+    now = utcnow()
+    if session.get_bind().dialect.name == "postgresql":
+        # One lease at a time per labeler (a double click must not lease two prompts).
+        session.execute(select(func.pg_advisory_xact_lock(labeler.id)))
+
+    held = _resume(session=session, project=project, labeler=labeler, kind=kind)
+    if held is not None:
+        if _still_worth_doing(session=session, project=project, assignment=held, now=now):
+            held.expires_at = now + lease_for
+            session.flush()
+            return task_for(session=session, assignment=held, resumed=True)
+        held.state, held.finished_at = AssignmentState.expired, now
+
+    prompt = None
+    is_gold = False
+    if kind == TaskKind.rank and project.gold_rate > 0 and rng.random() < project.gold_rate:
+        prompt = _pick(
+            session=session, project=project, labeler=labeler, kind=kind, now=now, gold=True
+        )
+        is_gold = prompt is not None
+    if prompt is None:
+        prompt = _pick(
+            session=session, project=project, labeler=labeler, kind=kind, now=now, gold=False
+        )
+    if prompt is None:
+        session.flush()
+        return None
+
+    display_order: list[int] | None = None
+    if kind == TaskKind.rank:
+        ids = list(session.scalars(select(Completion.id).where(Completion.prompt_id == prompt.id)))
+        display_order = rng.sample(sorted(ids), project.k)  # K answers, in a random order
+    assignment = Assignment(
+        kind=kind,
+        prompt_id=prompt.id,
+        labeler_id=labeler.id,
+        state=AssignmentState.leased,
+        leased_at=now,
+        expires_at=now + lease_for,
+        display_order=display_order,
+        is_gold=is_gold,
+    )
+    session.add(assignment)
+    session.flush()
+    return task_for(session=session, assignment=assignment)
+
+
+def count_available(*, session: Session, project: Project, labeler: User, kind: TaskKind) -> int:
+    """How many tasks of this kind this labeler could still get (the "in queue" figure)."""
+    now = utcnow()
+    total = 0
+    for gold in (False, True) if kind == TaskKind.rank else (False,):
+        conditions = _eligible(project=project, labeler=labeler, kind=kind, now=now, gold=gold)
+        total += session.scalar(select(func.count()).select_from(Prompt).where(*conditions)) or 0
+    return total

@@ -1,0 +1,298 @@
+"""What labelers hand in: rankings, demonstrations, skips, drafts and their own prompts.
+
+Submitting is idempotent per task: the same payload twice stores one row and returns it; a
+different payload for a task already handed in is refused. A submission after the lease ran
+out is still stored; when the prompt already has all the rankings it wants, it is stored and
+marked surplus (never lost). Services flush; the caller commits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from app.auth.models import User
+from app.db import utcnow
+from app.errors import NotFoundError
+from app.labeling.models import (
+    Assignment,
+    AssignmentState,
+    Comparison,
+    Completion,
+    Demonstration,
+    GoldRanking,
+    Prompt,
+    PromptSource,
+    TaskKind,
+)
+from app.labeling.ranking import RankingError, validate_ranking
+from app.projects.models import Project
+
+MAX_TEXT_CHARS = 100_000  # a demonstration or a prompt; far above any real answer
+MAX_SKIP_REASON_CHARS = 500
+LIKERT_RANGE = range(1, 8)
+
+
+class TaskConflict(Exception):
+    """The task was already handed in differently, or skipped (HTTP 409)."""
+
+
+class SubmissionError(ValueError):
+    """The submission does not fit the task; the message is shown as it is (HTTP 422)."""
+
+
+def get_assignment(*, session: Session, assignment_id: int, labeler: User) -> Assignment:
+    """A task of this labeler's, locked for the submission. Someone else's task is reported
+    as missing, so task ids reveal nothing."""
+    stmt = select(Assignment).where(Assignment.id == assignment_id).with_for_update()
+    assignment = session.scalar(stmt)
+    if assignment is None or assignment.labeler_id != labeler.id:
+        raise NotFoundError(f"no task {assignment_id}")
+    return assignment
+
+
+def _clean_text(text: str, *, what: str, limit: int = MAX_TEXT_CHARS) -> str:
+    if "\x00" in text:
+        raise SubmissionError(f"The {what} contains a NUL character, which cannot be stored.")
+    if not text.strip():
+        raise SubmissionError(f"The {what} is empty.")
+    if len(text) > limit:
+        raise SubmissionError(f"The {what} has {len(text):,} characters; the limit is {limit:,}.")
+    return text
+
+
+@dataclass(frozen=True)
+class Submitted:
+    id: int
+    created: bool  # False when the same payload was handed in before
+
+
+def _ratings(
+    ratings: dict[int, int] | None, displayed: list[int], schema: dict[str, Any]
+) -> dict[str, int] | None:
+    if not ratings:
+        return None
+    if not schema.get("likert", False):
+        raise SubmissionError("This project does not use ratings.")
+    clean: dict[str, int] = {}
+    for completion_id, value in ratings.items():
+        if completion_id not in displayed:
+            raise SubmissionError(f"Answer {completion_id} is not one of this task's answers.")
+        if isinstance(value, bool) or not isinstance(value, int) or value not in LIKERT_RANGE:
+            raise SubmissionError(f"Ratings go from 1 to 7; {value!r} is not one of them.")
+        clean[str(completion_id)] = value
+    return clean
+
+
+def _flags(
+    flags: dict[int, list[str]] | None, displayed: list[int], schema: dict[str, Any]
+) -> dict[str, list[str]] | None:
+    if not flags:
+        return None
+    allowed = list(schema.get("flags", []))
+    clean: dict[str, list[str]] = {}
+    for completion_id, names in flags.items():
+        if completion_id not in displayed:
+            raise SubmissionError(f"Answer {completion_id} is not one of this task's answers.")
+        unknown = [n for n in names if n not in allowed]
+        if unknown:
+            raise SubmissionError(
+                f"Unknown flag {unknown[0]!r}; this project's flags are: {', '.join(allowed)}."
+            )
+        if names:
+            clean[str(completion_id)] = sorted(set(names), key=allowed.index)
+    return clean or None
+
+
+def submit_ranking(
+    *,
+    session: Session,
+    assignment_id: int,
+    labeler: User,
+    ranking: list[list[int]],
+    ratings: dict[int, int] | None = None,
+    flags: dict[int, list[str]] | None = None,
+    not_rankable: bool = False,
+    seconds_spent: float | None = None,
+) -> Submitted:
+    assignment = get_assignment(session=session, assignment_id=assignment_id, labeler=labeler)
+    if assignment.kind != TaskKind.rank:
+        raise SubmissionError("This task asks for a demonstration, not a ranking.")
+    displayed = list(assignment.display_order or [])
+    prompt = session.get_one(Prompt, assignment.prompt_id)
+    project = session.get_one(Project, prompt.project_id)
+    try:
+        groups = validate_ranking(ranking, displayed) if (ranking or not not_rankable) else []
+    except RankingError as exc:
+        raise SubmissionError(str(exc)) from exc
+    clean_ratings = _ratings(ratings, displayed, project.label_schema)
+    clean_flags = _flags(flags, displayed, project.label_schema)
+
+    existing = session.scalar(select(Comparison).where(Comparison.assignment_id == assignment.id))
+    if existing is not None:
+        same = (
+            existing.ranking == groups
+            and existing.ratings == clean_ratings
+            and existing.flags == clean_flags
+            and existing.not_rankable == not_rankable
+        )
+        if not same:
+            raise TaskConflict("This task was already submitted with a different ranking.")
+        return Submitted(id=existing.id, created=False)
+    if assignment.state == AssignmentState.skipped:
+        raise TaskConflict("You skipped this task; it cannot be submitted any more.")
+
+    comparison = Comparison(
+        prompt_id=prompt.id,
+        labeler_id=labeler.id,
+        assignment_id=assignment.id,
+        displayed_completion_ids=displayed,
+        ranking=groups,
+        ratings=clean_ratings,
+        flags=clean_flags,
+        not_rankable=not_rankable,
+        is_surplus=not assignment.is_gold and _prompt_is_full(session, prompt, project),
+        seconds_spent=_seconds(seconds_spent),
+    )
+    session.add(comparison)
+    assignment.state = AssignmentState.submitted
+    assignment.finished_at = utcnow()
+    session.flush()
+    return Submitted(id=comparison.id, created=True)
+
+
+def _prompt_is_full(session: Session, prompt: Prompt, project: Project) -> bool:
+    counted = session.scalar(
+        select(func.count()).where(
+            Comparison.prompt_id == prompt.id,
+            Comparison.is_latest.is_(True),
+            Comparison.is_surplus.is_(False),
+            Comparison.labeler_id.is_not(None),
+        )
+    )
+    return (counted or 0) >= project.overlap
+
+
+def _seconds(value: float | None) -> float | None:
+    if value is None:
+        return None
+    return max(0.0, min(float(value), 24 * 3600.0))
+
+
+def submit_demonstration(
+    *,
+    session: Session,
+    assignment_id: int,
+    labeler: User,
+    text: str,
+    seconds_spent: float | None = None,
+) -> Submitted:
+    assignment = get_assignment(session=session, assignment_id=assignment_id, labeler=labeler)
+    if assignment.kind != TaskKind.demonstration:
+        raise SubmissionError("This task asks for a ranking, not a demonstration.")
+    text = _clean_text(text, what="demonstration")
+    existing = session.scalar(
+        select(Demonstration).where(Demonstration.assignment_id == assignment.id)
+    )
+    if existing is not None:
+        if existing.text != text:
+            raise TaskConflict("This task was already submitted with a different text.")
+        return Submitted(id=existing.id, created=False)
+    if assignment.state == AssignmentState.skipped:
+        raise TaskConflict("You skipped this task; it cannot be submitted any more.")
+    demonstration = Demonstration(
+        prompt_id=assignment.prompt_id,
+        author_id=labeler.id,
+        assignment_id=assignment.id,
+        text=text,
+        seconds_spent=_seconds(seconds_spent),
+    )
+    session.add(demonstration)
+    assignment.state = AssignmentState.submitted
+    assignment.finished_at = utcnow()
+    assignment.draft = None
+    session.flush()
+    return Submitted(id=demonstration.id, created=True)
+
+
+def skip_task(*, session: Session, assignment_id: int, labeler: User, reason: str) -> Assignment:
+    """Skip with a reason; the task is never served to this labeler again."""
+    assignment = get_assignment(session=session, assignment_id=assignment_id, labeler=labeler)
+    reason = reason.strip()
+    if not reason:
+        raise SubmissionError("Say why you skip this task (it helps the project's admins).")
+    if len(reason) > MAX_SKIP_REASON_CHARS:
+        raise SubmissionError(f"Keep the reason under {MAX_SKIP_REASON_CHARS} characters.")
+    if assignment.state == AssignmentState.submitted:
+        raise TaskConflict("This task was already submitted.")
+    if assignment.state != AssignmentState.skipped:
+        assignment.state = AssignmentState.skipped
+        assignment.skip_reason = reason
+        assignment.finished_at = utcnow()
+        session.flush()
+    return assignment
+
+
+def save_draft(*, session: Session, assignment_id: int, labeler: User, text: str) -> Assignment:
+    """Autosave of a demonstration being written; kept even after the lease runs out."""
+    assignment = get_assignment(session=session, assignment_id=assignment_id, labeler=labeler)
+    if assignment.state != AssignmentState.leased:
+        raise TaskConflict("This task is finished; the draft was not saved.")
+    if len(text) > MAX_TEXT_CHARS:
+        raise SubmissionError(f"The draft has more than {MAX_TEXT_CHARS:,} characters.")
+    assignment.draft = text.replace("\x00", "")
+    assignment.draft_saved_at = utcnow()
+    session.flush()
+    return assignment
+
+
+def submit_prompt(
+    *,
+    session: Session,
+    project: Project,
+    labeler: User,
+    text: str,
+    demonstration: str | None = None,
+) -> Prompt:
+    """A labeler-written prompt (InstructGPT's labelers wrote many), optionally with the ideal
+    answer they would give to it."""
+    text = _clean_text(text, what="prompt")
+    prompt = Prompt(
+        project_id=project.id, text=text, source=PromptSource.labeler, submitter_id=labeler.id
+    )
+    session.add(prompt)
+    session.flush()
+    if demonstration and demonstration.strip():
+        session.add(
+            Demonstration(
+                prompt_id=prompt.id,
+                author_id=labeler.id,
+                text=_clean_text(demonstration, what="demonstration"),
+            )
+        )
+        session.flush()
+    return prompt
+
+
+def set_gold_ranking(
+    *, session: Session, prompt: Prompt, ranking: list[list[int]], admin: User
+) -> GoldRanking:
+    """An admin's reference ranking over all of the prompt's answers."""
+    answer_ids = list(
+        session.scalars(select(Completion.id).where(Completion.prompt_id == prompt.id))
+    )
+    try:
+        groups = validate_ranking(ranking, answer_ids)
+    except RankingError as exc:
+        raise SubmissionError(str(exc)) from exc
+    gold = session.scalar(select(GoldRanking).where(GoldRanking.prompt_id == prompt.id))
+    if gold is None:
+        gold = GoldRanking(prompt_id=prompt.id, ranking=groups, created_by_id=admin.id)
+        session.add(gold)
+    else:
+        gold.ranking, gold.created_by_id = groups, admin.id
+    session.flush()
+    return gold
