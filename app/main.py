@@ -28,6 +28,7 @@ from app.home import views as home_views
 from app.jobs import api as jobs_api
 from app.jobs import views as jobs_views
 from app.labeling import api as labeling_api
+from app.labeling import views as labeling_views
 from app.projects import api as projects_api
 from app.web.templating import is_htmx, render
 
@@ -187,6 +188,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     web.include_router(auth_views.router)
     web.include_router(home_views.router)
     web.include_router(jobs_views.router)
+    web.include_router(labeling_views.router)
     app.include_router(web)
 
     api = APIRouter(prefix=API_PREFIX)

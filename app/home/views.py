@@ -11,7 +11,8 @@ from sqlalchemy import func, select
 from app.db import utcnow
 from app.deps import AdminUser, CurrentUser, DbSession
 from app.jobs.service import list_jobs
-from app.labeling.models import Comparison, Demonstration
+from app.labeling.models import Comparison, Demonstration, TaskKind
+from app.labeling.queue import count_available
 from app.projects.service import get_project, list_projects, project_counts
 from app.web.templating import render
 
@@ -43,12 +44,20 @@ def labeler_home(request: Request, session: DbSession, user: CurrentUser) -> Res
         or 0,
     }
     done_total = session.scalar(select(func.count()).where(Comparison.labeler_id == user.id)) or 0
+    queues = {
+        p.id: {
+            kind.value: count_available(session=session, project=p, labeler=user, kind=kind)
+            for kind in TaskKind
+        }
+        for p in projects
+    }
     return render(
         request,
         "labeler/home.html",
         {
             "projects": projects,
             "counts": counts,
+            "queues": queues,
             "done_today": done_today,
             "done_total": done_total,
         },

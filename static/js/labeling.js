@@ -1,0 +1,282 @@
+// Task pages: keyboard-first ranking, drag to reorder, expand long answers, timing, and
+// demonstration drafts kept in this browser as well as on the server. Every form still works
+// without this file; it only makes the work faster.
+(function () {
+  "use strict";
+
+  const LONG_ANSWER_PX = 360;
+  let startedAt = Date.now();
+
+  const $ = (selector, root) => (root || document).querySelector(selector);
+  const $$ = (selector, root) => Array.from((root || document).querySelectorAll(selector));
+
+  function typingIn(target) {
+    return target.closest("textarea, input[type=text], input[type=email], input[type=password], select, [contenteditable]");
+  }
+
+  function openDialog(id) {
+    const dialog = document.getElementById(id);
+    if (dialog && !dialog.open) {
+      dialog.showModal();
+      const first = $("input, button, textarea", dialog);
+      if (first && id !== "guidelines") first.focus();
+    }
+  }
+
+  // --- ranking ------------------------------------------------------------------------------
+
+  function rankForm() { return $("#rank-form"); }
+  function answers() { return $$(".answer", rankForm() || document); }
+
+  function placeOf(answer) {
+    const checked = $("input[type=radio][name^=rank_]:checked", answer);
+    return checked ? Number(checked.value) : null;
+  }
+
+  function setPlace(answer, place) {
+    $$("input[type=radio][name^=rank_]", answer).forEach((input) => {
+      input.checked = place !== null && Number(input.value) === place;
+    });
+    refreshSummary();
+  }
+
+  function groups() {
+    const byPlace = new Map();
+    answers().forEach((answer) => {
+      const place = placeOf(answer);
+      if (place === null) return;
+      if (!byPlace.has(place)) byPlace.set(place, []);
+      byPlace.get(place).push(answer);
+    });
+    return Array.from(byPlace.keys()).sort((a, b) => a - b).map((p) => byPlace.get(p));
+  }
+
+  function refreshSummary() {
+    const form = rankForm();
+    if (!form) return;
+    const list = $("#rank-order", form);
+    const ranked = groups();
+    list.replaceChildren();
+    ranked.forEach((group) => {
+      const item = document.createElement("li");
+      item.className = "rank-chip" + (group.length > 1 ? " rank-tie" : "");
+      item.draggable = group.length === 1;
+      item.dataset.completion = group.map((a) => a.dataset.completion).join(",");
+      item.textContent = group.map((a) => a.dataset.letter).join(" = ");
+      if (group.length > 1) item.title = "A tie: these answers are equally good";
+      list.appendChild(item);
+    });
+    const all = answers();
+    const complete = all.every((a) => placeOf(a) !== null);
+    const notRankable = $("input[name=not_rankable]", form).checked;
+    const submit = $("[data-submit]", form);
+    submit.disabled = !(complete || notRankable);
+    submit.title = submit.disabled ? "Give every answer a place first (or tick \u201cnone of these is acceptable\u201d)" : "";
+    all.forEach((a) => a.classList.toggle("is-ranked", placeOf(a) !== null));
+    const hint = $("[data-drag-hint]", form);
+    if (hint) hint.hidden = ranked.length < 2;
+  }
+
+  function focusAnswer(step) {
+    const all = answers();
+    if (!all.length) return;
+    const current = document.activeElement && document.activeElement.closest(".answer");
+    let index = current ? all.indexOf(current) + step : 0;
+    index = Math.max(0, Math.min(all.length - 1, index));
+    all[index].focus();
+    all[index].scrollIntoView({ block: "nearest", behavior: "smooth" });
+  }
+
+  function nextUnranked(after) {
+    const all = answers();
+    const start = all.indexOf(after);
+    for (let i = 1; i <= all.length; i++) {
+      const candidate = all[(start + i) % all.length];
+      if (placeOf(candidate) === null) return candidate;
+    }
+    return null;
+  }
+
+  function setupCollapsing(root) {
+    $$(".answer", root).forEach((answer) => {
+      const body = $(".answer-body", answer);
+      const toggle = $(".answer-toggle", answer);
+      if (!body || !toggle) return;
+      if (body.scrollHeight > LONG_ANSWER_PX + 40) {
+        body.classList.add("is-collapsed");
+        toggle.hidden = false;
+      }
+      toggle.addEventListener("click", () => toggleAnswer(answer));
+    });
+  }
+
+  function toggleAnswer(answer) {
+    const body = $(".answer-body", answer);
+    const toggle = $(".answer-toggle", answer);
+    if (!body || !toggle || toggle.hidden) return;
+    const collapsed = body.classList.toggle("is-collapsed");
+    toggle.textContent = collapsed ? "Show the whole answer" : "Show less";
+    toggle.setAttribute("aria-expanded", String(!collapsed));
+  }
+
+  function setupDragging(form) {
+    const list = $("#rank-order", form);
+    let dragged = null;
+    list.addEventListener("dragstart", (event) => {
+      dragged = event.target.closest(".rank-chip");
+      if (dragged) event.dataTransfer.effectAllowed = "move";
+    });
+    list.addEventListener("dragover", (event) => {
+      if (!dragged) return;
+      event.preventDefault();
+      const over = event.target.closest(".rank-chip");
+      if (over && over !== dragged) {
+        const box = over.getBoundingClientRect();
+        const before = event.clientX < box.left + box.width / 2;
+        list.insertBefore(dragged, before ? over : over.nextSibling);
+      }
+    });
+    list.addEventListener("drop", (event) => {
+      event.preventDefault();
+      // The new order, chip by chip, becomes places 1, 2, 3... (ties are split).
+      let place = 1;
+      $$(".rank-chip", list).forEach((chip) => {
+        chip.dataset.completion.split(",").forEach((id) => {
+          const answer = $(`.answer[data-completion="${id}"]`, form);
+          $$("input[type=radio][name^=rank_]", answer).forEach((input) => {
+            input.checked = Number(input.value) === place;
+          });
+        });
+        place += 1;
+      });
+      dragged = null;
+      refreshSummary();
+    });
+    list.addEventListener("dragend", () => { dragged = null; refreshSummary(); });
+  }
+
+  function initRanking(root) {
+    const form = $("#rank-form", root) || rankForm();
+    if (!form || form.dataset.ready) return;
+    form.dataset.ready = "1";
+    startedAt = Date.now();
+    setupCollapsing(form);
+    setupDragging(form);
+    form.addEventListener("change", refreshSummary);
+    refreshSummary();
+    const first = answers()[0];
+    if (first && !document.activeElement.closest("dialog")) first.focus({ preventScroll: true });
+  }
+
+  function rankingKeys(event) {
+    const form = rankForm();
+    if (!form) return false;
+    const k = Number(form.dataset.k);
+    const answer = document.activeElement && document.activeElement.closest(".answer");
+    const digit = /^Digit([0-9])$/.exec(event.code);
+    if (digit && !event.ctrlKey && !event.metaKey && !event.altKey) {
+      const n = Number(digit[1]);
+      if (!answer) { focusAnswer(0); return true; }
+      if (event.shiftKey) {
+        const rating = $(`input[name^=rating_][value="${n}"]`, answer);
+        if (rating) { rating.checked = true; return true; }
+        return false;
+      }
+      if (n === 0) { setPlace(answer, null); return true; }
+      if (n <= k) {
+        setPlace(answer, n);
+        const next = nextUnranked(answer);
+        if (next) { next.focus(); next.scrollIntoView({ block: "nearest", behavior: "smooth" }); }
+        else $("[data-submit]", form).focus();
+        return true;
+      }
+      return false;
+    }
+    switch (event.key) {
+      case "j": case "ArrowDown": focusAnswer(1); return true;
+      case "k": case "ArrowUp": focusAnswer(-1); return true;
+      case "e": if (answer) toggleAnswer(answer); return true;
+      case "n": {
+        const box = $("input[name=not_rankable]", form);
+        box.checked = !box.checked;
+        refreshSummary();
+        return true;
+      }
+      default: return false;
+    }
+  }
+
+  // --- demonstrations -----------------------------------------------------------------------
+
+  function draftKey(form) { return `rlhf-draft-${form.dataset.task}`; }
+
+  function initDemonstration(root) {
+    const form = $("#demo-form", root) || $("#demo-form");
+    if (!form || form.dataset.ready) return;
+    form.dataset.ready = "1";
+    startedAt = Date.now();
+    const area = $("#demo-text", form);
+    const count = $("#char-count", form);
+    const local = JSON.parse(localStorage.getItem(draftKey(form)) || "null");
+    const serverAt = form.dataset.savedAt ? Date.parse(form.dataset.savedAt) : 0;
+    if (local && local.text && local.text !== area.value && local.at > serverAt) {
+      // Typed here but not yet on the server (offline, or the tab closed): bring it back.
+      area.value = local.text;
+      $("#draft-status", form).textContent = "Restored your unsaved text from this browser.";
+    }
+    const update = () => {
+      count.textContent = `${area.value.length.toLocaleString()} characters`;
+      localStorage.setItem(draftKey(form), JSON.stringify({ text: area.value, at: Date.now() }));
+    };
+    area.addEventListener("input", update);
+    count.textContent = `${area.value.length.toLocaleString()} characters`;
+    area.focus({ preventScroll: true });
+  }
+
+  // --- wiring -------------------------------------------------------------------------------
+
+  function init(root) {
+    initRanking(root);
+    initDemonstration(root);
+  }
+
+  document.addEventListener("DOMContentLoaded", () => init(document));
+  document.addEventListener("htmx:afterSettle", (event) => init(event.target));
+
+  document.addEventListener("submit", (event) => {
+    const form = event.target;
+    const seconds = $("input[name=seconds_spent]", form);
+    if (seconds) seconds.value = ((Date.now() - startedAt) / 1000).toFixed(1);
+  }, true);
+
+  document.addEventListener("htmx:afterRequest", (event) => {
+    // A submitted demonstration no longer needs its copy in this browser.
+    const form = event.detail.elt;
+    if (form && form.id === "demo-form" && event.detail.successful) localStorage.removeItem(draftKey(form));
+  });
+
+  document.addEventListener("click", (event) => {
+    if (event.target.closest("[data-open-skip]")) { event.preventDefault(); openDialog("skip-dialog"); }
+    if (event.target.closest("[data-open-guidelines]") && $("#guidelines")) { event.preventDefault(); openDialog("guidelines"); }
+    const close = event.target.closest("[data-close-dialog]");
+    if (close) close.closest("dialog").close();
+  });
+
+  document.addEventListener("keydown", (event) => {
+    if ($("dialog[open]")) return; // the dialog handles its own keys (Esc closes it)
+    if ((event.ctrlKey || event.metaKey) && event.key === "Enter") {
+      const form = rankForm() || $("#demo-form");
+      const submit = form && $("[data-submit]", form);
+      if (submit && !submit.disabled) { event.preventDefault(); form.requestSubmit(submit); }
+      return;
+    }
+    if (typingIn(event.target)) {
+      if (event.key === "Escape") event.target.blur();
+      return;
+    }
+    if (event.ctrlKey || event.metaKey || event.altKey) return;
+    if (event.key === "?") { event.preventDefault(); openDialog("guidelines"); return; }
+    if (event.key === "s" && $("#skip-dialog")) { event.preventDefault(); openDialog("skip-dialog"); return; }
+    if (rankingKeys(event)) event.preventDefault();
+  });
+})();
