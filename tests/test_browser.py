@@ -3,6 +3,7 @@ the demo served by `rlhf serve --with-worker`, exactly as `make run` starts it."
 
 from __future__ import annotations
 
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,12 +43,18 @@ def page(demo_server: Server) -> Iterator[object]:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1280, "height": 800})
         errors: list[str] = []
+        # Name the file and line of any Content-Security-Policy violation.
+        page.add_init_script(
+            "document.addEventListener('securitypolicyviolation', e => console.error("
+            "'CSP violation', e.violatedDirective, e.sourceFile, e.lineNumber, e.sample, Array.from(document.querySelectorAll('[style]')).map(x => x.tagName + '#' + x.id + '.' + x.className + ' ' + x.getAttribute('style')).join('; ')))"
+        )
         page.on("pageerror", lambda exc: errors.append(str(exc)))
         page.on(
             "console",
             lambda msg: (
                 errors.append(msg.text)
-                if msg.type == "error" and "Content Security Policy" in msg.text
+                if msg.type == "error"
+                and ("Content Security Policy" in msg.text or "CSP" in msg.text)
                 else None
             ),
         )
@@ -88,3 +95,99 @@ def test_admin_runs_a_self_check_and_watches_it_finish(page, demo_server: Server
     assert "all checks passed" in page.inner_text("#job-status")
     page.get_by_role("button", name="Log out").click()
     page.wait_for_url("**/login")
+
+
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts" / "screenshots"
+
+
+def shot(page, name: str) -> None:  # type: ignore[no-untyped-def]
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def prompt_text(page) -> str:  # type: ignore[no-untyped-def]
+    return page.inner_text(".prompt-text").strip()
+
+
+def test_a_labelers_session_with_the_keyboard(page, demo_server: Server) -> None:  # type: ignore[no-untyped-def]
+    log_in(page, demo_server, "labeler1@demo.local", "demo-labeler")
+    page.wait_for_url("**/home")
+
+    # Write a demonstration; the draft survives a reload.
+    page.get_by_role("link", name=re.compile("Write demonstrations")).click()
+    page.wait_for_selector("#demo-text")
+    page.fill("#demo-text", "A leap year has 366 days")
+    page.wait_for_selector("#draft-status:has-text('Draft saved')", timeout=10_000)
+    page.reload()
+    page.wait_for_selector("#demo-text")
+    assert page.input_value("#demo-text") == "A leap year has 366 days"
+    page.type("#demo-text", ". It comes every four years, with exceptions for centuries.")
+    shot(page, "labeling-demonstration")
+    page.keyboard.press("Control+Enter")
+    page.wait_for_selector(".toast:has-text('Demonstration saved.')")
+
+    # Rank four answers with the keyboard alone: B first, A second, C and D tied third.
+    page.goto(f"{demo_server.url}/projects/1/rank")
+    page.wait_for_selector("#rank-form")
+    first_prompt = prompt_text(page)
+    submit = page.locator("[data-submit]")
+    assert submit.is_disabled()  # refused until the ranking is complete
+    page.keyboard.press("j")  # answer B
+    page.keyboard.press("1")  # B first; focus moves on to the next unranked answer (C)
+    page.keyboard.press("k")
+    page.keyboard.press("k")  # back to A
+    page.keyboard.press("2")
+    page.keyboard.press("3")  # C
+    page.keyboard.press("k")
+    page.keyboard.press("j")  # D (focus returns to the first unranked one)
+    page.keyboard.press("3")  # D ties with C
+    assert page.inner_text("#rank-order").split() == ["B", "A", "C", "=", "D"]
+    answer_b = page.locator(".answer").nth(1)
+    answer_b.focus()
+    page.keyboard.press("Shift+Digit6")  # rate B 6/7
+    answer_b.locator("input[type=checkbox]").first.check()  # flag B
+    assert submit.is_enabled()
+    shot(page, "labeling-rank-filled")
+    page.keyboard.press("Control+Enter")
+    page.wait_for_selector(".toast:has-text('Ranking saved.')")
+    second_prompt = prompt_text(page)
+    assert second_prompt != first_prompt  # the next task, without a page load
+
+    # Skip one with a reason.
+    page.keyboard.press("s")
+    page.get_by_label("Outside my expertise").check()
+    page.get_by_role("button", name="Skip task").click()
+    page.wait_for_selector(".toast:has-text('Skipped')")
+    third_prompt = prompt_text(page)
+    assert third_prompt not in (first_prompt, second_prompt)
+    # Coming back never shows a finished or skipped prompt again.
+    page.goto(f"{demo_server.url}/projects/1/rank")
+    page.wait_for_selector("#rank-form")
+    assert prompt_text(page) == third_prompt
+    shot(page, "labeling-rank-next")
+
+
+def test_a_second_labeler_on_a_phone(demo_server: Server) -> None:
+    """Taps, no keyboard, a narrow screen; never served the first labeler's finished task
+    when the prompt needs only one ranking."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(
+            viewport={"width": 390, "height": 844}, has_touch=True, is_mobile=True
+        )
+        log_in(page, demo_server, "labeler2@demo.local", "demo-labeler")
+        page.wait_for_url("**/home")
+        page.goto(f"{demo_server.url}/projects/1/rank")
+        page.wait_for_selector("#rank-form")
+        seen = prompt_text(page)
+        for place, answer in enumerate(page.locator(".answer").all(), start=1):
+            answer.locator(f".rank-choice:has-text('{place}')").tap()
+        shot(page, "labeling-rank-phone")
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 390, f"the page scrolls sideways ({width}px)"
+        page.locator("[data-submit]").tap()
+        page.wait_for_selector(".toast:has-text('Ranking saved.')")
+        assert prompt_text(page) != seen
+        browser.close()
