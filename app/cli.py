@@ -243,6 +243,51 @@ def users_list(json_out: Annotated[bool, typer.Option("--json")] = False) -> Non
         typer.echo(f"{row['id']:>5}  {row['role']:<8} {row['email']}{state}")
 
 
+@users_app.command("deactivate")
+def users_deactivate(email: Annotated[str, typer.Argument(help="Login email")]) -> None:
+    """Deactivate a user: they cannot sign in, their sessions end and their API tokens stop
+    working. Their rankings and demonstrations are kept."""
+    from app.audit.service import record
+    from app.users.service import deactivate_user, find_user
+
+    with db_session() as session:
+        user = find_user(session=session, email=email)
+        deactivate_user(session=session, user=user)
+        record(
+            session=session, actor_id=None, action="user.deactivate", target_type="user",
+            target_id=user.id, details={"email": user.email, "via": "cli"},
+        )  # fmt: skip
+        user_email = user.email
+    typer.echo(f"deactivated {user_email} (signed out everywhere)")
+
+
+@users_app.command("reset-password")
+def users_reset_password(
+    email: Annotated[str, typer.Argument(help="Login email")],
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the new password from standard input")
+    ] = False,
+) -> None:
+    """Set a new password and sign the user out everywhere. Without --password-stdin a
+    password is generated and printed (shown only once)."""
+    from app.audit.service import record
+    from app.users.service import find_user, reset_password
+
+    typed = sys.stdin.readline().rstrip("\r\n") if password_stdin else None
+    with db_session() as session:
+        user = find_user(session=session, email=email)
+        generated = reset_password(session=session, user=user, password=typed)
+        record(
+            session=session, actor_id=None, action="user.reset_password", target_type="user",
+            target_id=user.id, details={"email": user.email, "via": "cli",
+                                        "generated": generated is not None},
+        )  # fmt: skip
+        user_email = user.email
+    typer.echo(f"password reset for {user_email} (signed out everywhere)")
+    if generated:
+        typer.echo(generated)
+
+
 # --- projects ---------------------------------------------------------------------------------
 
 

@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     )
     data_dir: Path = Field(default=Path("./var"), description="Exports, models, embedded broker")
 
+    db_pool_size: int = Field(default=10, ge=1, description="Connections kept per process")
+    db_max_overflow: int = Field(default=20, ge=0)
     session_max_age_seconds: int = Field(default=12 * 3600, ge=60)
     cookie_secure: bool = Field(default=False, description="Set behind TLS")
     forwarded_allow_ips: str = Field(

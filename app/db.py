@@ -76,7 +76,14 @@ def _configure_sqlite(engine: Engine, *, foreign_keys: bool) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
-def make_engine(database_url: str, *, sqlite_foreign_keys: bool = True, **kwargs: Any) -> Engine:
+def make_engine(
+    database_url: str,
+    *,
+    sqlite_foreign_keys: bool = True,
+    pool_size: int = 10,
+    max_overflow: int = 20,
+    **kwargs: Any,
+) -> Engine:
     """An engine for the URL. ``sqlite_foreign_keys=False`` is for migrations only: Alembic's
     batch mode rebuilds a SQLite table by dropping it, which would fire ON DELETE CASCADE."""
     url = make_url(database_url)
@@ -90,7 +97,9 @@ def make_engine(database_url: str, *, sqlite_foreign_keys: bool = True, **kwargs
         )
         _configure_sqlite(engine, foreign_keys=sqlite_foreign_keys)
         return engine
-    return create_engine(url, pool_pre_ping=True, **kwargs)
+    return create_engine(
+        url, pool_pre_ping=True, pool_size=pool_size, max_overflow=max_overflow, **kwargs
+    )
 
 
 def make_session_factory(engine: Engine, *, writes: bool = False) -> sessionmaker[Session]:

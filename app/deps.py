@@ -8,6 +8,7 @@ from typing import Annotated
 from celery import Celery
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from app.auth.models import Role, User
@@ -94,27 +95,23 @@ def require_api_user(
     API cannot be driven by a cross-site form)."""
     from app.auth.service import api_token_for, token_needs_touch, touch_api_token
 
-    factories = request.app.state.session_factories
-    found: tuple[int, int, bool] | None = None
+    token = None
     if credentials is not None and credentials.scheme.lower() == "bearer":
-        # Looked up in a short session of its own, so that recording last_used_at below is
-        # a separate small write and the request itself stays read-only when it reads.
-        with factories["read"]() as lookup:
-            token = api_token_for(session=lookup, token=credentials.credentials)
-            if token is not None:
-                found = (token.id, token.user_id, token_needs_touch(token))
-    if found is None:
+        token = api_token_for(session=session, token=credentials.credentials)
+    if token is None:
         raise HTTPException(
             status_code=401,
             detail="Missing or invalid API token",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    token_id, user_id, stale = found
-    if stale:
-        with factories["write"]() as write:
-            touch_api_token(session=write, token_id=token_id)
-            write.commit()
-    return session.get_one(User, user_id)
+    user = token.user
+    if token_needs_touch(token):  # at most every few minutes per token
+        try:
+            touch_api_token(session=session, token_id=token.id)
+            session.commit()
+        except OperationalError:  # SQLite busy: bookkeeping only, the next request retries
+            session.rollback()
+    return user
 
 
 def require_api_admin(user: Annotated[User, Depends(require_api_user)]) -> User:

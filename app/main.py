@@ -30,6 +30,8 @@ from app.jobs import views as jobs_views
 from app.labeling import api as labeling_api
 from app.labeling import views as labeling_views
 from app.projects import api as projects_api
+from app.projects import views as projects_views
+from app.users import views as users_views
 from app.web.templating import is_htmx, render
 
 STATIC_DIR = Path(__file__).resolve().parents[1] / "static"
@@ -146,7 +148,11 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
-    engine = make_engine(settings.database_url)
+    engine = make_engine(
+        settings.database_url,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+    )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -189,6 +195,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     web.include_router(home_views.router)
     web.include_router(jobs_views.router)
     web.include_router(labeling_views.router)
+    web.include_router(projects_views.router)
+    web.include_router(users_views.router)
     app.include_router(web)
 
     api = APIRouter(prefix=API_PREFIX)

@@ -415,3 +415,18 @@ def test_labeler_prompts_are_stored_with_their_submitter(session: Session) -> No
         == 1
     )
     assert session.scalar(select(func.count()).select_from(Assignment)) == 0
+
+
+def test_raising_the_overlap_reopens_full_prompts(session: Session) -> None:
+    from app.projects.service import update_project
+
+    project = make_project(session, k=4, overlap=1)
+    make_prompt(session, project)
+    first, second = make_user(session), make_user(session)
+    task = lease(session, project, first)
+    assert task is not None
+    rank_all(session, task, first)
+    assert lease(session, project, second) is None  # full at overlap 1
+    update_project(session=session, project=project, overlap=2)
+    again = lease(session, project, second)
+    assert again is not None and again.prompt.id == task.prompt.id

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 
 from app.auth.models import ApiToken, LoginAttempt, Role, User, UserSession
 from app.auth.passwords import (
@@ -165,9 +165,9 @@ def create_api_token(*, session: Session, user: User, name: str = "") -> tuple[A
 def api_token_for(*, session: Session, token: str) -> ApiToken | None:
     """The live token row for a presented token (its user active), or None."""
     row = session.scalar(
-        select(ApiToken).where(
-            ApiToken.token_hash == hash_api_token(token), ApiToken.revoked_at.is_(None)
-        )
+        select(ApiToken)
+        .options(joinedload(ApiToken.user))
+        .where(ApiToken.token_hash == hash_api_token(token), ApiToken.revoked_at.is_(None))
     )
     if row is None or not row.user.is_active:
         return None

@@ -52,6 +52,8 @@ class Prompt(Base):
     __table_args__ = (
         UniqueConstraint("project_id", "external_id"),
         Index("ix_prompts_project_id_created_at", "project_id", "created_at"),
+        # The rank queue walks a project's open prompts in id order.
+        Index("ix_prompts_project_id_rank_full_id", "project_id", "rank_full", "id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -65,6 +67,9 @@ class Prompt(Base):
     )
     submitter_external: Mapped[str | None] = mapped_column(String(200))
     meta: Mapped[dict[str, Any]] = mapped_column("metadata", default=dict)
+    # True once the prompt has `overlap` counted rankings, so the queue skips it by index.
+    # Kept by the submit (under the prompt's row lock) and refreshed when overlap changes.
+    rank_full: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     completions: Mapped[list[Completion]] = relationship(

@@ -21,8 +21,9 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import ColumnElement, and_, exists, func, or_, select
+from sqlalchemy import ColumnElement, Select, and_, exists, func, or_, select
 from sqlalchemy.orm import Session, aliased
 
 from app.auth.models import User
@@ -105,32 +106,52 @@ def _eligible(
     if gold:
         conditions.append(_is_gold())
         return conditions
-    taken = (
-        select(func.count())
-        .where(
-            Assignment.prompt_id == Prompt.id,
-            Assignment.kind == TaskKind.rank,
-            or_(Assignment.state == AssignmentState.submitted, _live_lease(now)),
-        )
-        .correlate(Prompt)
-        .scalar_subquery()
-    )
-    conditions += [~_is_gold(), taken < project.overlap]
+    conditions += [
+        Prompt.rank_full.is_(False),
+        ~_is_gold(),
+        _taken(Prompt.id, now).correlate(Prompt).scalar_subquery() < project.overlap,
+    ]
     return conditions
+
+
+def _taken(prompt_id: Any, now: datetime) -> Select[int]:
+    """Rank slots of a prompt in use: submitted tasks plus live leases."""
+    return select(func.count()).where(
+        Assignment.prompt_id == prompt_id,
+        Assignment.kind == TaskKind.rank,
+        or_(Assignment.state == AssignmentState.submitted, _live_lease(now)),
+    )
+
+
+MAX_PICKS = 8
 
 
 def _pick(
     *, session: Session, project: Project, labeler: User, kind: TaskKind, now: datetime, gold: bool
 ) -> Prompt | None:
-    stmt = (
-        select(Prompt)
-        .where(*_eligible(project=project, labeler=labeler, kind=kind, now=now, gold=gold))
-        .order_by(Prompt.id)
-        .limit(1)
-    )
-    if session.get_bind().dialect.name == "postgresql":
-        stmt = stmt.with_for_update(of=Prompt, skip_locked=True)
-    return session.scalar(stmt)
+    conditions = _eligible(project=project, labeler=labeler, kind=kind, now=now, gold=gold)
+    if session.get_bind().dialect.name != "postgresql":
+        # SQLite: this whole transaction holds the write lock, so the first match is ours.
+        return session.scalar(select(Prompt).where(*conditions).order_by(Prompt.id).limit(1))
+    passed: list[int] = []
+    for _ in range(MAX_PICKS):
+        stmt = (
+            select(Prompt)
+            .where(*conditions, Prompt.id.not_in(passed))
+            .order_by(Prompt.id)
+            .limit(1)
+            .with_for_update(of=Prompt, skip_locked=True)
+        )
+        prompt = session.scalar(stmt)
+        if prompt is None or gold or kind == TaskKind.demonstration:
+            return prompt
+        # The row lock is ours now. Under READ COMMITTED the slot count above may predate a
+        # lease committed while we waited for the row, so count again with a fresh snapshot
+        # (every lease and submit of this prompt holds the same row lock).
+        if (session.scalar(_taken(prompt.id, now)) or 0) < project.overlap:
+            return prompt
+        passed.append(prompt.id)
+    return None
 
 
 def _resume(

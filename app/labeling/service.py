@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from app.auth.models import User
@@ -145,6 +145,10 @@ def submit_ranking(
     if assignment.state == AssignmentState.skipped:
         raise TaskConflict("You skipped this task; it cannot be submitted any more.")
 
+    # The prompt's row lock orders concurrent submits (and leases) of this prompt, so the
+    # count that decides "surplus" is exact.
+    session.execute(select(Prompt.id).where(Prompt.id == prompt.id).with_for_update())
+    surplus = not assignment.is_gold and _counted_rankings(session, prompt) >= project.overlap
     comparison = Comparison(
         prompt_id=prompt.id,
         labeler_id=labeler.id,
@@ -154,26 +158,57 @@ def submit_ranking(
         ratings=clean_ratings,
         flags=clean_flags,
         not_rankable=not_rankable,
-        is_surplus=not assignment.is_gold and _prompt_is_full(session, prompt, project),
+        is_surplus=surplus,
         seconds_spent=_seconds(seconds_spent),
     )
     session.add(comparison)
     assignment.state = AssignmentState.submitted
     assignment.finished_at = utcnow()
     session.flush()
+    if not assignment.is_gold and not surplus:
+        prompt.rank_full = _counted_rankings(session, prompt) >= project.overlap
+        session.flush()
     return Submitted(id=comparison.id, created=True)
 
 
-def _prompt_is_full(session: Session, prompt: Prompt, project: Project) -> bool:
+def _counted_rankings(session: Session, prompt: Prompt) -> int:
+    """Rankings that count toward the prompt's overlap: current, not surplus, by our labelers
+    in the queue (gold answers and imported preferences do not use up slots)."""
     counted = session.scalar(
-        select(func.count()).where(
+        select(func.count())
+        .select_from(Comparison)
+        .join(Assignment, Assignment.id == Comparison.assignment_id)
+        .where(
             Comparison.prompt_id == prompt.id,
             Comparison.is_latest.is_(True),
             Comparison.is_surplus.is_(False),
-            Comparison.labeler_id.is_not(None),
+            Assignment.is_gold.is_(False),
         )
     )
-    return (counted or 0) >= project.overlap
+    return counted or 0
+
+
+def refresh_rank_full(*, session: Session, project: Project) -> None:
+    """After the project's overlap changed: which prompts are full is computed again."""
+    counted = (
+        select(func.count())
+        .select_from(Comparison)
+        .join(Assignment, Assignment.id == Comparison.assignment_id)
+        .where(
+            Comparison.prompt_id == Prompt.id,
+            Comparison.is_latest.is_(True),
+            Comparison.is_surplus.is_(False),
+            Assignment.is_gold.is_(False),
+        )
+        .correlate(Prompt)
+        .scalar_subquery()
+    )
+    session.execute(
+        update(Prompt)
+        .where(Prompt.project_id == project.id)
+        .values(rank_full=counted >= project.overlap)
+        .execution_options(synchronize_session=False)
+    )
 
 
 def _seconds(value: float | None) -> float | None:

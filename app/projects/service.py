@@ -1,23 +1,179 @@
-"""Projects and the counts shown on the home pages."""
+"""Projects: creating and changing them (one set of rules for both), and their counts."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 from app.errors import NotFoundError
 from app.labeling.models import Comparison, Completion, Demonstration, Prompt
-from app.projects.models import Project
+from app.projects.models import DEFAULT_FLAGS, Project
 
 
 class ProjectError(ValueError):
     """A project could not be found, created or changed; the message is shown as it is."""
 
 
+class ProjectFormError(ProjectError):
+    """One message per field that is wrong (keys: the field names of ``ProjectSettings``).
+    ``str()`` joins them, which is what the CLI prints."""
+
+    def __init__(self, errors: dict[str, str]) -> None:
+        super().__init__("; ".join(errors.values()))
+        self.errors = errors
+
+
 MIN_K, MAX_K = 2, 9
+MAX_OVERLAP = 100  # more labelers than this per prompt is a typo, not a plan
+MAX_NAME = 200
+MAX_DESCRIPTION = 2000
+MAX_FLAGS, MAX_FLAG_LENGTH = 12, 40
+MAX_GUIDELINES = 100_000
+
+
+@dataclass(frozen=True)
+class ProjectSettings:
+    """What an admin sets on a project; ``check_project_settings`` normalises and checks it."""
+
+    name: str
+    description: str = ""
+    k: int = 4
+    overlap: int = 3
+    likert: bool = True
+    flags: Sequence[str] = field(default_factory=lambda: list(DEFAULT_FLAGS))
+    guidelines: str = ""
+    gold_rate: float = 0.0
+
+    @classmethod
+    def of(cls, project: Project) -> ProjectSettings:
+        schema = project.label_schema or {}
+        return cls(
+            name=project.name,
+            description=project.description,
+            k=project.k,
+            overlap=project.overlap,
+            likert=bool(schema.get("likert", False)),
+            flags=list(schema.get("flags", [])),
+            guidelines=project.guidelines,
+            gold_rate=project.gold_rate,
+        )
+
+
+def clean_flags(flags: Sequence[str]) -> list[str]:
+    """Trimmed, blank ones dropped, duplicates (ignoring case) dropped, first spelling kept."""
+    seen: set[str] = set()
+    cleaned = []
+    for flag in flags:
+        flag = " ".join(flag.split())
+        if flag and flag.casefold() not in seen:
+            seen.add(flag.casefold())
+            cleaned.append(flag)
+    return cleaned
+
+
+def has_comparisons(*, session: Session, project: Project) -> bool:
+    found = session.scalar(
+        select(Comparison.id)
+        .join(Prompt, Prompt.id == Comparison.prompt_id)
+        .where(Prompt.project_id == project.id)
+        .limit(1)
+    )
+    return found is not None
+
+
+def check_project_settings(
+    *, session: Session, settings: ProjectSettings, project: Project | None = None
+) -> tuple[ProjectSettings, dict[str, str]]:
+    """The settings normalised, and a message per wrong field (empty when all is well).
+    ``project`` is the project being changed (None when creating one)."""
+    errors: dict[str, str] = {}
+    name = settings.name.strip()
+    if not name:
+        errors["name"] = "a project needs a name"
+    elif len(name) > MAX_NAME:
+        errors["name"] = f"a project name has at most {MAX_NAME} characters"
+    elif name.isdigit():
+        errors["name"] = "a project name cannot be only digits (it would read as an id)"
+    else:
+        same_name = select(Project.id).where(Project.name == name)
+        if project is not None:
+            same_name = same_name.where(Project.id != project.id)
+        if session.scalar(same_name) is not None:
+            errors["name"] = f"a project named {name!r} already exists"
+
+    description = settings.description.strip()
+    if len(description) > MAX_DESCRIPTION:
+        errors["description"] = f"the description has at most {MAX_DESCRIPTION} characters"
+
+    if not MIN_K <= settings.k <= MAX_K:
+        errors["k"] = f"K must be between {MIN_K} and {MAX_K}, not {settings.k}"
+    elif (
+        project is not None
+        and settings.k != project.k
+        and has_comparisons(session=session, project=project)
+    ):
+        errors["k"] = (
+            f"K cannot change from {project.k} to {settings.k}: this project already has "
+            f"rankings of {project.k} answers, which would no longer match the new prompts"
+        )
+
+    if settings.overlap < 1:
+        errors["overlap"] = f"overlap must be at least 1, not {settings.overlap}"
+    elif settings.overlap > MAX_OVERLAP:
+        errors["overlap"] = f"overlap must be at most {MAX_OVERLAP}, not {settings.overlap}"
+
+    flags = clean_flags(settings.flags)
+    too_long = [f for f in flags if len(f) > MAX_FLAG_LENGTH]
+    if too_long:
+        first = too_long[0]
+        errors["flags"] = (
+            f"a flag name has at most {MAX_FLAG_LENGTH} characters; "
+            f"'{first[:24]}...' has {len(first)}"
+        )
+    elif len(flags) > MAX_FLAGS:
+        errors["flags"] = f"at most {MAX_FLAGS} flags, not {len(flags)}"
+
+    guidelines = settings.guidelines.strip()
+    if len(guidelines) > MAX_GUIDELINES:
+        errors["guidelines"] = f"the guidelines have at most {MAX_GUIDELINES:,} characters"
+
+    rate = settings.gold_rate
+    if not math.isfinite(rate) or not 0 <= rate <= 1:
+        shown = f"{rate * 100:g}%" if math.isfinite(rate) else str(rate)
+        errors["gold_rate"] = f"the gold rate must be between 0% and 100%, not {shown}"
+
+    cleaned = ProjectSettings(
+        name=name,
+        description=description,
+        k=settings.k,
+        overlap=settings.overlap,
+        likert=settings.likert,
+        flags=flags,
+        guidelines=guidelines,
+        gold_rate=rate,
+    )
+    return cleaned, errors
+
+
+def _apply(project: Project, settings: ProjectSettings) -> None:
+    project.name = settings.name
+    project.description = settings.description
+    project.k = settings.k
+    project.overlap = settings.overlap
+    # A new dict (not an in-place change) so the JSON column is seen as changed; keys other
+    # parts may have added to the schema are kept.
+    project.label_schema = {
+        **(project.label_schema or {}),
+        "likert": settings.likert,
+        "flags": list(settings.flags),
+    }
+    project.guidelines = settings.guidelines
+    project.gold_rate = settings.gold_rate
 
 
 def create_project(
@@ -28,32 +184,86 @@ def create_project(
     overlap: int = 3,
     guidelines: str = "",
     description: str = "",
+    likert: bool = True,
+    flags: Sequence[str] | None = None,
+    gold_rate: float = 0.0,
     created_by_id: int | None = None,
 ) -> Project:
-    name = name.strip()
-    if not name:
-        raise ProjectError("a project needs a name")
-    if len(name) > 200:
-        raise ProjectError("a project name has at most 200 characters")
-    if name.isdigit():
-        raise ProjectError("a project name cannot be only digits (it would read as an id)")
-    if not MIN_K <= k <= MAX_K:
-        raise ProjectError(f"K must be between {MIN_K} and {MAX_K}, not {k}")
-    if overlap < 1:
-        raise ProjectError(f"overlap must be at least 1, not {overlap}")
-    if session.scalar(select(Project.id).where(Project.name == name)) is not None:
-        raise ProjectError(f"a project named {name!r} already exists")
-    project = Project(
-        name=name,
-        k=k,
-        overlap=overlap,
-        guidelines=guidelines,
-        description=description,
-        created_by_id=created_by_id,
+    """Raises ``ProjectFormError`` (a ``ProjectError``) with a message per wrong field."""
+    settings, errors = check_project_settings(
+        session=session,
+        settings=ProjectSettings(
+            name=name,
+            description=description,
+            k=k,
+            overlap=overlap,
+            likert=likert,
+            flags=list(DEFAULT_FLAGS) if flags is None else flags,
+            guidelines=guidelines,
+            gold_rate=gold_rate,
+        ),
     )
+    if errors:
+        raise ProjectFormError(errors)
+    project = Project(created_by_id=created_by_id, label_schema={})
+    _apply(project, settings)
     session.add(project)
     session.flush()
     return project
+
+
+def update_project(
+    *,
+    session: Session,
+    project: Project,
+    name: str | None = None,
+    description: str | None = None,
+    k: int | None = None,
+    overlap: int | None = None,
+    likert: bool | None = None,
+    flags: Sequence[str] | None = None,
+    guidelines: str | None = None,
+    gold_rate: float | None = None,
+) -> Project:
+    """Change what is given (None keeps a setting), with the same rules as creating, and K
+    fixed once the project has rankings. Raises ``ProjectFormError``."""
+    old = ProjectSettings.of(project)
+    wanted = ProjectSettings(
+        name=old.name if name is None else name,
+        description=old.description if description is None else description,
+        k=old.k if k is None else k,
+        overlap=old.overlap if overlap is None else overlap,
+        likert=old.likert if likert is None else likert,
+        flags=old.flags if flags is None else flags,
+        guidelines=old.guidelines if guidelines is None else guidelines,
+        gold_rate=old.gold_rate if gold_rate is None else gold_rate,
+    )
+    settings, errors = check_project_settings(session=session, settings=wanted, project=project)
+    if errors:
+        raise ProjectFormError(errors)
+    overlap_before = project.overlap
+    _apply(project, settings)
+    session.flush()
+    if project.overlap != overlap_before:
+        from app.labeling.service import refresh_rank_full  # labeling builds on projects
+
+        refresh_rank_full(session=session, project=project)
+    return project
+
+
+def settings_changes(before: ProjectSettings, after: ProjectSettings) -> dict[str, Any]:
+    """What changed, as {setting: [old, new]} (for the audit log; guidelines only as a mark,
+    they are long)."""
+    changes: dict[str, Any] = {}
+    for key in ("name", "description", "k", "overlap", "likert", "flags", "gold_rate"):
+        old, new = getattr(before, key), getattr(after, key)
+        if key == "flags":
+            old, new = list(old), list(new)
+        if old != new:
+            changes[key] = [old, new]
+    if before.guidelines != after.guidelines:
+        changes["guidelines"] = "changed"
+    return changes
 
 
 def get_project(*, session: Session, ref: str | int) -> Project:

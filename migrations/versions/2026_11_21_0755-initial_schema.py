@@ -228,6 +228,7 @@ def upgrade() -> None:
         sa.Column("submitter_id", sa.Integer(), nullable=True),
         sa.Column("submitter_external", sa.String(length=200), nullable=True),
         sa.Column("metadata", sa.JSON(), nullable=False),
+        sa.Column("rank_full", sa.Boolean(), nullable=False),
         sa.Column("created_at", app.db.UTCDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["project_id"],
@@ -249,6 +250,9 @@ def upgrade() -> None:
     with op.batch_alter_table("prompts", schema=None) as batch_op:
         batch_op.create_index(
             "ix_prompts_project_id_created_at", ["project_id", "created_at"], unique=False
+        )
+        batch_op.create_index(
+            "ix_prompts_project_id_rank_full_id", ["project_id", "rank_full", "id"], unique=False
         )
         batch_op.create_index(batch_op.f("ix_prompts_submitter_id"), ["submitter_id"], unique=False)
 
@@ -655,6 +659,7 @@ def downgrade() -> None:
     op.drop_table("assignments")
     with op.batch_alter_table("prompts", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_prompts_submitter_id"))
+        batch_op.drop_index("ix_prompts_project_id_rank_full_id")
         batch_op.drop_index("ix_prompts_project_id_created_at")
 
     op.drop_table("prompts")

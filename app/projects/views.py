@@ -1,0 +1,176 @@
+"""Admin pages for projects: create, see (settings and counts), edit; the guidelines preview."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import RedirectResponse, Response
+
+from app.audit.service import record
+from app.deps import AdminUser, DbSession
+from app.projects.models import Project
+from app.projects.schemas import ProjectForm
+from app.projects.service import (
+    ProjectFormError,
+    ProjectSettings,
+    check_project_settings,
+    create_project,
+    get_project,
+    has_comparisons,
+    project_counts,
+    settings_changes,
+    update_project,
+)
+from app.web.templating import render
+
+router = APIRouter(prefix="/admin/projects", tags=["projects"])
+
+# ?saved=... on the project page after a redirect says what just happened.
+SAVED_NOTES = {"created": "Project created.", "updated": "Changes saved."}
+
+
+def _form_page(
+    request: Request,
+    *,
+    form: ProjectForm,
+    project: Project | None,
+    k_locked: bool = False,
+    errors: dict[str, str] | None = None,
+) -> Response:
+    return render(
+        request,
+        "projects/form.html",
+        {"form": form, "project": project, "k_locked": k_locked, "errors": errors or {}},
+        status_code=422 if errors else 200,
+    )
+
+
+def _read_form(
+    session: DbSession, form: ProjectForm, project: Project | None
+) -> tuple[ProjectSettings, dict[str, str]]:
+    """The form's settings and every message at once: numbers that could not be read, and the
+    service's rules for the rest."""
+    fallback = ProjectSettings.of(project) if project else ProjectSettings(name="")
+    settings, unreadable = form.to_settings(fallback)
+    _, errors = check_project_settings(session=session, settings=settings, project=project)
+    return settings, {**errors, **unreadable}
+
+
+@router.get("/new", name="project_new")
+def new_project(request: Request, user: AdminUser) -> Response:
+    return _form_page(request, form=ProjectForm.new(), project=None)
+
+
+@router.post("", name="project_create")
+def create(
+    request: Request,
+    session: DbSession,
+    user: AdminUser,
+    form: Annotated[ProjectForm, Form()],
+) -> Response:
+    settings, errors = _read_form(session, form, None)
+    if errors:
+        return _form_page(request, form=form, project=None, errors=errors)
+    try:
+        project = create_project(
+            session=session,
+            name=settings.name,
+            description=settings.description,
+            k=settings.k,
+            overlap=settings.overlap,
+            likert=settings.likert,
+            flags=settings.flags,
+            guidelines=settings.guidelines,
+            gold_rate=settings.gold_rate,
+            created_by_id=user.id,
+        )
+    except ProjectFormError as exc:  # a name taken in between
+        return _form_page(request, form=form, project=None, errors=exc.errors)
+    record(
+        session=session,
+        actor_id=user.id,
+        action="project.create",
+        target_type="project",
+        target_id=project.id,
+        details={"name": project.name, "k": project.k, "overlap": project.overlap},
+    )
+    session.commit()
+    return RedirectResponse(f"/admin/projects/{project.id}?saved=created", status_code=303)
+
+
+@router.post("/preview-guidelines", name="project_preview_guidelines")
+def preview_guidelines(
+    request: Request, user: AdminUser, guidelines: Annotated[str, Form()] = ""
+) -> Response:
+    """The guidelines as labelers will see them (htmx, while the admin types)."""
+    return render(request, "projects/_guidelines_preview.html", {"guidelines": guidelines})
+
+
+@router.get("/{project_id}", name="project_detail")
+def project_detail(
+    request: Request, session: DbSession, user: AdminUser, project_id: int, saved: str = ""
+) -> Response:
+    project = get_project(session=session, ref=project_id)
+    counts = project_counts(session=session, projects=[project])[project.id]
+    return render(
+        request,
+        "projects/detail.html",
+        {"project": project, "counts": counts, "saved_note": SAVED_NOTES.get(saved)},
+    )
+
+
+@router.get("/{project_id}/edit", name="project_edit")
+def edit_project(
+    request: Request, session: DbSession, user: AdminUser, project_id: int
+) -> Response:
+    project = get_project(session=session, ref=project_id)
+    return _form_page(
+        request,
+        form=ProjectForm.of(ProjectSettings.of(project)),
+        project=project,
+        k_locked=has_comparisons(session=session, project=project),
+    )
+
+
+@router.post("/{project_id}", name="project_update")
+def update(
+    request: Request,
+    session: DbSession,
+    user: AdminUser,
+    project_id: int,
+    form: Annotated[ProjectForm, Form()],
+) -> Response:
+    project = get_project(session=session, ref=project_id)
+    before = ProjectSettings.of(project)
+    k_locked = has_comparisons(session=session, project=project)
+    settings, errors = _read_form(session, form, project)
+    if errors:
+        return _form_page(request, form=form, project=project, k_locked=k_locked, errors=errors)
+    try:
+        update_project(
+            session=session,
+            project=project,
+            name=settings.name,
+            description=settings.description,
+            k=settings.k,
+            overlap=settings.overlap,
+            likert=settings.likert,
+            flags=settings.flags,
+            guidelines=settings.guidelines,
+            gold_rate=settings.gold_rate,
+        )
+    except ProjectFormError as exc:
+        return _form_page(request, form=form, project=project, k_locked=k_locked, errors=exc.errors)
+    changes = settings_changes(before, ProjectSettings.of(project))
+    if changes:
+        record(
+            session=session,
+            actor_id=user.id,
+            action="project.update",
+            target_type="project",
+            target_id=project.id,
+            details=changes,
+        )
+    session.commit()
+    return RedirectResponse(f"/admin/projects/{project.id}?saved=updated", status_code=303)
