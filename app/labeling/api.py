@@ -8,7 +8,8 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 
 from app.deps import ApiUser, DbSession, SettingsDep
-from app.labeling.models import TaskKind
+from app.errors import NotFoundError
+from app.labeling.models import Assignment, TaskKind
 from app.labeling.queue import Task, lease_next_task
 from app.labeling.schemas import (
     CompletionOut,
@@ -23,7 +24,6 @@ from app.labeling.schemas import (
 from app.labeling.service import (
     SubmissionError,
     TaskConflict,
-    get_assignment,
     skip_task,
     submit_demonstration,
     submit_ranking,
@@ -82,8 +82,11 @@ def _error(status: int, message: str) -> JSONResponse:
 )
 def api_submit(task_id: int, body: SubmitIn, session: DbSession, user: ApiUser) -> Response:
     try:
-        kind = get_assignment(session=session, assignment_id=task_id, labeler=user).kind
-        if kind == TaskKind.rank:
+        # Which kind of task: a plain read; the submit below locks the row and checks owner.
+        assignment = session.get(Assignment, task_id)
+        if assignment is None or assignment.labeler_id != user.id:
+            raise NotFoundError(f"no task {task_id}")
+        if assignment.kind == TaskKind.rank:
             if body.ranking is None and not body.not_rankable:
                 raise SubmissionError("A rank task needs a `ranking`.")
             result = submit_ranking(

@@ -148,7 +148,8 @@ def submit_ranking(
     # The prompt's row lock orders concurrent submits (and leases) of this prompt, so the
     # count that decides "surplus" is exact.
     session.execute(select(Prompt.id).where(Prompt.id == prompt.id).with_for_update())
-    surplus = not assignment.is_gold and _counted_rankings(session, prompt) >= project.overlap
+    counted = 0 if assignment.is_gold else _counted_rankings(session, prompt)
+    surplus = not assignment.is_gold and counted >= project.overlap
     comparison = Comparison(
         prompt_id=prompt.id,
         labeler_id=labeler.id,
@@ -164,10 +165,9 @@ def submit_ranking(
     session.add(comparison)
     assignment.state = AssignmentState.submitted
     assignment.finished_at = utcnow()
-    session.flush()
     if not assignment.is_gold and not surplus:
-        prompt.rank_full = _counted_rankings(session, prompt) >= project.overlap
-        session.flush()
+        prompt.rank_full = counted + 1 >= project.overlap
+    session.flush()
     return Submitted(id=comparison.id, created=True)
 
 
