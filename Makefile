@@ -59,7 +59,8 @@ fmt: install
 migrations-check: install
 	@mkdir -p var && rm -f var/test-migrations.db
 	@for url in "$(TEST_SQLITE_URL)" $${RLHF_TEST_DATABASE_URL:+"$$RLHF_TEST_DATABASE_URL"}; do \
-	  echo "== alembic upgrade head + check on $${url%%://*}"; \
+	  echo "== alembic upgrade head + check on $${url%%://*} (from an empty database)"; \
+	  case "$$url" in postgresql*) $(BIN)/python -c 'import sys; from tests.conftest import reset_postgres; reset_postgres(sys.argv[1])' "$$url" || exit 1;; esac; \
 	  $(MIGRATION_ENV) RLHF_DATABASE_URL="$$url" $(BIN)/alembic upgrade head >/dev/null || exit 1; \
 	  $(MIGRATION_ENV) RLHF_DATABASE_URL="$$url" $(BIN)/alembic check || exit 1; \
 	done

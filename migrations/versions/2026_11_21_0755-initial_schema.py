@@ -1,5 +1,4 @@
-"""Initial schema: users, sessions, projects, prompts, completions, comparisons, leases,
-jobs, models, exports.
+"""Initial schema: users, projects, prompts, answers, rankings, leases, jobs, models, exports.
 
 Revision ID: 6c0a619e4587
 Revises:
