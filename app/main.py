@@ -27,6 +27,7 @@ from app.errors import NotFoundError
 from app.home import views as home_views
 from app.jobs import api as jobs_api
 from app.jobs import views as jobs_views
+from app.labeling import admin_views as labeling_admin_views
 from app.labeling import api as labeling_api
 from app.labeling import views as labeling_views
 from app.projects import api as projects_api
@@ -195,6 +196,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     web.include_router(home_views.router)
     web.include_router(jobs_views.router)
     web.include_router(labeling_views.router)
+    web.include_router(labeling_admin_views.router)
     web.include_router(projects_views.router)
     web.include_router(users_views.router)
     app.include_router(web)

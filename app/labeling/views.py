@@ -184,12 +184,12 @@ def _ranking_from_form(
     for completion_id in displayed:
         rank = form.get(f"rank_{completion_id}")
         if isinstance(rank, str) and rank.strip():
-            if not rank.strip().isdigit():
+            if not rank.strip().isdecimal():
                 raise SubmissionError(f"{rank!r} is not a place in the ranking.")
             ranks[completion_id] = int(rank)
         rating = form.get(f"rating_{completion_id}")
         if isinstance(rating, str) and rating.strip():
-            if not rating.strip().isdigit():
+            if not rating.strip().isdecimal():
                 raise SubmissionError(f"{rating!r} is not a rating.")
             ratings[completion_id] = int(rating)
         chosen = [v for v in form.getlist(f"flag_{completion_id}") if isinstance(v, str)]
