@@ -25,6 +25,7 @@ from app.db import make_engine, make_session_factory
 from app.deps import Forbidden, LoginRequired
 from app.errors import NotFoundError
 from app.home import views as home_views
+from app.imports import views as imports_views
 from app.jobs import api as jobs_api
 from app.jobs import views as jobs_views
 from app.labeling import admin_views as labeling_admin_views
@@ -194,6 +195,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     web = APIRouter(dependencies=[Depends(require_csrf)], include_in_schema=False)
     web.include_router(auth_views.router)
     web.include_router(home_views.router)
+    web.include_router(imports_views.router)
     web.include_router(jobs_views.router)
     web.include_router(labeling_views.router)
     web.include_router(labeling_admin_views.router)

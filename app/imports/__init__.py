@@ -1,0 +1,1 @@
+"""Importing prompts, answers, demonstrations and preferences from JSONL or CSV files (design §8)."""

@@ -1,0 +1,171 @@
+"""The admin's upload page: import a JSONL or CSV file into a project (design §8)."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from pathlib import Path, PureWindowsPath
+from typing import Annotated, Any, BinaryIO
+
+from fastapi import APIRouter, File, Form, Request, UploadFile
+from fastapi.responses import Response
+
+from app.audit.service import record
+from app.deps import AdminUser, DbSession, SettingsDep
+from app.imports.parse import MAX_COMPLETIONS, MAX_ROW_BYTES, ImportFileError, file_format
+from app.imports.service import import_file
+from app.projects.models import Project
+from app.projects.service import get_project
+from app.web.templating import render
+
+router = APIRouter(prefix="/admin/projects", tags=["imports"])
+
+MAX_UPLOAD_BYTES = 2 * 1024**3
+MAX_ERRORS_SHOWN = 200
+_CHUNK = 1024 * 1024
+
+# One example per row shape, shown on the form (serialised here so they are valid JSON).
+ROW_SHAPES: list[tuple[str, str, dict[str, Any]]] = [
+    (
+        "Prompt",
+        "A prompt to write a demonstration for or to sample answers to. "
+        "Optional: id, submitter (used for train/validation splits), metadata.",
+        {"prompt": "Explain photosynthesis to a 10-year-old.", "id": "p-001", "submitter": "u17"},
+    ),
+    (
+        "Prompt with answers to rank",
+        f"Up to {MAX_COMPLETIONS} answers, each with an optional model name. "
+        "An answer already stored for the prompt is not added twice.",
+        {
+            "prompt": "Name a prime number.",
+            "id": "p-002",
+            "completions": [{"text": "7", "model": "gpt2-sft"}, {"text": "9", "model": "base"}],
+        },
+    ),
+    (
+        "Demonstration",
+        "An ideal answer written for the prompt.",
+        {"prompt": "Say hello in French.", "completion": "Bonjour !"},
+    ),
+    (
+        "Preference",
+        "Which of two answers is better; stored as a ranking of the two by the labeler "
+        "import:<file name>.",
+        {"prompt": "Is the sky green?", "chosen": "No, it is usually blue.", "rejected": "Yes."},
+    ),
+]
+
+
+class UploadTooLarge(Exception):
+    """The upload went past MAX_UPLOAD_BYTES while it was being saved."""
+
+
+def _form_page(
+    request: Request, project: Project, *, error: str | None = None, status_code: int = 200
+) -> Response:
+    shapes = [
+        (title, text, json.dumps(example, ensure_ascii=False))
+        for title, text, example in ROW_SHAPES
+    ]
+    return render(
+        request,
+        "imports/form.html",
+        {
+            "project": project,
+            "shapes": shapes,
+            "error": error,
+            "max_upload_gb": MAX_UPLOAD_BYTES // 1024**3,
+            "max_row_mib": MAX_ROW_BYTES // 1024**2,
+            "max_completions": MAX_COMPLETIONS,
+        },
+        status_code=status_code,
+    )
+
+
+def _too_large() -> str:
+    return (
+        f"The file is larger than {MAX_UPLOAD_BYTES // 1024**3} GB. Compress it (.jsonl.gz), "
+        "split it, or import it on the server with `rlhf import`."
+    )
+
+
+def _save_upload(source: BinaryIO, target: Path) -> int:
+    """Copy the upload to ``target`` a chunk at a time (never whole in memory); its size."""
+    size = 0
+    with target.open("wb") as out:
+        while chunk := source.read(_CHUNK):
+            size += len(chunk)
+            if size > MAX_UPLOAD_BYTES:
+                raise UploadTooLarge()
+            out.write(chunk)
+    return size
+
+
+@router.get("/{project_id}/import", name="project_import_form")
+def import_form(request: Request, session: DbSession, user: AdminUser, project_id: int) -> Response:
+    return _form_page(request, get_project(session=session, ref=project_id))
+
+
+@router.post("/{project_id}/import", name="project_import")
+def import_upload(
+    request: Request,
+    session: DbSession,
+    settings: SettingsDep,
+    user: AdminUser,
+    project_id: int,
+    file: Annotated[UploadFile | None, File()] = None,
+    skip_invalid: Annotated[bool, Form()] = False,
+) -> Response:
+    """Save the upload under the data folder, import it, and show what happened: the counts,
+    or every rejected row (nothing is written then, unless the admin chose to skip them)."""
+    project = get_project(session=session, ref=project_id)
+    declared = int(request.headers.get("content-length") or 0)
+    if declared > MAX_UPLOAD_BYTES + _CHUNK:  # the form's other fields fit in the slack
+        return _form_page(request, project, error=_too_large(), status_code=413)
+    if file is None or not file.filename:
+        return _form_page(request, project, error="Choose a file to import.", status_code=422)
+    name = PureWindowsPath(file.filename).name  # some browsers send a whole client path
+    try:
+        suffix = file_format(name)[1]
+    except ImportFileError as exc:
+        return _form_page(request, project, error=f"{exc}.", status_code=422)
+
+    uploads = settings.data_dir / "uploads"
+    uploads.mkdir(parents=True, exist_ok=True)
+    path = uploads / f"{secrets.token_hex(16)}{suffix}"
+    try:
+        _save_upload(file.file, path)
+        summary = import_file(
+            session=session,
+            project=project,
+            path=path,
+            source_name=name,
+            skip_invalid=skip_invalid,
+        )
+    except UploadTooLarge:
+        return _form_page(request, project, error=_too_large(), status_code=413)
+    except ImportFileError as exc:
+        return _form_page(request, project, error=f"{exc}.", status_code=422)
+    finally:
+        path.unlink(missing_ok=True)
+
+    if summary.imported:
+        record(
+            session=session,
+            actor_id=user.id,
+            action="project.import",
+            target_type="project",
+            target_id=project.id,
+            details={"file": name, "skip_invalid": skip_invalid, **summary.counts()},
+        )
+        session.commit()
+    return render(
+        request,
+        "imports/result.html",
+        {
+            "project": project,
+            "summary": summary,
+            "errors_shown": summary.errors[:MAX_ERRORS_SHOWN],
+        },
+        status_code=200 if summary.imported else 422,
+    )
