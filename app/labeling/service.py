@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Select, func, select, update
 from sqlalchemy.orm import Session
 
 from app.auth.models import User
@@ -171,38 +171,29 @@ def submit_ranking(
     return Submitted(id=comparison.id, created=True)
 
 
-def _counted_rankings(session: Session, prompt: Prompt) -> int:
-    """Rankings that count toward the prompt's overlap: current, not surplus, by our labelers
+def _counted_rankings_of(prompt_id: Any) -> Select[int]:
+    """Rankings that count toward a prompt's overlap: current, not surplus, by our labelers
     in the queue (gold answers and imported preferences do not use up slots)."""
-    counted = session.scalar(
+    return (
         select(func.count())
         .select_from(Comparison)
         .join(Assignment, Assignment.id == Comparison.assignment_id)
         .where(
-            Comparison.prompt_id == prompt.id,
+            Comparison.prompt_id == prompt_id,
             Comparison.is_latest.is_(True),
             Comparison.is_surplus.is_(False),
             Assignment.is_gold.is_(False),
         )
     )
-    return counted or 0
+
+
+def _counted_rankings(session: Session, prompt: Prompt) -> int:
+    return session.scalar(_counted_rankings_of(prompt.id)) or 0
 
 
 def refresh_rank_full(*, session: Session, project: Project) -> None:
     """After the project's overlap changed: which prompts are full is computed again."""
-    counted = (
-        select(func.count())
-        .select_from(Comparison)
-        .join(Assignment, Assignment.id == Comparison.assignment_id)
-        .where(
-            Comparison.prompt_id == Prompt.id,
-            Comparison.is_latest.is_(True),
-            Comparison.is_surplus.is_(False),
-            Assignment.is_gold.is_(False),
-        )
-        .correlate(Prompt)
-        .scalar_subquery()
-    )
+    counted = _counted_rankings_of(Prompt.id).correlate(Prompt).scalar_subquery()
     session.execute(
         update(Prompt)
         .where(Prompt.project_id == project.id)
