@@ -430,3 +430,18 @@ def test_raising_the_overlap_reopens_full_prompts(session: Session) -> None:
     update_project(session=session, project=project, overlap=2)
     again = lease(session, project, second)
     assert again is not None and again.prompt.id == task.prompt.id
+
+
+def test_queue_size_is_counted_up_to_a_limit(session: Session) -> None:
+    from app.web.templating import templates
+
+    project = make_project(session, k=4, overlap=1)
+    for i in range(3):
+        make_prompt(session, project, text=f"c{i}")
+    user = make_user(session)
+    assert (
+        count_available(session=session, project=project, labeler=user, kind=TaskKind.rank, limit=2)
+        == 2
+    )
+    shown = templates.env.filters["queue_count"]
+    assert (shown(499), shown(500)) == ("499", "500+")

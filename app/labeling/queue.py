@@ -264,11 +264,25 @@ def lease_next_task(
     return task_for(session=session, assignment=assignment)
 
 
-def count_available(*, session: Session, project: Project, labeler: User, kind: TaskKind) -> int:
-    """How many tasks of this kind this labeler could still get (the "in queue" figure)."""
+QUEUE_COUNT_LIMIT = 500
+
+
+def count_available(
+    *,
+    session: Session,
+    project: Project,
+    labeler: User,
+    kind: TaskKind,
+    limit: int = QUEUE_COUNT_LIMIT,
+) -> int:
+    """How many tasks of this kind this labeler could still get (the "in queue" figure),
+    counted up to ``limit``: pages show "500+" rather than scan a huge project each time."""
     now = utcnow()
     total = 0
     for gold in (False, True) if kind == TaskKind.rank else (False,):
         conditions = _eligible(project=project, labeler=labeler, kind=kind, now=now, gold=gold)
-        total += session.scalar(select(func.count()).select_from(Prompt).where(*conditions)) or 0
+        capped = select(Prompt.id).where(*conditions).limit(limit - total).subquery()
+        total += session.scalar(select(func.count()).select_from(capped)) or 0
+        if total >= limit:
+            break
     return total

@@ -43,6 +43,12 @@ def _timeago(value: datetime | None) -> str:
     return "just now"
 
 
+def _queue_count(n: int) -> str:
+    from app.labeling.queue import QUEUE_COUNT_LIMIT
+
+    return f"{QUEUE_COUNT_LIMIT}+" if n >= QUEUE_COUNT_LIMIT else str(n)
+
+
 def _build_templates() -> Jinja2Templates:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
@@ -53,6 +59,7 @@ def _build_templates() -> Jinja2Templates:
     )
     env.filters["markdown"] = render_markdown
     env.filters["timeago"] = _timeago
+    env.filters["queue_count"] = _queue_count
     env.filters["iso"] = lambda d: d.strftime("%Y-%m-%d %H:%M UTC") if d else "-"
     return Jinja2Templates(env=env, context_processors=[_context])
 
