@@ -18,16 +18,28 @@ same last slot; on SQLite the whole lease is one write transaction.
 
 from __future__ import annotations
 
+import functools
 import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, exists, func, or_, select
+from sqlalchemy import (
+    BindParameter,
+    ColumnElement,
+    Integer,
+    Select,
+    and_,
+    bindparam,
+    exists,
+    func,
+    or_,
+    select,
+)
 from sqlalchemy.orm import Session, aliased
 
 from app.auth.models import User
-from app.db import utcnow
+from app.db import UTCDateTime, utcnow
 from app.labeling.models import (
     Assignment,
     AssignmentState,
@@ -54,7 +66,7 @@ class Task:
         return self.assignment.id
 
 
-def _live_lease(now: datetime) -> ColumnElement[bool]:
+def _live_lease(now: Any) -> ColumnElement[bool]:
     return and_(Assignment.state == AssignmentState.leased, Assignment.expires_at > now)
 
 
@@ -62,27 +74,42 @@ def _is_gold() -> ColumnElement[bool]:
     return exists().where(GoldRanking.prompt_id == Prompt.id)
 
 
-def _eligible(
-    *, project: Project, labeler: User, kind: TaskKind, now: datetime, gold: bool
-) -> list[ColumnElement[bool]]:
-    """Conditions on ``Prompt`` for a task this labeler may get now."""
+# The queue's statements are built once and run with these parameters: building them is a
+# large part of a lease's cost, and the lease is the hottest path of the app.
+_PROJECT: BindParameter[int] = bindparam("project_id", type_=Integer())
+_LABELER: BindParameter[int] = bindparam("labeler_id", type_=Integer())
+_K: BindParameter[int] = bindparam("k", type_=Integer())
+_OVERLAP: BindParameter[int] = bindparam("overlap", type_=Integer())
+_NOW: BindParameter[datetime] = bindparam("now", type_=UTCDateTime())
+
+
+def _params(*, project: Project, labeler: User, now: datetime) -> dict[str, Any]:
+    return {
+        "project_id": project.id,
+        "labeler_id": labeler.id,
+        "k": project.k,
+        "overlap": project.overlap,
+        "now": now,
+    }
+
+
+def _eligible(*, kind: TaskKind, gold: bool) -> list[ColumnElement[bool]]:
+    """Conditions on ``Prompt`` for a task a labeler may get now (see ``_params``)."""
     mine = aliased(Assignment)
     conditions: list[ColumnElement[bool]] = [
-        Prompt.project_id == project.id,
+        Prompt.project_id == _PROJECT,
         # Never their own prompt.
-        or_(Prompt.submitter_id.is_(None), Prompt.submitter_id != labeler.id),
+        or_(Prompt.submitter_id.is_(None), Prompt.submitter_id != _LABELER),
         # Never a task of this kind they were given before (done, skipped or expired).
         ~exists().where(
-            mine.prompt_id == Prompt.id, mine.labeler_id == labeler.id, mine.kind == kind
+            mine.prompt_id == Prompt.id, mine.labeler_id == _LABELER, mine.kind == kind
         ),
     ]
     if kind == TaskKind.demonstration:
         conditions += [
             ~exists().where(Demonstration.prompt_id == Prompt.id),
             ~exists().where(
-                Assignment.prompt_id == Prompt.id,
-                Assignment.kind == kind,
-                _live_lease(now),
+                Assignment.prompt_id == Prompt.id, Assignment.kind == kind, _live_lease(_NOW)
             ),
         ]
         return conditions
@@ -98,23 +125,23 @@ def _eligible(
         .where(
             Completion.prompt_id == Prompt.id,
             Completion.demonstration_id == Demonstration.id,
-            Demonstration.author_id == labeler.id,
+            Demonstration.author_id == _LABELER,
         )
         .correlate(Prompt)
     )
-    conditions += [answers >= project.k, ~own_answer]
+    conditions += [answers >= _K, ~own_answer]
     if gold:
         conditions.append(_is_gold())
         return conditions
     conditions += [
         Prompt.rank_full.is_(False),
         ~_is_gold(),
-        _taken(Prompt.id, now).correlate(Prompt).scalar_subquery() < project.overlap,
+        _taken(Prompt.id, _NOW).correlate(Prompt).scalar_subquery() < _OVERLAP,
     ]
     return conditions
 
 
-def _taken(prompt_id: Any, now: datetime) -> Select[int]:
+def _taken(prompt_id: Any, now: Any) -> Select[int]:
     """Rank slots of a prompt in use: submitted tasks plus live leases."""
     return select(func.count()).where(
         Assignment.prompt_id == prompt_id,
@@ -123,26 +150,35 @@ def _taken(prompt_id: Any, now: datetime) -> Select[int]:
     )
 
 
+@functools.cache
+def _pick_statement(kind: TaskKind, gold: bool, postgres: bool) -> Select[Prompt]:
+    stmt = select(Prompt).where(*_eligible(kind=kind, gold=gold)).order_by(Prompt.id).limit(1)
+    if postgres:
+        passed: BindParameter[int] = bindparam("passed", type_=Integer(), expanding=True)
+        stmt = stmt.where(Prompt.id.not_in(passed)).with_for_update(of=Prompt, skip_locked=True)
+    return stmt
+
+
+@functools.cache
+def _count_statement(kind: TaskKind, gold: bool) -> Select[int]:
+    eligible = select(Prompt.id).where(*_eligible(kind=kind, gold=gold))
+    capped = eligible.limit(bindparam("limit")).subquery()
+    return select(func.count()).select_from(capped)
+
+
 MAX_PICKS = 8
 
 
 def _pick(
     *, session: Session, project: Project, labeler: User, kind: TaskKind, now: datetime, gold: bool
 ) -> Prompt | None:
-    conditions = _eligible(project=project, labeler=labeler, kind=kind, now=now, gold=gold)
+    params = _params(project=project, labeler=labeler, now=now)
     if session.get_bind().dialect.name != "postgresql":
         # SQLite: this whole transaction holds the write lock, so the first match is ours.
-        return session.scalar(select(Prompt).where(*conditions).order_by(Prompt.id).limit(1))
+        return session.scalar(_pick_statement(kind, gold, False), params)
     passed: list[int] = []
     for _ in range(MAX_PICKS):
-        stmt = (
-            select(Prompt)
-            .where(*conditions, Prompt.id.not_in(passed))
-            .order_by(Prompt.id)
-            .limit(1)
-            .with_for_update(of=Prompt, skip_locked=True)
-        )
-        prompt = session.scalar(stmt)
+        prompt = session.scalar(_pick_statement(kind, gold, True), {**params, "passed": passed})
         if prompt is None or gold or kind == TaskKind.demonstration:
             return prompt
         # The row lock is ours now. Under READ COMMITTED the slot count above may predate a
@@ -277,12 +313,12 @@ def count_available(
 ) -> int:
     """How many tasks of this kind this labeler could still get (the "in queue" figure),
     counted up to ``limit``: pages show "500+" rather than scan a huge project each time."""
-    now = utcnow()
+    params = _params(project=project, labeler=labeler, now=utcnow())
     total = 0
     for gold in (False, True) if kind == TaskKind.rank else (False,):
-        conditions = _eligible(project=project, labeler=labeler, kind=kind, now=now, gold=gold)
-        capped = select(Prompt.id).where(*conditions).limit(limit - total).subquery()
-        total += session.scalar(select(func.count()).select_from(capped)) or 0
+        total += (
+            session.scalar(_count_statement(kind, gold), {**params, "limit": limit - total}) or 0
+        )
         if total >= limit:
             break
     return total
