@@ -228,18 +228,20 @@ def _still_worth_doing(
     return (others or 0) < project.overlap
 
 
-def task_for(*, session: Session, assignment: Assignment, resumed: bool = False) -> Task:
+def task_for(
+    *,
+    session: Session,
+    assignment: Assignment,
+    resumed: bool = False,
+    completions: list[Completion] | None = None,
+) -> Task:
     prompt = session.get_one(Prompt, assignment.prompt_id)
-    completions: list[Completion] = []
-    if assignment.display_order:
-        by_id = {
-            c.id: c
-            for c in session.scalars(
-                select(Completion).where(Completion.id.in_(assignment.display_order))
-            )
-        }
-        completions = [by_id[i] for i in assignment.display_order if i in by_id]
-    return Task(assignment=assignment, prompt=prompt, completions=completions, resumed=resumed)
+    order = assignment.display_order or []
+    if completions is None and order:
+        completions = list(session.scalars(select(Completion).where(Completion.id.in_(order))))
+    by_id = {c.id: c for c in completions or []}
+    shown = [by_id[i] for i in order if i in by_id]
+    return Task(assignment=assignment, prompt=prompt, completions=shown, resumed=resumed)
 
 
 def lease_next_task(
@@ -282,9 +284,11 @@ def lease_next_task(
         return None
 
     display_order: list[int] | None = None
+    answers: list[Completion] = []
     if kind == TaskKind.rank:
-        ids = list(session.scalars(select(Completion.id).where(Completion.prompt_id == prompt.id)))
-        display_order = rng.sample(sorted(ids), project.k)  # K answers, in a random order
+        answers = list(session.scalars(select(Completion).where(Completion.prompt_id == prompt.id)))
+        ids = sorted(c.id for c in answers)
+        display_order = rng.sample(ids, project.k)  # K answers, in a random order
     assignment = Assignment(
         kind=kind,
         prompt_id=prompt.id,
@@ -297,7 +301,7 @@ def lease_next_task(
     )
     session.add(assignment)
     session.flush()
-    return task_for(session=session, assignment=assignment)
+    return task_for(session=session, assignment=assignment, completions=answers)
 
 
 QUEUE_COUNT_LIMIT = 500

@@ -131,7 +131,12 @@ def submit_ranking(
     clean_ratings = _ratings(ratings, displayed, project.label_schema)
     clean_flags = _flags(flags, displayed, project.label_schema)
 
-    existing = session.scalar(select(Comparison).where(Comparison.assignment_id == assignment.id))
+    # Only a submitted task can have one (the submit sets both in one transaction).
+    existing = (
+        session.scalar(select(Comparison).where(Comparison.assignment_id == assignment.id))
+        if assignment.state == AssignmentState.submitted
+        else None
+    )
     if existing is not None:
         same = (
             existing.ranking == groups
@@ -220,8 +225,10 @@ def submit_demonstration(
     if assignment.kind != TaskKind.demonstration:
         raise SubmissionError("This task asks for a ranking, not a demonstration.")
     text = _clean_text(text, what="demonstration")
-    existing = session.scalar(
-        select(Demonstration).where(Demonstration.assignment_id == assignment.id)
+    existing = (
+        session.scalar(select(Demonstration).where(Demonstration.assignment_id == assignment.id))
+        if assignment.state == AssignmentState.submitted
+        else None
     )
     if existing is not None:
         if existing.text != text:
