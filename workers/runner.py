@@ -146,9 +146,10 @@ JobImpl = Callable[[JobContext], None]
 def job_impls() -> dict[str, JobImpl]:
     # Imported here: a kind's heavy dependencies load only in the worker that runs it.
     from app.jobs import kinds
+    from workers.generate import generate_impl
     from workers.selfcheck import selfcheck_impl
 
-    return {kinds.SELFCHECK: selfcheck_impl}
+    return {kinds.SELFCHECK: selfcheck_impl, kinds.GENERATE: generate_impl}
 
 
 def _claim(

@@ -10,9 +10,11 @@ QUEUE_TRAIN: Final = "train"
 QUEUES: Final = (QUEUE_DEFAULT, QUEUE_TRAIN)
 
 SELFCHECK: Final = "selfcheck"
+GENERATE: Final = "generate"
 
 QUEUE_BY_KIND: Final[dict[str, str]] = {
     SELFCHECK: QUEUE_DEFAULT,
+    GENERATE: QUEUE_TRAIN,  # needs the model (and an accelerator, where there is one)
 }
 
 # The one Celery task; its argument is a jobs.id, the row says what to do.

@@ -8,7 +8,9 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse, Response
 
 from app.audit.service import record
-from app.deps import AdminUser, DbSession
+from app.deps import AdminUser, CeleryDep, DbSession
+from app.jobs import kinds
+from app.jobs.service import commit_and_enqueue, create_job
 from app.projects.models import Project
 from app.projects.schemas import ProjectForm
 from app.projects.service import (
@@ -174,3 +176,19 @@ def update(
         )
     session.commit()
     return RedirectResponse(f"/admin/projects/{project.id}?saved=updated", status_code=303)
+
+
+@router.post("/{project_id}/generate", name="project_generate")
+def generate_answers(
+    session: DbSession, celery: CeleryDep, user: AdminUser, project_id: int
+) -> Response:
+    """Start a generation job: every prompt gets its missing answers from the current policy."""
+    project = get_project(session=session, ref=project_id)
+    job = create_job(
+        session=session, kind=kinds.GENERATE, project_id=project.id, created_by_id=user.id
+    )
+    record(
+        session=session, actor_id=user.id, action="job.start", target_type="job", target_id=job.id
+    )
+    commit_and_enqueue(session=session, celery=celery, job=job)
+    return RedirectResponse(f"/admin/jobs/{job.id}", status_code=303)

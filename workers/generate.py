@@ -1,0 +1,168 @@
+"""The generation job: sample the missing answers of a project's prompts from a model.
+
+For every prompt with fewer than K answers, the missing ones are sampled from the model
+(the project's current policy by default) in batches, with ``num_return_sequences``; empty
+and duplicate answers are dropped and sampled again, up to ``MAX_ROUNDS``. Each batch is
+committed on its own, so a cancelled or killed job keeps what it stored, and a rerun only
+fills what is still missing (the job is idempotent).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+
+from app.db import session_scope
+from app.labeling.models import Completion, Prompt, text_sha256
+from app.models_registry.models import ModelVersion
+from app.projects.models import Project
+from workers.runner import JobContext
+
+MAX_ROUNDS = 3
+
+
+class GenerationError(RuntimeError):
+    """The job cannot run (no model, not a causal LM); said on the job page as it is."""
+
+
+def _missing(ctx: JobContext, project_id: int, k: int) -> dict[int, int]:
+    """Prompt id -> how many answers it still lacks."""
+    with session_scope(ctx.session_factory) as session:
+        counts = (
+            select(Prompt.id, func.count(Completion.id))
+            .outerjoin(Completion, Completion.prompt_id == Prompt.id)
+            .where(Prompt.project_id == project_id)
+            .group_by(Prompt.id)
+            .order_by(Prompt.id)
+        )
+        return {pid: k - n for pid, n in session.execute(counts) if n < k}
+
+
+def load_causal_lm(path: str) -> tuple[Any, Any]:
+    """Model and tokenizer from a save_pretrained folder (or a hub id where there is network).
+    Fails fast, before anything is sampled, with a message a user can act on."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    hub_id = re.fullmatch(r"[\w.-]+/[\w.-]+", path) is not None
+    if not Path(path).expanduser().exists() and not hub_id:
+        raise GenerationError(f"No model at {path!r}: the folder does not exist.")
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except (OSError, ValueError) as exc:
+        raise GenerationError(f"Cannot read a model config at {path!r}: {exc}") from exc
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path)
+    except ValueError as exc:
+        raise GenerationError(
+            f"The model at {path!r} ({config.model_type}) is not a causal language model."
+        ) from exc
+    tokenizer = AutoTokenizer.from_pretrained(path, padding_side="left")
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.eval()
+    return model, tokenizer
+
+
+def _resolve_model(ctx: JobContext, project: Project) -> tuple[str, int | None]:
+    """The model to sample from: the job's `model` (a registered version id or a path), else
+    the project's current policy."""
+    ref = ctx.params.get("model")
+    with session_scope(ctx.session_factory) as session:
+        if ref is None:
+            if project.current_policy_id is None:
+                raise GenerationError(
+                    "The project has no current policy: promote a model to it "
+                    "(rlhf models promote VERSION PROJECT) or pass --model."
+                )
+            version = session.get_one(ModelVersion, project.current_policy_id)
+            return version.path, version.id
+        if isinstance(ref, int) or str(ref).isdigit():
+            found = session.get(ModelVersion, int(ref))
+            if found is None:
+                raise GenerationError(f"No model version {ref}.")
+            return found.path, found.id
+        return str(ref), None
+
+
+def generate_impl(ctx: JobContext) -> None:
+    from workers.ml.sampling import SamplingParams, dedupe_answers, sample_answers
+
+    with session_scope(ctx.session_factory) as session:
+        project = session.get_one(Project, ctx.project_id)
+        session.expunge(project)
+    k = int(ctx.params.get("k") or project.k)
+    sampling = {**project.sampling_params, **(ctx.params.get("sampling") or {})}
+    params = SamplingParams(
+        temperature=float(sampling.get("temperature", 1.0)),
+        top_p=float(sampling.get("top_p", 1.0)),
+        top_k=int(sampling.get("top_k", 0)),
+        max_new_tokens=int(sampling.get("max_new_tokens", 64)),
+        seed=sampling.get("seed"),
+    )
+    batch_size = int(ctx.params.get("batch_size", 8))
+    path, version_id = _resolve_model(ctx, project)
+    ctx.log(f"loading {path}")
+    model, tokenizer = load_causal_lm(path)
+    origin = f"model:{version_id}" if version_id is not None else f"model:{path}"[:200]
+
+    missing = _missing(ctx, project.id, k)
+    total = len(missing)
+    ctx.log(f"{total} prompts lack answers (K={k})")
+    ctx.progress(0.0, f"0 / {total} prompts", prompts_total=total)
+    done, tokens, seconds, truncated = 0, 0, 0.0, 0
+    prompt_ids = sorted(missing)
+    for start in range(0, len(prompt_ids), batch_size):
+        batch = prompt_ids[start : start + batch_size]
+        with session_scope(ctx.session_factory) as session:
+            texts = dict(
+                session.execute(select(Prompt.id, Prompt.text).where(Prompt.id.in_(batch))).all()
+            )
+            existing: dict[int, set[str]] = {pid: set() for pid in batch}
+            for pid, text in session.execute(
+                select(Completion.prompt_id, Completion.text).where(Completion.prompt_id.in_(batch))
+            ):
+                existing[pid].add(text)
+        new: dict[int, list[str]] = {pid: [] for pid in batch}
+        for _round in range(MAX_ROUNDS):
+            wanted = [pid for pid in batch if len(new[pid]) < missing[pid]]
+            if not wanted:
+                break
+            started = time.perf_counter()
+            result = sample_answers(
+                model, tokenizer, [texts[pid] for pid in wanted], k=k, params=params,
+                batch_size=batch_size,
+            )  # fmt: skip
+            seconds += time.perf_counter() - started
+            tokens += result.new_tokens
+            truncated += result.truncated_prompts
+            for pid, answers in zip(wanted, result.answers, strict=True):
+                fresh = dedupe_answers(answers, existing[pid] | set(new[pid]))
+                new[pid].extend(fresh[: missing[pid] - len(new[pid])])
+        with session_scope(ctx.session_factory) as session:
+            for pid in batch:
+                for text in new[pid]:
+                    session.add(
+                        Completion(
+                            prompt_id=pid, text=text, text_sha256=text_sha256(text), origin=origin,
+                            model_version_id=version_id, sampling_params=asdict(params),
+                        )
+                    )  # fmt: skip
+        done += len(batch)
+        short = sum(1 for pid in batch if len(new[pid]) < missing[pid])
+        if short:
+            ctx.log(f"{short} prompts got fewer answers than wanted (empty or duplicate samples)")
+        ctx.progress(
+            done / total if total else 1.0,
+            f"{done} / {total} prompts",
+            prompts_done=done,
+            tokens=tokens,
+            tokens_per_second=round(tokens / seconds, 1) if seconds else 0.0,
+        )  # checks for a cancel after each stored batch
+    if truncated:
+        ctx.log(f"{truncated} prompts were longer than the model's context and were left-truncated")
+    ctx.log(f"done: {done} prompts, {tokens} new tokens")
