@@ -31,6 +31,7 @@ from app.jobs import views as jobs_views
 from app.labeling import admin_views as labeling_admin_views
 from app.labeling import api as labeling_api
 from app.labeling import views as labeling_views
+from app.models_registry import views as models_views
 from app.projects import api as projects_api
 from app.projects import views as projects_views
 from app.users import views as users_views
@@ -199,6 +200,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     web.include_router(jobs_views.router)
     web.include_router(labeling_views.router)
     web.include_router(labeling_admin_views.router)
+    web.include_router(models_views.router)
     web.include_router(projects_views.router)
     web.include_router(users_views.router)
     app.include_router(web)

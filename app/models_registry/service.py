@@ -1,0 +1,218 @@
+"""The model registry: register checkpoints, look them up, promote one to a project's policy.
+
+A model version is a Hugging Face ``save_pretrained`` folder on this machine (stored as an
+absolute path), or a hub id such as ``org/name`` for deployments with network access
+(design §5). Functions flush and never commit: the caller owns the transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.audit.service import record
+from app.errors import NotFoundError
+from app.models_registry.models import ModelKind, ModelVersion
+from app.projects.models import Project
+
+NAME_MAX = 200
+CONFIG_FILE = "config.json"
+RLHF_FILE = "rlhf.json"
+# Kinds that can generate answers, so can be a project's current policy.
+POLICY_KINDS = frozenset({ModelKind.policy, ModelKind.sft, ModelKind.base})
+# "org/name" as the Hugging Face hub spells repository ids.
+HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+class ModelError(ValueError):
+    """A model could not be registered or promoted; the message is shown as it is.
+    ``field`` names the form field it is about (``path``, ``kind``, ``name``, ...)."""
+
+    def __init__(self, message: str, *, field: str = "path") -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def _read_rlhf_json(folder: Path) -> dict[str, Any]:
+    file = folder / RLHF_FILE
+    if not file.is_file():
+        return {}
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelError(f"{file} is not valid JSON ({exc})") from exc
+    if not isinstance(data, dict):
+        raise ModelError(f"{file} must hold a JSON object")
+    return data
+
+
+def _resolve_path(path: str, kind: ModelKind) -> tuple[str, str]:
+    """(the path to store, the default name) for a local folder or a hub id."""
+    raw = path.strip()
+    if not raw:
+        raise ModelError("give the path of a model folder (or a hub id such as org/name)")
+    local = Path(raw).expanduser()
+    if local.exists():
+        folder = local.resolve()
+        if not folder.is_dir():
+            raise ModelError(f"{folder} is a file, not a model folder (save_pretrained format)")
+        if not (folder / CONFIG_FILE).is_file():
+            raise ModelError(
+                f"{folder} has no {CONFIG_FILE}: not a Hugging Face save_pretrained folder"
+            )
+        declared = _read_rlhf_json(folder).get("kind")
+        if declared is not None and str(declared) != kind.value:
+            raise ModelError(
+                f"{folder / RLHF_FILE} says this is a {declared!s} model, not {kind.value}",
+                field="kind",
+            )
+        return str(folder), folder.name
+    if HUB_ID.match(raw) and not raw.startswith((".", "~")):
+        return raw, raw.rsplit("/", 1)[1]
+    raise ModelError(f"no folder at {local.resolve()} (and {raw!r} is not a hub id like org/name)")
+
+
+def _name_taken(session: Session, name: str) -> bool:
+    return session.scalar(select(ModelVersion.id).where(ModelVersion.name == name)) is not None
+
+
+def _unique_name(session: Session, base: str) -> str:
+    base = base[: NAME_MAX - 8] or "model"
+    if base.isdigit():  # names that look like ids could not be looked up by name
+        base = f"model-{base}"
+    name, n = base, 1
+    while _name_taken(session, name):
+        n += 1
+        name = f"{base}-{n}"
+    return name
+
+
+def _check_name(session: Session, name: str) -> str:
+    name = name.strip()
+    if not name:
+        raise ModelError("the name must not be empty", field="name")
+    if len(name) > NAME_MAX:
+        raise ModelError(f"the name must have at most {NAME_MAX} characters", field="name")
+    if name.isdigit():
+        raise ModelError("the name must not be a number (numbers refer to ids)", field="name")
+    if _name_taken(session, name):
+        raise ModelError(f"a model named {name!r} already exists", field="name")
+    return name
+
+
+def register_model(
+    *,
+    session: Session,
+    path: str,
+    kind: ModelKind,
+    name: str | None = None,
+    parent_id: int | None = None,
+    metrics: dict[str, Any] | None = None,
+    created_by_id: int | None = None,
+) -> ModelVersion:
+    """Add a model version. ``path`` is a local save_pretrained folder (it must hold a
+    config.json; an rlhf.json's "kind" must agree with ``kind``) or a hub id ``org/name``.
+    Without ``name`` the folder's name is used, made unique with ``-2``, ``-3``, ..."""
+    kind = ModelKind(kind)
+    stored_path, default_name = _resolve_path(path, kind)
+    if name is not None and name.strip():
+        final_name = _check_name(session, name)
+    else:
+        final_name = _unique_name(session, default_name)
+    if parent_id is not None and session.get(ModelVersion, parent_id) is None:
+        raise ModelError(f"no parent model with id {parent_id}", field="parent")
+    model = ModelVersion(
+        name=final_name,
+        kind=kind,
+        path=stored_path,
+        parent_id=parent_id,
+        metrics=dict(metrics or {}),
+        created_by_id=created_by_id,
+    )
+    session.add(model)
+    session.flush()
+    record(
+        session=session,
+        actor_id=created_by_id,
+        action="model.register",
+        target_type="model_version",
+        target_id=model.id,
+        details={"name": model.name, "kind": kind.value, "path": model.path},
+    )
+    return model
+
+
+def get_model(*, session: Session, ref: str | int) -> ModelVersion:
+    """A model version by id or by exact name (the CLI's VERSION argument)."""
+    model: ModelVersion | None
+    if isinstance(ref, int) or ref.strip().isdigit():
+        model = session.get(ModelVersion, int(ref))
+    else:
+        model = session.scalar(select(ModelVersion).where(ModelVersion.name == ref.strip()))
+    if model is None:
+        raise NotFoundError(f"no model version {str(ref)!r}")
+    return model
+
+
+def list_models(*, session: Session) -> Sequence[ModelVersion]:
+    return session.scalars(select(ModelVersion).order_by(ModelVersion.id)).all()
+
+
+def policy_projects(*, session: Session) -> dict[int, list[Project]]:
+    """For each model id, the projects that sample with it (their current policy)."""
+    projects = session.scalars(
+        select(Project).where(Project.current_policy_id.is_not(None)).order_by(Project.name)
+    ).all()
+    found: dict[int, list[Project]] = {}
+    for project in projects:
+        assert project.current_policy_id is not None
+        found.setdefault(project.current_policy_id, []).append(project)
+    return found
+
+
+def promote_model(
+    *, session: Session, model: ModelVersion, project: Project, actor_id: int | None
+) -> Project:
+    """Make ``model`` the project's current policy (the model that samples its answers)."""
+    if model.kind not in POLICY_KINDS:
+        raise ModelError(
+            f"{model.name!r} is a reward model ({model.kind.value}) and cannot generate "
+            "answers; promote a policy, sft or base model",
+            field="model",
+        )
+    previous = project.current_policy_id
+    project.current_policy_id = model.id
+    session.flush()
+    record(
+        session=session,
+        actor_id=actor_id,
+        action="model.promote",
+        target_type="model_version",
+        target_id=model.id,
+        details={
+            "name": model.name,
+            "project_id": project.id,
+            "project": project.name,
+            "previous_policy_id": previous,
+        },
+    )
+    return project
+
+
+def lineage(*, session: Session, model: ModelVersion) -> list[ModelVersion]:
+    """The model and its ancestors, root first (following parent_id; a cycle stops it)."""
+    chain: list[ModelVersion] = []
+    seen: set[int] = set()
+    current: ModelVersion | None = model
+    while current is not None and current.id not in seen:
+        seen.add(current.id)
+        chain.append(current)
+        current = session.get(ModelVersion, current.parent_id) if current.parent_id else None
+    chain.reverse()
+    return chain
