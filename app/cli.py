@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
@@ -442,12 +443,24 @@ def import_command(
 @app.command()
 def demo() -> None:
     """Seed a demo: an admin, three labelers and a project with K=4 answers per prompt."""
+    from app.demo.model import ensure_demo_policy
     from app.demo.seed import seed_demo
+    from app.projects.models import Project
 
     cfg = settings()
     with db_session() as session:
         summary = seed_demo(session=session, fixed_passwords=cfg.demo_mode)
+        policy = ensure_demo_policy(
+            session=session,
+            project=session.get_one(Project, summary.project_id),
+            models_dir=cfg.data_dir / "models",
+        )
     typer.echo(f"demo project id {summary.project_id}: {summary.prompts_added} prompts added")
+    if policy is not None:
+        typer.echo(
+            f"demo policy: {policy.name} (a tiny untrained GPT-2: its answers are noise) "
+            f"at {policy.path}; `rlhf generate {summary.project_id}` samples answers with it"
+        )
     if summary.created_logins:
         typer.echo("logins created (shown once):")
         for email, password in summary.created_logins.items():
@@ -456,6 +469,53 @@ def demo() -> None:
         typer.echo(f"existing logins kept: {', '.join(summary.existing_logins)}")
         if cfg.demo_mode:
             typer.echo("  (demo passwords: demo-admin for the admin, demo-labeler for labelers)")
+
+
+# --- generate -------------------------------------------------------------------------------
+
+
+@app.command()
+def generate(
+    project: Annotated[str, typer.Argument(help="Project name or id")],
+    model: Annotated[
+        str | None,
+        typer.Option(
+            help="A registered version (id or name) or a model folder; default: the project's policy"
+        ),
+    ] = None,
+    k: Annotated[
+        int | None,
+        typer.Option("--k", help="Answers per prompt (default: the project's K)", min=2, max=9),
+    ] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="Wait and show progress")] = False,
+) -> None:
+    """Sample the missing answers of every prompt of PROJECT (a job on the `train` queue)."""
+    from app.errors import NotFoundError
+    from app.jobs import kinds
+    from app.jobs.service import commit_and_enqueue, create_job
+    from app.models_registry.service import get_model
+    from app.projects.service import get_project
+    from workers.celery_app import create_celery_app
+
+    with db_session() as session:
+        target = get_project(session=session, ref=project)
+        params: dict[str, Any] = {}
+        if model is not None:
+            try:
+                params["model"] = get_model(session=session, ref=model).id
+            except NotFoundError:
+                path = Path(model).expanduser()
+                if not path.exists():
+                    fail(f"no registered model or model folder {model!r}")
+                params["model"] = str(path.resolve())
+        if k is not None:
+            params["k"] = k
+        job = create_job(session=session, kind=kinds.GENERATE, project_id=target.id, params=params)
+        commit_and_enqueue(session=session, celery=create_celery_app(settings()), job=job)
+        job_id, status = job.id, job.status
+    typer.echo(f"job {job_id} {status.value}")
+    if wait:
+        wait_for_job(job_id)
 
 
 # --- jobs -------------------------------------------------------------------------------------

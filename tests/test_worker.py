@@ -120,3 +120,33 @@ def test_a_train_message_reaches_only_the_train_queue(worker_settings: Settings)
         counts = {name: _message_count(channel, name) for name in kinds.QUEUES}
     celery.control.purge()
     assert counts == {kinds.QUEUE_DEFAULT: 0, kinds.QUEUE_TRAIN: 1}
+
+
+def test_generate_fills_the_demo_with_the_demo_model(tmp_path: Path) -> None:
+    """`rlhf demo` builds and promotes the tiny demo policy; `rlhf generate --wait` through a
+    real worker gives every prompt K answers (so they become ranking tasks); a rerun adds
+    nothing."""
+    env = rlhf_env(f"sqlite:///{tmp_path / 'gen.db'}", tmp_path / "var", RLHF_DEMO_MODE="1")
+    assert rlhf(env, "db", "upgrade").returncode == 0
+    demo = rlhf(env, "demo")
+    assert demo.returncode == 0 and "demo policy: demo-tiny-gpt2" in demo.stdout, demo.stderr
+    before = json.loads(rlhf(env, "projects", "show", "1", "--json").stdout)["counts"]
+    assert before["rankable_prompts"] < before["prompts"]
+    with serve_with_worker(env):
+        first = rlhf(env, "generate", "1", "--wait")
+        assert first.returncode == 0, first.stdout + first.stderr
+        after = json.loads(rlhf(env, "projects", "show", "1", "--json").stdout)["counts"]
+        assert after["rankable_prompts"] == after["prompts"] == before["prompts"]
+        assert after["completions"] == 4 * after["prompts"]
+        again = rlhf(env, "generate", "1", "--wait")
+        assert again.returncode == 0
+        assert json.loads(rlhf(env, "projects", "show", "1", "--json").stdout)["counts"] == after
+    for args, message in (
+        (["generate", "nope"], "error: no project 'nope'"),
+        (
+            ["generate", "1", "--model", str(tmp_path / "missing")],
+            "error: no registered model or model folder",
+        ),
+    ):
+        result = rlhf(env, *args)
+        assert result.returncode == 2 and result.stderr.startswith(message), result.stderr

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +108,15 @@ def generate_impl(ctx: JobContext) -> None:
     path, version_id = _resolve_model(ctx, project)
     ctx.log(f"loading {path}")
     model, tokenizer = load_causal_lm(path)
+    context = getattr(model.config, "n_positions", None) or getattr(
+        model.config, "max_position_embeddings", None
+    )
+    if context and params.max_new_tokens > context // 2:
+        # Leave room for the prompt: answers longer than half the context are cut there.
+        ctx.log(
+            f"max_new_tokens {params.max_new_tokens} > half the context ({context}); using {context // 2}"
+        )
+        params = replace(params, max_new_tokens=context // 2)
     origin = f"model:{version_id}" if version_id is not None else f"model:{path}"[:200]
 
     missing = _missing(ctx, project.id, k)
