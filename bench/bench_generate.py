@@ -2,6 +2,7 @@
 calls `generate` once per answer, side by side on the same tiny GPT-2 (K=4, CPU).
 
 Usage: python bench/bench_generate.py [--prompts 32] [--k 4] [--max-new-tokens 32] [--layers 2]
+       [--embd 64] [--device cpu|cuda]
 """
 
 from __future__ import annotations
@@ -31,15 +32,19 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--embd", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument(
+        "--device", default="cpu", help="cpu or cuda (124M GPT-2: --layers 12 --embd 768)"
+    )
     args = parser.parse_args()
-    torch.set_num_threads(2)
+    if args.device == "cpu":
+        torch.set_num_threads(2)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = build_tiny_causal_lm(
             Path(tmp) / "m", texts=TEXTS, n_layer=args.layers, n_embd=args.embd
         )
-        model = AutoModelForCausalLM.from_pretrained(folder)
+        model = AutoModelForCausalLM.from_pretrained(folder).to(args.device)
         tokenizer = AutoTokenizer.from_pretrained(folder, padding_side="left")
     prompts = [f"{TEXTS[i % 4]} (variant {i})" for i in range(args.prompts)]
     params = SamplingParams(max_new_tokens=args.max_new_tokens, seed=0)
