@@ -1,4 +1,8 @@
-"""Run every benchmark in bench/ (``make bench``) and print their figures."""
+"""Run every benchmark in bench/ (``make bench``) and print their figures.
+
+Each runs as a module (``python -m bench.queue``), so a name like ``queue`` never shadows
+the standard library module of the same name.
+"""
 
 from __future__ import annotations
 
@@ -7,16 +11,17 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+NOT_BENCHMARKS = {"__init__", "run"}
 
 
 def main() -> int:
     failed = 0
-    for script in sorted(HERE.glob("bench_*.py")):
-        print(f"== {script.name}", flush=True)
-        failed += (
-            subprocess.run([sys.executable, str(script), *sys.argv[1:]], check=False).returncode
-            != 0
-        )
+    for script in sorted(HERE.glob("*.py")):
+        if script.stem in NOT_BENCHMARKS:
+            continue
+        print(f"== bench.{script.stem}", flush=True)
+        command = [sys.executable, "-m", f"bench.{script.stem}", *sys.argv[1:]]
+        failed += subprocess.run(command, check=False, cwd=HERE.parent).returncode != 0
     return 1 if failed else 0
 
 

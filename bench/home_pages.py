@@ -3,7 +3,7 @@
 Their project counts are grouped queries, so the page cost should grow with the number of
 rows scanned by the database, not with Python loops per prompt. Builds a SQLite database of
 PROJECTS x PROMPTS prompts with K=4 answers each, then requests /admin and /home in-process.
-Usage: python bench/bench_home_pages.py [--prompts N] [--projects N] [--requests N]
+Usage: python -m bench.home_pages [--prompts N] [--projects N] [--requests N]
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Generation throughput: batched `num_return_sequences` sampling against the naive loop that
 calls `generate` once per answer, side by side on the same tiny GPT-2 (K=4, CPU).
 
-Usage: python bench/bench_generate.py [--prompts 32] [--k 4] [--max-new-tokens 32] [--layers 2]
+Usage: python -m bench.generate [--prompts 32] [--k 4] [--max-new-tokens 32] [--layers 2]
        [--embd 64] [--device cpu|cuda]
 """
 

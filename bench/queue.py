@@ -6,7 +6,7 @@ then for each N runs N asynchronous HTTP clients on loopback that each loop
 and p50/p95/p99 latency of lease and submit, then checks the invariants in the database:
 every submission stored exactly once, no prompt over its overlap except rows marked surplus.
 
-Usage: python bench/bench_queue.py [--levels 1,10,50] [--per-labeler 40] [--workers 2]
+Usage: python -m bench.queue [--levels 1,10,50] [--per-labeler 40] [--workers 2]
 Needs Postgres (RLHF_BENCH_ADMIN_URL, default postgresql+psycopg://postgres@127.0.0.1:5432/postgres).
 """
 
