@@ -487,9 +487,19 @@ def generate(
         int | None,
         typer.Option("--k", help="Answers per prompt (default: the project's K)", min=2, max=9),
     ] = None,
+    endpoint: Annotated[
+        str | None,
+        typer.Option(help="An OpenAI-compatible server to sample from instead (vLLM, TGI, ...)"),
+    ] = None,
+    endpoint_model: Annotated[
+        str | None, typer.Option(help="The model name the endpoint serves")
+    ] = None,
+    chat: Annotated[bool, typer.Option("--chat", help="Use /v1/chat/completions")] = False,
     wait: Annotated[bool, typer.Option("--wait", help="Wait and show progress")] = False,
 ) -> None:
     """Sample the missing answers of every prompt of PROJECT (a job on the `train` queue)."""
+    if endpoint is not None and not endpoint_model:
+        fail("--endpoint needs --endpoint-model (the model name the server serves)")
     from app.errors import NotFoundError
     from app.jobs import kinds
     from app.jobs.service import commit_and_enqueue, create_job
@@ -510,6 +520,8 @@ def generate(
                 params["model"] = str(path.resolve())
         if k is not None:
             params["k"] = k
+        if endpoint is not None:
+            params["endpoint"] = {"url": endpoint, "model": endpoint_model, "chat": chat}
         job = create_job(session=session, kind=kinds.GENERATE, project_id=target.id, params=params)
         commit_and_enqueue(session=session, celery=create_celery_app(settings()), job=job)
         job_id, status = job.id, job.status

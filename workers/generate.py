@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
 
@@ -22,6 +23,9 @@ from app.labeling.models import Completion, Prompt, text_sha256
 from app.models_registry.models import ModelVersion
 from app.projects.models import Project
 from workers.runner import JobContext
+
+if TYPE_CHECKING:
+    from workers.ml.sampling import SampleResult
 
 MAX_ROUNDS = 3
 
@@ -105,19 +109,39 @@ def generate_impl(ctx: JobContext) -> None:
         seed=sampling.get("seed"),
     )
     batch_size = int(ctx.params.get("batch_size", 8))
-    path, version_id = _resolve_model(ctx, project)
-    ctx.log(f"loading {path}")
-    model, tokenizer = load_causal_lm(path)
-    context = getattr(model.config, "n_positions", None) or getattr(
-        model.config, "max_position_embeddings", None
-    )
-    if context and params.max_new_tokens > context // 2:
-        # Leave room for the prompt: answers longer than half the context are cut there.
-        ctx.log(
-            f"max_new_tokens {params.max_new_tokens} > half the context ({context}); using {context // 2}"
+    endpoint = ctx.params.get("endpoint") or sampling.get("endpoint")
+    sample: Callable[[list[str]], SampleResult]
+    if endpoint:
+        from workers.ml.openai_backend import OpenAIBackend, sample_openai
+
+        backend = OpenAIBackend.from_params(endpoint)
+        version_id = None
+        origin = f"endpoint:{backend.base_url}#{backend.model}"[:200]
+        ctx.log(f"sampling from {backend.base_url} ({backend.model}, chat={backend.chat})")
+
+        def sample(texts: list[str]) -> SampleResult:
+            return sample_openai(backend, texts, k=k, params=params)
+
+    else:
+        path, version_id = _resolve_model(ctx, project)
+        ctx.log(f"loading {path}")
+        model, tokenizer = load_causal_lm(path)
+        context = getattr(model.config, "n_positions", None) or getattr(
+            model.config, "max_position_embeddings", None
         )
-        params = replace(params, max_new_tokens=context // 2)
-    origin = f"model:{version_id}" if version_id is not None else f"model:{path}"[:200]
+        if context and params.max_new_tokens > context // 2:
+            # Leave room for the prompt: answers longer than half the context are cut there.
+            ctx.log(
+                f"max_new_tokens {params.max_new_tokens} > half the context ({context}); "
+                f"using {context // 2}"
+            )
+            params = replace(params, max_new_tokens=context // 2)
+        origin = f"model:{version_id}" if version_id is not None else f"model:{path}"[:200]
+
+        def sample(texts: list[str]) -> SampleResult:
+            return sample_answers(
+                model, tokenizer, texts, k=k, params=params, batch_size=batch_size
+            )
 
     missing = _missing(ctx, project.id, k)
     total = len(missing)
@@ -142,10 +166,7 @@ def generate_impl(ctx: JobContext) -> None:
             if not wanted:
                 break
             started = time.perf_counter()
-            result = sample_answers(
-                model, tokenizer, [texts[pid] for pid in wanted], k=k, params=params,
-                batch_size=batch_size,
-            )  # fmt: skip
+            result = sample([texts[pid] for pid in wanted])
             seconds += time.perf_counter() - started
             tokens += result.new_tokens
             truncated += result.truncated_prompts
