@@ -605,6 +605,9 @@ def wait_for_job(job_id: int, *, poll_seconds: float = 0.5) -> None:
                     job.progress_message,
                     job.error,
                 )
+                speed = job.metrics.get("tokens_per_second")
+            if speed:
+                message = f"{message}, {speed:,.0f} tokens/s"
             bar.update(task, completed=progress, description=message or status.value)
             if status.is_finished:
                 break

@@ -134,3 +134,71 @@ async def test_the_project_page_starts_a_generation_job(client, session: Session
     assert r.status_code == 303 and r.headers["location"].startswith("/admin/jobs/")
     job = session.get_one(Job, int(r.headers["location"].rsplit("/", 1)[1]))
     assert (job.kind, job.project_id, job.queue) == ("generate", project.id, "train")
+
+
+class WorkerKilled(BaseException):
+    """Stands for SIGKILL: nothing in the runner catches it, as nothing runs after a kill."""
+
+
+def test_a_worker_killed_mid_job_keeps_its_answers_and_the_retry_completes(
+    session: Session, session_factory: sessionmaker[Session], settings: Settings, tiny_model: Path
+) -> None:
+    from datetime import timedelta
+
+    from app.db import utcnow
+    from app.jobs.models import Job
+    from workers.generate import generate_impl
+    from workers.runner import JobContext, recover_lost_jobs
+
+    project = make_project(session, k=4)
+    prompts = [make_prompt(session, project, text=f"Question {i}?", answers=0) for i in range(4)]
+    params = {
+        "model": str(tiny_model),
+        "batch_size": 2,
+        "sampling": {"max_new_tokens": 8, "seed": 3},
+    }
+    job = create_job(session=session, kind=kinds.GENERATE, project_id=project.id, params=params)
+    session.commit()
+
+    def dies_after_first_batch(ctx: JobContext) -> None:
+        real_progress = ctx.progress
+
+        def progress(fraction: float, message: str = "", **metrics: object) -> None:
+            real_progress(fraction, message, **metrics)
+            if fraction > 0:
+                raise WorkerKilled()
+
+        ctx.progress = progress  # type: ignore[method-assign]
+        generate_impl(ctx)
+
+    with pytest.raises(WorkerKilled):
+        run_job(job_id=job.id, session_factory=session_factory, settings=settings,
+                impls={kinds.GENERATE: dies_after_first_batch})  # fmt: skip
+    session.refresh(job)
+    assert job.status == JobStatus.running
+    kept = [answers(session, p.id) for p in prompts]
+    assert kept[:2] == [4, 4] and kept[2:] == [0, 0]  # the first batch was stored
+
+    # Its heartbeat goes stale; a worker's recovery queues it again, and the retry finishes.
+    session.get_one(Job, job.id).heartbeat_at = (
+        utcnow() - 2 * settings.job_stale_after - timedelta(seconds=1)
+    )
+    session.commit()
+
+    class Recorder:
+        sent: list[int] = []
+
+        def send_task(self, name: str, args: list[int], queue: str) -> None:
+            self.sent.extend(args)
+
+    recorder = Recorder()
+    assert recover_lost_jobs(
+        session_factory=session_factory, settings=settings, celery=recorder
+    ) == [job.id]  # type: ignore[arg-type]
+    assert (
+        run_job(job_id=job.id, session_factory=session_factory, settings=settings)
+        == JobStatus.succeeded
+    )
+    session.refresh(job)
+    assert job.attempts == 2
+    assert [answers(session, p.id) for p in prompts] == [4, 4, 4, 4]
