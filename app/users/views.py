@@ -128,18 +128,7 @@ def user_deactivate(
         if is_htmx(request):
             return _row(request, session, target, error=message)
         return _users_page(request, session, error=message, status_code=409)
-    record(
-        session=session,
-        actor_id=user.id,
-        action="user.deactivate",
-        target_type="user",
-        target_id=target.id,
-        details={"email": target.email},
-    )
-    session.commit()
-    if is_htmx(request):
-        return _row(request, session, target)
-    return RedirectResponse(f"/admin/users?done=deactivated&user_id={target.id}", status_code=303)
+    return _activation_done(request, session, user, target, "deactivate")
 
 
 @router.post("/{user_id}/reactivate", name="user_reactivate")
@@ -148,18 +137,7 @@ def user_reactivate(
 ) -> Response:
     target = get_user(session=session, user_id=user_id)
     reactivate_user(session=session, user=target)
-    record(
-        session=session,
-        actor_id=user.id,
-        action="user.reactivate",
-        target_type="user",
-        target_id=target.id,
-        details={"email": target.email},
-    )
-    session.commit()
-    if is_htmx(request):
-        return _row(request, session, target)
-    return RedirectResponse(f"/admin/users?done=reactivated&user_id={target.id}", status_code=303)
+    return _activation_done(request, session, user, target, "reactivate")
 
 
 @router.get("/{user_id}/reset-password", name="user_reset_password_form")
@@ -203,3 +181,21 @@ def user_reset_password(
     session.commit()
     context = {"target": target, "mode": password_mode, "errors": {}, "done": True}
     return render(request, "users/reset_password.html", {**context, "password": generated})
+
+
+def _activation_done(
+    request: Request, session: DbSession, admin: User, target: User, action: str
+) -> Response:
+    """After (de)activating: audit, commit, then the row (htmx) or the page with a note."""
+    record(
+        session=session,
+        actor_id=admin.id,
+        action=f"user.{action}",
+        target_type="user",
+        target_id=target.id,
+        details={"email": target.email},
+    )
+    session.commit()
+    if is_htmx(request):
+        return _row(request, session, target)
+    return RedirectResponse(f"/admin/users?done={action}d&user_id={target.id}", status_code=303)
