@@ -79,3 +79,9 @@ async def login(client: httpx.AsyncClient, user: User, password: str = PASSWORD)
 def visible_text(html: str) -> str:
     """The page's text as a reader sees it: tags dropped, whitespace collapsed."""
     return " ".join(re.sub(r"<[^>]+>", " ", html).split())
+
+
+def field_error(page: str, field: str) -> str:
+    """The inline message a form page shows next to a field ('' when there is none)."""
+    match = re.search(rf'<p class="field-error" id="{field}-error">([^<]*)</p>', page)
+    return match.group(1) if match else ""

@@ -23,7 +23,15 @@ from app.models_registry.service import (
     promote_model,
     register_model,
 )
-from tests.helpers import csrf_token, login, make_admin, make_project, make_user, visible_text
+from tests.helpers import (
+    csrf_token,
+    field_error,
+    login,
+    make_admin,
+    make_project,
+    make_user,
+    visible_text,
+)
 
 
 def make_folder(root: Path, name: str = "tiny-gpt", rlhf: dict[str, object] | None = None) -> Path:
@@ -176,11 +184,6 @@ def _row(page: str, model: ModelVersion) -> str:
     return match.group(0)
 
 
-def _error(page: str, field: str) -> str:
-    match = re.search(rf'<p class="field-error" id="{field}-error">([^<]*)</p>', page)
-    return match.group(1) if match else ""
-
-
 async def _admin(client: httpx.AsyncClient, session: Session) -> str:
     await login(client, make_admin(session))
     return await csrf_token(client, "/admin/models")
@@ -239,7 +242,7 @@ async def test_page_register_errors_inline(
     token = await _admin(client, session)
     r = await client.post("/admin/models", data={**form, "csrf_token": token})
     assert r.status_code == 422
-    assert _error(r.text, field).startswith(message), r.text
+    assert field_error(r.text, field).startswith(message), r.text
     assert f'value="{form["path"]}"' in r.text  # what was typed comes back
     assert list_models(session=session) == []
 
@@ -253,7 +256,7 @@ async def test_page_register_kind_mismatch(
         "/admin/models", data={"path": str(folder), "kind": "policy", "csrf_token": token}
     )
     assert r.status_code == 422
-    assert "says this is a rm model, not policy" in _error(r.text, "kind")
+    assert "says this is a rm model, not policy" in field_error(r.text, "kind")
 
 
 async def test_page_promotes(client: httpx.AsyncClient, session: Session) -> None:

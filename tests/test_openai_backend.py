@@ -19,6 +19,7 @@ from app.jobs import kinds
 from app.jobs.models import JobStatus
 from app.jobs.service import create_job
 from app.labeling.models import Completion
+from app.projects.generation import GenerationSettings, update_generation_settings
 from tests.helpers import make_project, make_prompt
 from tests.processes import free_port
 from workers.runner import run_job
@@ -42,7 +43,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, list
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            seen.append({"path": self.path, **body})
+            seen.append(
+                {"path": self.path, "authorization": self.headers.get("Authorization"), **body}
+            )
             prompt = body["messages"][-1]["content"] if "messages" in body else body["prompt"]
             params = SamplingParams(
                 temperature=body.get("temperature", 1.0), top_p=body.get("top_p", 1.0),
@@ -142,3 +145,34 @@ def test_a_bad_endpoint_setting_is_refused(
     )
     session.refresh(job)
     assert "must start with http://" in (job.error or "")
+
+
+def test_the_projects_stored_server_is_used_with_the_key_from_the_environment(
+    session: Session, session_factory: sessionmaker[Session], settings: Settings,
+    server: tuple[str, list[dict[str, Any]]], monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """What the generation settings page stores is what the job reads; the API key comes
+    from the worker's environment, never from the database."""
+    url, seen = server
+    monkeypatch.setenv("RLHF_ENDPOINT_API_KEY", "sk-local-test")
+    project = make_project(session, k=3)
+    update_generation_settings(
+        session=session,
+        project=project,
+        settings=GenerationSettings(
+            use_endpoint=True, endpoint_url=url, endpoint_model="tiny", max_new_tokens=10,
+            temperature=0.8,
+        ),
+    )  # fmt: skip
+    prompt = make_prompt(session, project, text="Say something.", answers=0)
+    job = create_job(session=session, kind=kinds.GENERATE, project_id=project.id)
+    session.commit()
+    status = run_job(job_id=job.id, session_factory=session_factory, settings=settings)
+    session.refresh(job)
+    assert status == JobStatus.succeeded, job.error
+    request = seen[-1]
+    assert request["authorization"] == "Bearer sk-local-test"
+    assert (request["n"], request["max_tokens"], request["temperature"]) == (3, 10, 0.8)
+    stored = session.scalars(select(Completion).where(Completion.prompt_id == prompt.id)).all()
+    assert stored and {c.origin for c in stored} == {f"endpoint:{url}#tiny"}
+    assert "sk-local-test" not in json.dumps(project.sampling_params)

@@ -14,7 +14,15 @@ from app.audit.models import AuditEvent
 from app.labeling.models import Comparison, Prompt
 from app.projects.models import Project
 from app.projects.service import ProjectFormError, create_project, update_project
-from tests.helpers import csrf_token, login, make_admin, make_project, make_prompt, make_user
+from tests.helpers import (
+    csrf_token,
+    field_error,
+    login,
+    make_admin,
+    make_project,
+    make_prompt,
+    make_user,
+)
 
 FORM = {
     "name": "Helpful answers",
@@ -26,12 +34,6 @@ FORM = {
     "guidelines": "# Rules\n\nBe **kind**.",
     "gold_rate_pct": "12.5",
 }
-
-
-def _error(page: str, field: str) -> str:
-    """The inline message shown next to a field ('' when there is none)."""
-    match = re.search(rf'<p class="field-error" id="{field}-error">([^<]*)</p>', page)
-    return match.group(1) if match else ""
 
 
 async def _admin(client: httpx.AsyncClient, session: Session) -> str:
@@ -157,7 +159,7 @@ async def test_each_rule_is_shown_next_to_its_field_with_the_input_kept(
     r = await client.post(url, data=data)
     assert r.status_code == 422
     assert r.headers["content-type"].startswith("text/html")
-    assert _error(r.text, field).startswith(message), _error(r.text, field)
+    assert field_error(r.text, field).startswith(message), field_error(r.text, field)
     assert "need" in r.text and "Nothing was saved." in r.text
     # What was typed is still there, the wrong value included.
     typed = {**FORM, **change}
@@ -180,7 +182,11 @@ async def test_several_wrong_fields_are_all_reported(
     r = await client.post("/admin/projects", data=data)
     assert r.status_code == 422
     assert "3 fields need a change" in r.text
-    assert _error(r.text, "name") and _error(r.text, "k") and _error(r.text, "gold_rate")
+    assert (
+        field_error(r.text, "name")
+        and field_error(r.text, "k")
+        and field_error(r.text, "gold_rate")
+    )
 
 
 def _rank(session: Session, project: Project) -> None:
@@ -211,7 +217,7 @@ async def test_k_cannot_change_once_there_are_rankings(
     data = {**FORM, "name": "Ranked", "k": "5", "csrf_token": token}
     r = await client.post(f"/admin/projects/{project.id}", data=data)
     assert r.status_code == 422
-    assert _error(r.text, "k").startswith("K cannot change from 4 to 5")
+    assert field_error(r.text, "k").startswith("K cannot change from 4 to 5")
     session.refresh(project)
     assert (project.k, project.overlap) == (4, 3)
 

@@ -19,6 +19,7 @@ from app.users.service import user_rows
 from tests.helpers import (
     PASSWORD,
     csrf_token,
+    field_error,
     login,
     make_admin,
     make_project,
@@ -55,11 +56,6 @@ async def _can_log_in(client: httpx.AsyncClient, email: str, password: str) -> b
         "/login", data={"email": email, "password": password, "csrf_token": token}
     )
     return r.status_code == 303
-
-
-def _error(page: str, field: str) -> str:
-    match = re.search(rf'<p class="field-error" id="{field}-error">([^<]*)</p>', page)
-    return match.group(1) if match else ""
 
 
 def _row(page: str, user: User) -> str:
@@ -184,7 +180,7 @@ async def test_new_user_rules_are_shown_next_to_their_fields(
     }  # fmt: skip
     r = await client.post("/admin/users", data=data)
     assert r.status_code == 422
-    assert _error(r.text, field) == message
+    assert field_error(r.text, field) == message
     assert f'name="email" value="{data["email"]}"' in r.text
     assert f'name="display_name" value="{data["display_name"]}"' in r.text
     assert 'value="set" checked' in r.text
@@ -305,9 +301,9 @@ async def test_reset_password_to_a_typed_one(
         url, data={"password_mode": "set", "password": "short", "csrf_token": token}
     )
     assert short.status_code == 422
-    assert _error(short.text, "password") == "The password must have at least 8 characters."
+    assert field_error(short.text, "password") == "The password must have at least 8 characters."
     empty = await client.post(url, data={"password_mode": "set", "csrf_token": token})
-    assert _error(empty.text, "password") == "Type a password, or choose to generate one."
+    assert field_error(empty.text, "password") == "Type a password, or choose to generate one."
     assert await _can_log_in(labeler_browser, labeler.email, PASSWORD)  # unchanged so far
 
     ok = await client.post(

@@ -4,6 +4,7 @@ import math
 
 from pydantic import BaseModel
 
+from app.projects.generation import GenerationSettings
 from app.projects.service import ProjectSettings
 
 
@@ -20,6 +21,31 @@ class ProjectOut(BaseModel):
     k: int
     overlap: int
     counts: ProjectCountsOut
+
+
+class _Reader:
+    """Reads numbers typed in a form; a number that cannot be read gets a message in
+    ``errors`` and gives the default, so the other fields can still be checked."""
+
+    def __init__(self) -> None:
+        self.errors: dict[str, str] = {}
+
+    def whole(self, field: str, text: str, default: int, what: str) -> int:
+        try:
+            return int(text.strip())
+        except ValueError:
+            self.errors[field] = f"{what} must be a whole number"
+            return default
+
+    def number(self, field: str, text: str, default: float, what: str) -> float:
+        try:
+            value = float(text.strip())
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value):
+            self.errors[field] = f"{what} must be a number"
+            return default
+        return value
 
 
 class ProjectForm(BaseModel):
@@ -55,17 +81,10 @@ class ProjectForm(BaseModel):
     def to_settings(self, fallback: ProjectSettings) -> tuple[ProjectSettings, dict[str, str]]:
         """The typed settings, and a message per number that could not be read (that field
         then keeps ``fallback``'s value, so the other fields can still be checked)."""
-        errors: dict[str, str] = {}
-
-        def whole(field: str, text: str, default: int, what: str) -> int:
-            try:
-                return int(text.strip())
-            except ValueError:
-                errors[field] = f"{what} must be a whole number"
-                return default
-
-        k = whole("k", self.k, fallback.k, "K")
-        overlap = whole("overlap", self.overlap, fallback.overlap, "overlap")
+        read = _Reader()
+        errors = read.errors
+        k = read.whole("k", self.k, fallback.k, "K")
+        overlap = read.whole("overlap", self.overlap, fallback.overlap, "overlap")
         gold_rate = fallback.gold_rate
         try:
             pct = float(self.gold_rate_pct.strip().removesuffix("%").strip() or "0")
@@ -87,3 +106,49 @@ class ProjectForm(BaseModel):
             gold_rate=gold_rate,
         )
         return settings, errors
+
+
+class GenerationForm(BaseModel):
+    """The generation settings form as typed (numbers as text, shown back when wrong)."""
+
+    temperature: str = "1"
+    top_p: str = "1"
+    top_k: str = "0"
+    max_new_tokens: str = "256"
+    backend: str = "policy"  # "policy" or "endpoint"
+    endpoint_url: str = ""
+    endpoint_model: str = ""
+    endpoint_chat: bool = False  # a checkbox: absent when unticked
+
+    @classmethod
+    def of(cls, settings: GenerationSettings) -> GenerationForm:
+        return cls(
+            temperature=f"{settings.temperature:g}",
+            top_p=f"{settings.top_p:g}",
+            top_k=str(settings.top_k),
+            max_new_tokens=str(settings.max_new_tokens),
+            backend="endpoint" if settings.use_endpoint else "policy",
+            endpoint_url=settings.endpoint_url,
+            endpoint_model=settings.endpoint_model,
+            endpoint_chat=settings.endpoint_chat,
+        )
+
+    def to_settings(
+        self, fallback: GenerationSettings
+    ) -> tuple[GenerationSettings, dict[str, str]]:
+        read = _Reader()
+        settings = GenerationSettings(
+            temperature=read.number(
+                "temperature", self.temperature, fallback.temperature, "the temperature"
+            ),
+            top_p=read.number("top_p", self.top_p, fallback.top_p, "top-p"),
+            top_k=read.whole("top_k", self.top_k, fallback.top_k, "top-k"),
+            max_new_tokens=read.whole(
+                "max_new_tokens", self.max_new_tokens, fallback.max_new_tokens, "the answer length"
+            ),
+            use_endpoint=self.backend == "endpoint",
+            endpoint_url=self.endpoint_url,
+            endpoint_model=self.endpoint_model,
+            endpoint_chat=self.endpoint_chat,
+        )
+        return settings, read.errors

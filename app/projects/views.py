@@ -11,8 +11,13 @@ from app.audit.service import record
 from app.deps import AdminUser, CeleryDep, DbSession
 from app.jobs import kinds
 from app.jobs.service import commit_and_enqueue, create_job
+from app.projects.generation import (
+    GenerationSettings,
+    check_generation_settings,
+    update_generation_settings,
+)
 from app.projects.models import Project
-from app.projects.schemas import ProjectForm
+from app.projects.schemas import GenerationForm, ProjectForm
 from app.projects.service import (
     ProjectFormError,
     ProjectSettings,
@@ -29,7 +34,11 @@ from app.web.templating import render
 router = APIRouter(prefix="/admin/projects", tags=["projects"])
 
 # ?saved=... on the project page after a redirect says what just happened.
-SAVED_NOTES = {"created": "Project created.", "updated": "Changes saved."}
+SAVED_NOTES = {
+    "created": "Project created.",
+    "updated": "Changes saved.",
+    "generation": "Generation settings saved; the next generation job uses them.",
+}
 
 
 def _form_page(
@@ -176,6 +185,58 @@ def update(
         )
     session.commit()
     return RedirectResponse(f"/admin/projects/{project.id}?saved=updated", status_code=303)
+
+
+def _generation_page(
+    request: Request,
+    *,
+    project: Project,
+    form: GenerationForm,
+    errors: dict[str, str] | None = None,
+) -> Response:
+    return render(
+        request,
+        "projects/generation.html",
+        {"project": project, "form": form, "errors": errors or {}},
+        status_code=422 if errors else 200,
+    )
+
+
+@router.get("/{project_id}/generation", name="project_generation")
+def generation_settings(
+    request: Request, session: DbSession, user: AdminUser, project_id: int
+) -> Response:
+    project = get_project(session=session, ref=project_id)
+    form = GenerationForm.of(GenerationSettings.of(project))
+    return _generation_page(request, project=project, form=form)
+
+
+@router.post("/{project_id}/generation", name="project_generation_update")
+def update_generation(
+    request: Request,
+    session: DbSession,
+    user: AdminUser,
+    project_id: int,
+    form: Annotated[GenerationForm, Form()],
+) -> Response:
+    project = get_project(session=session, ref=project_id)
+    settings, unreadable = form.to_settings(GenerationSettings.of(project))
+    _, errors = check_generation_settings(settings)
+    errors = {**errors, **unreadable}
+    if errors:
+        return _generation_page(request, project=project, form=form, errors=errors)
+    changes = update_generation_settings(session=session, project=project, settings=settings)
+    if changes:
+        record(
+            session=session,
+            actor_id=user.id,
+            action="project.generation",
+            target_type="project",
+            target_id=project.id,
+            details=changes,
+        )
+    session.commit()
+    return RedirectResponse(f"/admin/projects/{project.id}?saved=generation", status_code=303)
 
 
 @router.post("/{project_id}/generate", name="project_generate")

@@ -8,6 +8,7 @@ as a user message and the server applies its own chat template.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +19,7 @@ from workers.ml.formatting import PLAIN_TEMPLATE
 from workers.ml.sampling import SampleResult, SamplingParams
 
 TIMEOUT_SECONDS = 300.0
+API_KEY_VARIABLE = "RLHF_ENDPOINT_API_KEY"
 
 
 class BackendError(RuntimeError):
@@ -41,8 +43,10 @@ class OpenAIBackend:
         model = str(params.get("model") or "")
         if not model:
             raise BackendError("The endpoint needs the name of the model it serves.")
+        # The key is not stored with the project: the worker's environment holds it.
+        api_key = params.get("api_key") or os.environ.get(API_KEY_VARIABLE) or None
         return cls(base_url=url.removesuffix("/v1"), model=model, chat=bool(params.get("chat")),
-                   api_key=params.get("api_key"))  # fmt: skip
+                   api_key=api_key)  # fmt: skip
 
 
 def _body(backend: OpenAIBackend, prompt: str, k: int, params: SamplingParams) -> dict[str, Any]:
