@@ -21,6 +21,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.agreement.service import report_cache
 from app.cli import alembic_config
 from app.config import Settings
 from app.db import make_engine
@@ -102,6 +103,9 @@ def session_factory(engine: Engine) -> Iterator[sessionmaker[Session]]:
     yield factory
     outer.rollback()
     connection.close()
+    # Rolled-back ids are handed out again (SQLite), so a cached report could match another
+    # test's data: each test starts with an empty agreement cache.
+    report_cache.clear()
 
 
 @pytest.fixture

@@ -77,7 +77,9 @@ def test_each_prompt_gets_overlap_rankings_then_no_more(session: Session) -> Non
     assert surplus == 0
 
 
-def test_a_task_shows_k_answers_in_a_recorded_per_labeler_order(session: Session) -> None:
+def test_every_labeler_ranks_the_same_k_answers_in_their_own_order(session: Session) -> None:
+    """Of a prompt's 6 answers, each labeler is shown the same 4 (so their rankings can be
+    compared), in a recorded order of their own (so position bias can be measured)."""
     project = make_project(session, k=4, overlap=3)
     prompt = make_prompt(session, project, answers=6)
     a, b = make_user(session), make_user(session)
@@ -104,6 +106,7 @@ def test_a_task_shows_k_answers_in_a_recorded_per_labeler_order(session: Session
         assert len(shown) == 4 and set(shown) <= all_ids
         assert task.assignment.display_order == shown
     assert task_a.assignment.display_order != task_b.assignment.display_order
+    assert set(task_a.assignment.display_order) == set(task_b.assignment.display_order)
 
 
 def test_prompts_with_fewer_than_k_answers_are_not_served(session: Session) -> None:

@@ -288,7 +288,10 @@ def lease_next_task(
     if kind == TaskKind.rank:
         answers = list(session.scalars(select(Completion).where(Completion.prompt_id == prompt.id)))
         ids = sorted(c.id for c in answers)
-        display_order = rng.sample(ids, project.k)  # K answers, in a random order
+        # Every labeler of a prompt ranks the same K answers, so their rankings can be
+        # compared (agreement); each sees them in their own random order (position bias).
+        same_for_all = random.Random(prompt.id).sample(ids, project.k)  # noqa: S311
+        display_order = rng.sample(same_for_all, project.k)
     assignment = Assignment(
         kind=kind,
         prompt_id=prompt.id,

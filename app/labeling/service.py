@@ -326,6 +326,7 @@ def set_gold_ranking(
         gold = GoldRanking(prompt_id=prompt.id, ranking=groups, created_by_id=admin.id)
         session.add(gold)
     else:
-        gold.ranking, gold.created_by_id = groups, admin.id
+        # created_at moves too: it is when this ranking was set (agreement caches key on it).
+        gold.ranking, gold.created_by_id, gold.created_at = groups, admin.id, utcnow()
     session.flush()
     return gold

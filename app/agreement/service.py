@@ -1,0 +1,771 @@
+"""A project's agreement figures: load its current comparisons into arrays (``RankTable``),
+compute every metric of ``metrics`` once, and keep the result until new comparisons, skips or
+gold rankings arrive (``project_agreement``)."""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any, Literal
+
+import numpy as np
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from app.agreement import metrics
+from app.agreement.metrics import Floats, Ints, Metric
+from app.auth.models import User
+from app.labeling.models import (
+    Assignment,
+    AssignmentState,
+    Comparison,
+    Completion,
+    GoldRanking,
+    Prompt,
+    TaskKind,
+)
+from app.projects.models import Project
+
+GoldFilter = Literal["all", "gold", "non-gold"]
+LIKERT_VALUES = np.arange(1, 8, dtype=np.float64)
+LOWEST_PROMPTS = 10
+LOAD_BATCH = 20_000
+
+
+@dataclass(frozen=True)
+class AgreementFilters:
+    since: date | None = None
+    until: date | None = None  # inclusive
+    labeler: str | None = None  # a labeler key ("user:3", "external:import:file.jsonl")
+    gold: GoldFilter = "all"
+
+
+def labeler_key(labeler_id: int | None, external: str | None) -> str:
+    return f"user:{labeler_id}" if labeler_id is not None else f"external:{external}"
+
+
+@dataclass
+class RankTable:
+    """A project's current comparisons as arrays, rows sorted by prompt (see ``metrics``)."""
+
+    prompt_ids: Ints  # (P,) the database ids of the prompts
+    answer_ids: Ints  # (P, W) completion id per column, -1 where the prompt has fewer
+    lengths: Floats  # (P, W) answer length in characters, NaN where none
+    gold: Floats  # (P, W) gold place of each answer, NaN where no gold ranking
+    prompt: Ints  # (n,) row -> prompt index
+    labeler: Ints  # (n,) row -> index into labeler_keys
+    labeler_keys: list[str]
+    comparison_ids: Ints
+    ranks: Floats  # (n, W)
+    first_shown: Ints  # (n,) column of the answer shown first
+    ratings: Floats  # (n, W) Likert 1..7, NaN where not rated
+    flags: dict[str, Floats]  # name -> (n, W) 1 flagged, 0 not, NaN not shown
+    seconds: Floats  # (n,)
+    created: Floats  # (n,) seconds since the epoch
+    not_rankable: dict[str, int] = field(default_factory=dict)  # labeler key -> count
+
+    @property
+    def n_prompts(self) -> int:
+        return len(self.prompt_ids)
+
+
+def _day_start(day: date) -> datetime:
+    return datetime.combine(day, time.min, tzinfo=UTC)
+
+
+def load_rank_table(
+    *, session: Session, project: Project, filters: AgreementFilters = AgreementFilters()
+) -> RankTable:
+    """The project's current comparisons (latest revision each) that match ``filters``."""
+    stmt = (
+        select(
+            Comparison.id,
+            Comparison.prompt_id,
+            Comparison.labeler_id,
+            Comparison.labeler_external,
+            Comparison.displayed_completion_ids,
+            Comparison.ranking,
+            Comparison.ratings,
+            Comparison.flags,
+            Comparison.not_rankable,
+            Comparison.seconds_spent,
+            Comparison.created_at,
+        )
+        .join(Prompt, Prompt.id == Comparison.prompt_id)
+        .where(Prompt.project_id == project.id, Comparison.is_latest.is_(True))
+        .order_by(Comparison.prompt_id, Comparison.id)
+    )
+    if filters.since:
+        stmt = stmt.where(Comparison.created_at >= _day_start(filters.since))
+    if filters.until:
+        stmt = stmt.where(Comparison.created_at < _day_start(filters.until + timedelta(days=1)))
+    gold_prompts = select(GoldRanking.prompt_id)
+    if filters.gold == "gold":
+        stmt = stmt.where(Comparison.prompt_id.in_(gold_prompts))
+    elif filters.gold == "non-gold":
+        stmt = stmt.where(Comparison.prompt_id.not_in(gold_prompts))
+    if filters.labeler:
+        kind, _, value = filters.labeler.partition(":")
+        whose = (
+            Comparison.labeler_id == int(value)
+            if kind == "user" and value.isdigit()
+            else Comparison.labeler_external == value
+        )
+        own = select(Comparison.prompt_id).where(Comparison.is_latest.is_(True), whose)
+        stmt = stmt.where(Comparison.prompt_id.in_(own))
+
+    flag_names = list((project.label_schema or {}).get("flags", []))
+    keys: dict[str, int] = {}
+    not_rankable: dict[str, int] = {}
+    row_prompt: list[int] = []
+    row_labeler: list[int] = []
+    row_ids: list[int] = []
+    row_seconds: list[float] = []
+    row_created: list[float] = []
+    row_first: list[int] = []
+    # (row, completion id, value) triples, flattened once so the arrays fill in one go.
+    cells_row: list[int] = []
+    cells_answer: list[int] = []
+    cells_place: list[int] = []
+    rating_cells: list[tuple[int, int, float]] = []
+    flag_cells: list[tuple[int, int, int]] = []  # (row, completion id, flag index)
+    flag_index = {name: i for i, name in enumerate(flag_names)}
+    result = session.execute(stmt.execution_options(yield_per=LOAD_BATCH))
+    for (
+        cid,
+        prompt_id,
+        labeler_id,
+        external,
+        shown,
+        ranking,
+        ratings,
+        flags,
+        nr,
+        secs,
+        at,
+    ) in result:
+        key = labeler_key(labeler_id, external)
+        if nr or not ranking:
+            not_rankable[key] = not_rankable.get(key, 0) + 1
+            continue
+        row = len(row_ids)
+        row_ids.append(cid)
+        row_prompt.append(prompt_id)
+        row_labeler.append(keys.setdefault(key, len(keys)))
+        row_seconds.append(np.nan if secs is None else secs)
+        row_created.append(at.timestamp())
+        row_first.append(shown[0] if shown else ranking[0][0])
+        for place, group in enumerate(ranking):
+            for answer in group:
+                cells_row.append(row)
+                cells_answer.append(answer)
+                cells_place.append(place)
+        if ratings:
+            rating_cells.extend((row, int(a), float(v)) for a, v in ratings.items())
+        if flags:
+            for answer, names in flags.items():
+                flag_cells.extend(
+                    (row, int(answer), flag_index[n]) for n in names if n in flag_index
+                )
+    n = len(row_ids)
+    prompt_db = np.array(row_prompt, dtype=np.int64)
+    prompt_ids, prompt = np.unique(prompt_db, return_inverse=True)
+    cell_row = np.array(cells_row, dtype=np.int64)
+    cell_answer = np.array(cells_answer, dtype=np.int64)
+
+    # Columns: each prompt's ranked answers in id order.
+    pairs = np.unique(np.stack([prompt[cell_row], cell_answer], axis=1), axis=0) if n else (
+        np.zeros((0, 2), dtype=np.int64)
+    )  # fmt: skip
+    starts = np.searchsorted(pairs[:, 0], np.arange(len(prompt_ids)))
+    column_of_pair = np.arange(len(pairs)) - starts[pairs[:, 0]]
+    # At least two columns, so an empty project still has well-formed (empty) arrays.
+    width = max(int(column_of_pair.max()) + 1 if len(pairs) else 0, 2)
+    answer_ids = np.full((len(prompt_ids), width), -1, dtype=np.int64)
+    answer_ids[pairs[:, 0], column_of_pair] = pairs[:, 1]
+    answer_lookup = {int(a): int(c) for (_, a), c in zip(pairs, column_of_pair, strict=True)}
+
+    def column(answers: Sequence[int]) -> Ints:
+        return np.array([answer_lookup.get(a, -1) for a in answers], dtype=np.int64)
+
+    ranks = np.full((n, width), np.nan)
+    if n:
+        ranks[cell_row, column(cells_answer)] = cells_place
+    first_cols = column(row_first)
+    ratings_table = np.full((n, width), np.nan)
+    if rating_cells:
+        r, a, v = zip(*rating_cells, strict=True)
+        cols = column(a)
+        ok = cols >= 0
+        ratings_table[np.array(r)[ok], cols[ok]] = np.array(v)[ok]
+    flag_tables: dict[str, Floats] = {}
+    flagged = np.zeros((len(flag_names), n, width), dtype=bool)
+    if flag_cells:
+        r, a, f = zip(*flag_cells, strict=True)
+        cols = column(a)
+        ok = cols >= 0
+        flagged[np.array(f)[ok], np.array(r)[ok], cols[ok]] = True
+    for i, name in enumerate(flag_names):
+        flag_tables[name] = np.where(np.isnan(ranks), np.nan, flagged[i].astype(np.float64))
+
+    lengths = np.full((len(prompt_ids), width), np.nan)
+    gold = np.full((len(prompt_ids), width), np.nan)
+    if n:
+        length_of: dict[int, int] = dict(
+            session.execute(
+                select(Completion.id, func.length(Completion.text))
+                .join(Prompt, Prompt.id == Completion.prompt_id)
+                .where(Prompt.project_id == project.id)
+            ).all()
+        )
+        lengths[pairs[:, 0], column_of_pair] = [length_of.get(int(a), np.nan) for a in pairs[:, 1]]
+        prompt_index = {int(p): i for i, p in enumerate(prompt_ids)}
+        for prompt_id, gold_ranking in session.execute(
+            select(GoldRanking.prompt_id, GoldRanking.ranking)
+            .join(Prompt, Prompt.id == GoldRanking.prompt_id)
+            .where(Prompt.project_id == project.id)
+        ):
+            p = prompt_index.get(prompt_id)
+            if p is None:
+                continue
+            for place, group in enumerate(gold_ranking):
+                for answer in group:
+                    col = answer_lookup.get(answer)
+                    if col is not None and answer_ids[p, col] == answer:
+                        gold[p, col] = place
+
+    return RankTable(
+        prompt_ids=prompt_ids.astype(np.int64),
+        answer_ids=answer_ids,
+        lengths=lengths,
+        gold=gold,
+        prompt=prompt.astype(np.int64),
+        labeler=np.array(row_labeler, dtype=np.int64),
+        labeler_keys=list(keys),
+        comparison_ids=np.array(row_ids, dtype=np.int64),
+        ranks=ranks,
+        first_shown=np.maximum(first_cols, 0),
+        ratings=ratings_table,
+        flags=flag_tables,
+        seconds=np.array(row_seconds, dtype=np.float64),
+        created=np.array(row_created, dtype=np.float64),
+        not_rankable=not_rankable,
+    )
+
+
+# --- The report ----------------------------------------------------------------------------
+
+CONSENSUS_METHOD = (
+    "Borda count: each answer's mean place among the labelers who ranked it (places scaled "
+    "0..1, ties sharing the mean); equal means tie"
+)
+WEEK = 7 * 24 * 3600
+FIRST_MONDAY = 4 * 24 * 3600  # 1970-01-05, the first Monday after the epoch
+
+
+@dataclass(frozen=True)
+class LabelerRow:
+    key: str
+    name: str
+    user_id: int | None
+    n_comparisons: int  # ranked + "not rankable"
+    agreement: Metric  # with the consensus of the other labelers (leave-one-out)
+    gold_agreement: Metric
+    median_seconds: float | None
+    skip_rate: float | None
+    not_rankable_share: float | None
+    first_shown_best: float | None  # position bias: the first-shown answer placed best
+    first_shown_chance: float | None  # ... what a labeler ignoring position would give
+    longer_wins: float | None  # length bias: the longer answer preferred
+    n_length_pairs: int
+    last_active: datetime | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "labeler": self.name,
+            "labeler_key": self.key,
+            "n_comparisons": self.n_comparisons,
+            "pairwise_agreement": self.agreement.value,
+            "n_pairs": self.agreement.n,
+            "reason": self.agreement.reason,
+            "gold_agreement": self.gold_agreement.value,
+            "n_gold_pairs": self.gold_agreement.n,
+            "median_seconds": self.median_seconds,
+            "skip_rate": self.skip_rate,
+            "not_rankable_share": self.not_rankable_share,
+            "position_bias": {
+                "first_shown_ranked_best": self.first_shown_best,
+                "chance": self.first_shown_chance,
+            },
+            "length_bias": {"longer_preferred": self.longer_wins, "n_pairs": self.n_length_pairs},
+            "last_active": self.last_active.isoformat() if self.last_active else None,
+        }
+
+
+@dataclass(frozen=True)
+class WeekPoint:
+    week: date  # its Monday
+    agreement: float
+    n_pairs: int
+
+
+@dataclass(frozen=True)
+class PromptAgreement:
+    prompt_id: int
+    text: str
+    agreement: float
+    n_pairs: int
+    n_labelers: int
+
+
+@dataclass(frozen=True)
+class LabelSetAgreement:
+    """Agreement on one kind of label given to each answer (the Likert rating, or a flag)."""
+
+    name: str
+    alpha: Metric
+    fleiss: Metric
+    level: str
+
+
+@dataclass(frozen=True)
+class AgreementReport:
+    project_id: int
+    filters: AgreementFilters
+    computed_at: datetime
+    n_comparisons: int
+    n_prompts: int
+    n_prompts_with_overlap: int
+    n_labelers: int
+    micro: Metric
+    macro: Metric
+    n_tied_pairs_left_out: int
+    tau_b: Metric
+    kendall_w: Metric
+    gold: Metric
+    labels: list[LabelSetAgreement]
+    weekly: list[WeekPoint]
+    lowest: list[PromptAgreement]
+    labelers: list[LabelerRow]
+    first_shown_best: float | None
+    first_shown_chance: float | None
+    longer_wins: float | None
+    consensus_method: str = CONSENSUS_METHOD
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON of ``rlhf agreement --json`` and ``GET /api/v1/projects/{id}/agreement``."""
+        f = self.filters
+        return {
+            "project_id": self.project_id,
+            "computed_at": self.computed_at.isoformat(),
+            "filters": {
+                "since": f.since.isoformat() if f.since else None,
+                "until": f.until.isoformat() if f.until else None,
+                "labeler": f.labeler,
+                "gold": f.gold,
+            },
+            "n_comparisons": self.n_comparisons,
+            "n_prompts": self.n_prompts,
+            "n_prompts_with_overlap": self.n_prompts_with_overlap,
+            "n_labelers": self.n_labelers,
+            "pairwise_agreement": {
+                "micro": self.micro.value,
+                "micro_ci95": _ci(self.micro),
+                "macro": self.macro.value,
+                "macro_ci95": _ci(self.macro),
+                "n_pairs": self.micro.n,
+                "n_prompts": self.macro.n,
+                "n_tied_pairs_left_out": self.n_tied_pairs_left_out,
+                "tie_rule": "a pair tied by either labeler is left out",
+                "reason": self.micro.reason,
+            },
+            "kendall_tau_b": {
+                "mean": self.tau_b.value,
+                "ci95": _ci(self.tau_b),
+                "n_labeler_pairs": self.tau_b.n,
+                "reason": self.tau_b.reason,
+            },
+            "kendall_w": {
+                "mean": self.kendall_w.value,
+                "ci95": _ci(self.kendall_w),
+                "n_prompts": self.kendall_w.n,
+                "n_prompts_mixed_answers_left_out": self.kendall_w.extra.get(
+                    "n_prompts_mixed_answers_left_out", 0
+                ),
+                "reason": self.kendall_w.reason,
+            },
+            "gold_agreement": self.gold.as_dict(),
+            "labels": [
+                {
+                    "name": labels.name,
+                    "level": labels.level,
+                    "krippendorff_alpha": labels.alpha.as_dict(),
+                    "fleiss_kappa": labels.fleiss.as_dict(),
+                }
+                for labels in self.labels
+            ],
+            "position_bias": {
+                "first_shown_ranked_best": self.first_shown_best,
+                "chance": self.first_shown_chance,
+            },
+            "length_bias": {"longer_preferred": self.longer_wins},
+            "consensus": self.consensus_method,
+            "weekly": [
+                {"week": w.week.isoformat(), "agreement": w.agreement, "n_pairs": w.n_pairs}
+                for w in self.weekly
+            ],
+            "lowest_agreement_prompts": [
+                {
+                    "prompt_id": p.prompt_id,
+                    "agreement": p.agreement,
+                    "n_pairs": p.n_pairs,
+                    "n_labelers": p.n_labelers,
+                }
+                for p in self.lowest
+            ],
+            "labelers": [row.as_dict() for row in self.labelers],
+        }
+
+
+def _ci(metric: Metric) -> list[float] | None:
+    return None if metric.low is None or metric.high is None else [metric.low, metric.high]
+
+
+def _rate(hits: float, total: float) -> float | None:
+    return hits / total if total > 0 else None
+
+
+def _label_sets(
+    table: RankTable, project: Project, weights: Ints | None
+) -> list[LabelSetAgreement]:
+    """Krippendorff's alpha (ordinal for the 1-7 rating, nominal for each flag) and Fleiss'
+    kappa, with each answer a unit and each labeler's label a value."""
+    p, w = table.n_prompts, table.ranks.shape[1]
+    unit_prompt = np.repeat(np.arange(p, dtype=np.int64), w)
+    sets: list[tuple[str, Floats, Floats, metrics.Level]] = []
+    if (project.label_schema or {}).get("likert"):
+        sets.append(("Likert rating (1-7)", table.ratings, LIKERT_VALUES, "ordinal"))
+    for name, flagged in table.flags.items():
+        sets.append((f"Flag: {name}", flagged, np.array([0.0, 1.0]), "nominal"))
+    out = []
+    for name, labels, values, level in sets:
+        counts = np.zeros((p, w, len(values)))
+        rows, cols = np.nonzero(~np.isnan(labels))
+        value_index = np.searchsorted(values, labels[rows, cols])
+        np.add.at(counts, (table.prompt[rows], cols, value_index), 1)
+        alpha = metrics.krippendorff_alpha_of(counts, values, level, weights)
+        fleiss = metrics.fleiss_kappa_of(
+            counts.reshape(p * w, len(values)), unit_prompt, p, weights
+        )
+        out.append(LabelSetAgreement(name=name, alpha=alpha, fleiss=fleiss, level=level))
+    return out
+
+
+def compute_report(
+    table: RankTable,
+    *,
+    project: Project,
+    filters: AgreementFilters,
+    names: dict[str, tuple[str, int | None]],
+    skips: dict[str, tuple[int, int]],
+    prompt_texts: dict[int, str] | None = None,
+    now: datetime | None = None,
+) -> AgreementReport:
+    """Every figure of the dashboard from the arrays. ``names``: labeler key -> (name, user
+    id); ``skips``: labeler key -> (skipped, submitted) rank tasks."""
+    n_prompts = table.n_prompts
+    weights = metrics.bootstrap_weights(n_prompts)
+    signs = metrics.pair_signs(table.ranks)
+    a, b = metrics.same_prompt_pairs(table.prompt)
+    if filters.labeler and filters.labeler in table.labeler_keys:
+        who = table.labeler_keys.index(filters.labeler)
+        involved = (table.labeler[a] == who) | (table.labeler[b] == who)
+        a, b = a[involved], b[involved]
+    pairwise = metrics.pairwise_agreement_of(signs, a, b, table.prompt, n_prompts, weights)
+    micro, macro = pairwise["micro"], pairwise["macro"]
+    per_prompt = pairwise["per_prompt"]
+    assert isinstance(micro, Metric) and isinstance(macro, Metric)
+    assert isinstance(per_prompt, np.ndarray)
+    tau_b = metrics.mean_tau_b(signs, a, b, table.prompt, n_prompts, weights)
+    kendall_w = metrics.mean_kendall_w(table.ranks, table.prompt, n_prompts, weights)
+
+    # Each labeler against the rest, and against gold.
+    loo_agreed, loo_counted = metrics.leave_one_out_agreement(table.ranks, table.prompt, n_prompts)
+    gold_agreed, gold_counted = metrics.agreement_with_reference(
+        table.ranks, table.gold[table.prompt]
+    )
+    gold_sums = metrics.per_prompt_sums(table.prompt, n_prompts, gold_agreed, gold_counted)
+    if gold_counted.sum() > 0:
+        low, high = metrics.interval(gold_sums, metrics.ratio, weights)
+        gold = Metric(
+            float(gold_agreed.sum() / gold_counted.sum()), int(gold_counted.sum()), "pairs",
+            low, high,
+        )  # fmt: skip
+    else:
+        gold = Metric.missing("no ranking of a prompt with a gold ranking yet", unit="pairs")
+    first_best, chance = metrics.position_bias(table.ranks, table.first_shown)
+    longer_won, length_pairs = metrics.length_bias(table.ranks, table.lengths[table.prompt])
+
+    n_labelers = len(table.labeler_keys)
+
+    def by_labeler(values: Floats) -> Floats:
+        return metrics.per_prompt_sums(table.labeler, n_labelers, values)[:, 0]
+
+    rows_per = by_labeler(np.ones(len(table.prompt)))
+    loo = np.stack([by_labeler(loo_agreed), by_labeler(loo_counted)], axis=1)
+    gold_by = np.stack([by_labeler(gold_agreed), by_labeler(gold_counted)], axis=1)
+    first_by = by_labeler(first_best.astype(np.float64))
+    chance_by = by_labeler(chance)
+    longer_by = np.stack([by_labeler(longer_won), by_labeler(length_pairs)], axis=1)
+    order = np.argsort(table.labeler, kind="stable")
+    bounds = np.searchsorted(table.labeler[order], np.arange(n_labelers + 1))
+    seconds_sorted = table.seconds[order]
+    created_sorted = table.created[order]
+
+    keys = list(table.labeler_keys) + [k for k in table.not_rankable if k not in table.labeler_keys]
+    labelers = []
+    for i, key in enumerate(keys):
+        ranked = int(rows_per[i]) if i < n_labelers else 0
+        nr = table.not_rankable.get(key, 0)
+        if filters.labeler and key != filters.labeler:
+            continue
+        name, user_id = names.get(key, (key.removeprefix("external:"), None))
+        if i < n_labelers:
+            secs = seconds_sorted[bounds[i] : bounds[i + 1]]
+            secs = secs[~np.isnan(secs)]
+            last = created_sorted[bounds[i] : bounds[i + 1]].max()
+            agreed, counted = loo[i]
+            agreement = (
+                Metric(float(agreed / counted), int(counted), "pairs")
+                if counted
+                else Metric.missing("no prompt shared with another labeler yet", unit="pairs")
+            )
+            g_agreed, g_counted = gold_by[i]
+            gold_metric = (
+                Metric(float(g_agreed / g_counted), int(g_counted), "pairs")
+                if g_counted
+                else Metric.missing("no gold prompt ranked yet", unit="pairs")
+            )
+            skipped, submitted = skips.get(key, (0, 0))
+            labelers.append(
+                LabelerRow(
+                    key=key, name=name, user_id=user_id, n_comparisons=ranked + nr,
+                    agreement=agreement, gold_agreement=gold_metric,
+                    median_seconds=float(np.median(secs)) if secs.size else None,
+                    skip_rate=_rate(skipped, skipped + submitted),
+                    not_rankable_share=_rate(nr, ranked + nr),
+                    first_shown_best=_rate(first_by[i], ranked),
+                    first_shown_chance=_rate(chance_by[i], ranked),
+                    longer_wins=_rate(*longer_by[i]), n_length_pairs=int(longer_by[i][1]),
+                    last_active=datetime.fromtimestamp(float(last), UTC),
+                )
+            )  # fmt: skip
+        else:
+            skipped, submitted = skips.get(key, (0, 0))
+            labelers.append(
+                LabelerRow(
+                    key=key, name=name, user_id=user_id, n_comparisons=nr,
+                    agreement=Metric.missing("only 'not rankable' answers so far", unit="pairs"),
+                    gold_agreement=Metric.missing("no gold prompt ranked yet", unit="pairs"),
+                    median_seconds=None, skip_rate=_rate(skipped, skipped + submitted),
+                    not_rankable_share=1.0, first_shown_best=None, first_shown_chance=None,
+                    longer_wins=None, n_length_pairs=0, last_active=None,
+                )
+            )  # fmt: skip
+
+    # Agreement week by week: a pair of rankings counts in the week of the later one.
+    weekly: list[WeekPoint] = []
+    if len(a):
+        counts = metrics.pair_counts(signs[a], signs[b])
+        when = np.maximum(table.created[a], table.created[b])
+        week = np.floor((when - FIRST_MONDAY) / WEEK).astype(np.int64)
+        first = int(week.min())
+        agreed_w = np.bincount(week - first, weights=counts.agreed)
+        counted_w = np.bincount(week - first, weights=counts.counted)
+        for offset in np.flatnonzero(counted_w):
+            start = datetime.fromtimestamp(FIRST_MONDAY + (first + int(offset)) * WEEK, UTC)
+            weekly.append(
+                WeekPoint(
+                    week=start.date(),
+                    agreement=float(agreed_w[offset] / counted_w[offset]),
+                    n_pairs=int(counted_w[offset]),
+                )
+            )
+
+    lowest: list[PromptAgreement] = []
+    counted_p = per_prompt[:, 1]
+    candidates = np.flatnonzero(counted_p > 0)
+    if candidates.size:
+        rate_p = per_prompt[candidates, 0] / counted_p[candidates]
+        # The lowest rate first; among equals, the one resting on the most pairs.
+        pick = candidates[np.lexsort((-counted_p[candidates], rate_p))[:LOWEST_PROMPTS]]
+        labelers_per_prompt = np.bincount(table.prompt, minlength=n_prompts)
+        texts = prompt_texts or {}
+        for p in pick:
+            prompt_id = int(table.prompt_ids[p])
+            lowest.append(
+                PromptAgreement(
+                    prompt_id=prompt_id,
+                    text=texts.get(prompt_id, ""),
+                    agreement=float(per_prompt[p, 0] / counted_p[p]),
+                    n_pairs=int(counted_p[p]),
+                    n_labelers=int(labelers_per_prompt[p]),
+                )
+            )
+
+    n_rows = len(table.prompt)
+    total_pairs = float(length_pairs.sum())
+    return AgreementReport(
+        project_id=project.id,
+        filters=filters,
+        computed_at=now or datetime.now(UTC),
+        n_comparisons=n_rows + sum(table.not_rankable.values()),
+        n_prompts=n_prompts,
+        n_prompts_with_overlap=int((np.bincount(table.prompt, minlength=n_prompts) >= 2).sum()),
+        n_labelers=len(keys),
+        micro=micro,
+        macro=macro,
+        n_tied_pairs_left_out=int(pairwise["n_tied_pairs_left_out"]),  # type: ignore[call-overload]
+        tau_b=tau_b,
+        kendall_w=kendall_w,
+        gold=gold,
+        labels=_label_sets(table, project, weights),
+        weekly=weekly,
+        lowest=lowest,
+        labelers=labelers,
+        first_shown_best=_rate(float(first_best.sum()), n_rows),
+        first_shown_chance=_rate(float(chance.sum()), n_rows),
+        longer_wins=_rate(float(longer_won.sum()), total_pairs),
+    )
+
+
+# --- Loading, and the cache ----------------------------------------------------------------
+
+
+def _labeler_names(*, session: Session, keys: Sequence[str]) -> dict[str, tuple[str, int | None]]:
+    ids = [int(k.removeprefix("user:")) for k in keys if k.startswith("user:")]
+    names: dict[str, tuple[str, int | None]] = {}
+    if ids:
+        for user in session.scalars(select(User).where(User.id.in_(ids))):
+            names[f"user:{user.id}"] = (user.label, user.id)
+    return names
+
+
+def _skips(
+    *, session: Session, project: Project, filters: AgreementFilters
+) -> dict[str, tuple[int, int]]:
+    """Per labeler: rank tasks skipped, and rank tasks submitted."""
+    stmt = (
+        select(Assignment.labeler_id, Assignment.state, func.count())
+        .join(Prompt, Prompt.id == Assignment.prompt_id)
+        .where(
+            Prompt.project_id == project.id,
+            Assignment.kind == TaskKind.rank,
+            Assignment.state.in_([AssignmentState.skipped, AssignmentState.submitted]),
+        )
+        .group_by(Assignment.labeler_id, Assignment.state)
+    )
+    if filters.since:
+        stmt = stmt.where(Assignment.finished_at >= _day_start(filters.since))
+    if filters.until:
+        stmt = stmt.where(Assignment.finished_at < _day_start(filters.until + timedelta(days=1)))
+    out: dict[str, list[int]] = {}
+    for labeler_id, state, count in session.execute(stmt):
+        counts = out.setdefault(f"user:{labeler_id}", [0, 0])
+        counts[0 if state == AssignmentState.skipped else 1] += count
+    return {key: (skipped, submitted) for key, (skipped, submitted) in out.items()}
+
+
+def build_report(
+    *, session: Session, project: Project, filters: AgreementFilters = AgreementFilters()
+) -> AgreementReport:
+    """Load and compute (no cache): what the CLI and the cache call."""
+    table = load_rank_table(session=session, project=project, filters=filters)
+    keys = list(table.labeler_keys) + list(table.not_rankable)
+    report = compute_report(
+        table,
+        project=project,
+        filters=filters,
+        names=_labeler_names(session=session, keys=keys),
+        skips=_skips(session=session, project=project, filters=filters),
+    )
+    if report.lowest:  # the texts of the few prompts listed, not of all of them
+        ids = [p.prompt_id for p in report.lowest]
+        texts = dict(
+            session.execute(select(Prompt.id, Prompt.text).where(Prompt.id.in_(ids))).all()
+        )
+        lowest = [
+            PromptAgreement(
+                prompt_id=p.prompt_id, text=texts.get(p.prompt_id, ""), agreement=p.agreement,
+                n_pairs=p.n_pairs, n_labelers=p.n_labelers,
+            )
+            for p in report.lowest
+        ]  # fmt: skip
+        report = replace(report, lowest=lowest)
+    return report
+
+
+def data_version(*, session: Session) -> tuple[Any, ...]:
+    """Changes whenever a ranking, a skip or a gold ranking is added or changed: new
+    comparisons (and revisions) get new ids, skips add to the count of skipped tasks, and a
+    gold ranking's time is set when it changes. Cheap: index lookups, no scan of rankings."""
+    return tuple(
+        session.execute(
+            select(
+                select(func.max(Comparison.id)).scalar_subquery(),
+                select(func.count())
+                .select_from(Assignment)
+                .where(Assignment.state == AssignmentState.skipped)
+                .scalar_subquery(),
+                select(func.max(GoldRanking.created_at)).scalar_subquery(),
+                select(func.count()).select_from(GoldRanking).scalar_subquery(),
+            )
+        ).one()
+    )
+
+
+class ReportCache:
+    """Recently computed reports per (project, filters, settings that change the figures),
+    kept while ``data_version`` is unchanged. One per process; threads share it."""
+
+    def __init__(self, size: int = 64) -> None:
+        self.size = size
+        self._reports: OrderedDict[tuple[Any, ...], tuple[tuple[Any, ...], AgreementReport]]
+        self._reports = OrderedDict()
+        self._lock = threading.Lock()
+
+    def clear(self) -> None:
+        with self._lock:
+            self._reports.clear()
+
+    def get(
+        self, *, session: Session, project: Project, filters: AgreementFilters
+    ) -> AgreementReport:
+        schema = project.label_schema or {}
+        key = (project.id, filters, bool(schema.get("likert")), tuple(schema.get("flags", [])))
+        version = data_version(session=session)
+        with self._lock:
+            hit = self._reports.get(key)
+            if hit is not None and hit[0] == version:
+                self._reports.move_to_end(key)
+                return hit[1]
+        report = build_report(session=session, project=project, filters=filters)
+        with self._lock:
+            self._reports[key] = (version, report)
+            self._reports.move_to_end(key)
+            while len(self._reports) > self.size:
+                self._reports.popitem(last=False)
+        return report
+
+
+report_cache = ReportCache()
+
+
+def project_agreement(
+    *, session: Session, project: Project, filters: AgreementFilters = AgreementFilters()
+) -> AgreementReport:
+    """The project's figures, from the cache when nothing has changed since."""
+    return report_cache.get(session=session, project=project, filters=filters)
