@@ -17,6 +17,8 @@ from starlette.middleware.sessions import SessionMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import app as app_package
+from app.agreement import api as agreement_api
+from app.agreement import views as agreement_views
 from app.auth import api as auth_api
 from app.auth import views as auth_views
 from app.auth.csrf import CSRFError, require_csrf
@@ -194,6 +196,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     # Every page and htmx route: CSRF-checked; each route declares its role dependency.
     web = APIRouter(dependencies=[Depends(require_csrf)], include_in_schema=False)
+    web.include_router(agreement_views.router)
     web.include_router(auth_views.router)
     web.include_router(home_views.router)
     web.include_router(imports_views.router)
@@ -208,6 +211,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     api = APIRouter(prefix=API_PREFIX)
     api.include_router(auth_api.router)
     api.include_router(projects_api.router)
+    api.include_router(agreement_api.router)
     api.include_router(jobs_api.router)
     api.include_router(labeling_api.router)
     app.include_router(api)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 
 import httpx
 from sqlalchemy.orm import Session
 
 from app.auth.models import Role, User
 from app.auth.service import create_user
-from app.labeling.models import Completion, Prompt, PromptSource, text_sha256
+from app.labeling.models import Comparison, Completion, Prompt, PromptSource, text_sha256
 from app.projects.models import Project
 from app.projects.service import create_project
 
@@ -85,3 +86,41 @@ def field_error(page: str, field: str) -> str:
     """The inline message a form page shows next to a field ('' when there is none)."""
     match = re.search(rf'<p class="field-error" id="{field}-error">([^<]*)</p>', page)
     return match.group(1) if match else ""
+
+
+def answers(prompt: Prompt) -> list[int]:
+    return [c.id for c in prompt.completions]
+
+
+def rank(
+    session: Session,
+    prompt: Prompt,
+    labeler: User,
+    places: list[int],
+    *,
+    shown: list[int] | None = None,
+    ratings: list[int] | None = None,
+    flags: dict[int, list[str]] | None = None,
+    seconds: float = 30.0,
+    at: datetime | None = None,
+    not_rankable: bool = False,
+) -> Comparison:
+    """``places[i]``: the place (0 = best; equal places tie) of the prompt's answer i."""
+    ids = answers(prompt)
+    groups: dict[int, list[int]] = {}
+    for answer, place in zip(ids, places or [0] * len(ids), strict=True):
+        groups.setdefault(place, []).append(answer)
+    comparison = Comparison(
+        prompt_id=prompt.id,
+        labeler_id=labeler.id,
+        displayed_completion_ids=[ids[i] for i in shown] if shown else ids,
+        ranking=[] if not_rankable else [groups[p] for p in sorted(groups)],
+        ratings={str(a): r for a, r in zip(ids, ratings, strict=True)} if ratings else None,
+        flags={str(ids[i]): names for i, names in flags.items()} if flags else None,
+        not_rankable=not_rankable,
+        seconds_spent=seconds,
+        created_at=at or datetime.now(UTC),
+    )
+    session.add(comparison)
+    session.flush()
+    return comparison

@@ -14,57 +14,17 @@ from app.agreement.service import (
     load_rank_table,
     project_agreement,
 )
-from app.auth.models import User
 from app.labeling.models import (
     Assignment,
     AssignmentState,
     Comparison,
     Completion,
     GoldRanking,
-    Prompt,
     TaskKind,
     text_sha256,
 )
 from app.projects.models import Project
-from tests.helpers import make_admin, make_project, make_prompt, make_user
-
-
-def answers(prompt: Prompt) -> list[int]:
-    return [c.id for c in prompt.completions]
-
-
-def rank(
-    session: Session,
-    prompt: Prompt,
-    labeler: User,
-    places: list[int],
-    *,
-    shown: list[int] | None = None,
-    ratings: list[int] | None = None,
-    flags: dict[int, list[str]] | None = None,
-    seconds: float = 30.0,
-    at: datetime | None = None,
-    not_rankable: bool = False,
-) -> Comparison:
-    """``places[i]``: the place (0 = best; equal places tie) of the prompt's answer i."""
-    ids = answers(prompt)
-    groups: dict[int, list[int]] = {}
-    for answer, place in zip(ids, places or [0] * len(ids), strict=True):
-        groups.setdefault(place, []).append(answer)
-    comparison = Comparison(
-        prompt_id=prompt.id,
-        labeler_id=labeler.id,
-        displayed_completion_ids=[ids[i] for i in shown] if shown else ids,
-        ranking=[] if not_rankable else [groups[p] for p in sorted(groups)],
-        ratings={str(a): r for a, r in zip(ids, ratings, strict=True)} if ratings else None,
-        flags={str(ids[i]): names for i, names in flags.items()} if flags else None,
-        not_rankable=not_rankable,
-        seconds_spent=seconds,
-        created_at=at or datetime.now(UTC),
-    )
-    session.add(comparison)
-    session.flush()
-    return comparison
+from tests.helpers import answers, make_admin, make_project, make_prompt, make_user, rank
 
 
 @pytest.fixture

@@ -35,12 +35,53 @@ LOWEST_PROMPTS = 10
 LOAD_BATCH = 20_000
 
 
+GOLD_CHOICES: tuple[GoldFilter, ...] = ("all", "gold", "non-gold")
+
+
+class FilterError(ValueError):
+    """A filter that cannot be read; the message says which and how to write it."""
+
+
 @dataclass(frozen=True)
 class AgreementFilters:
     since: date | None = None
     until: date | None = None  # inclusive
     labeler: str | None = None  # a labeler key ("user:3", "external:import:file.jsonl")
     gold: GoldFilter = "all"
+
+    @classmethod
+    def parse(
+        cls,
+        *,
+        since: str | None = None,
+        until: str | None = None,
+        labeler: str | None = None,
+        gold: str | None = None,
+    ) -> AgreementFilters:
+        """From text (query string, form or command line); empty means "no filter"."""
+
+        def day(text: str | None, name: str) -> date | None:
+            if not text or not text.strip():
+                return None
+            try:
+                return date.fromisoformat(text.strip())
+            except ValueError:
+                raise FilterError(f"{name} must be a date like 2026-11-21, not {text!r}") from None
+
+        first, last = day(since, "since"), day(until, "until")
+        if first and last and first > last:
+            raise FilterError(f"since ({first}) is after until ({last})")
+        gold = (gold or "all").strip() or "all"
+        if gold not in GOLD_CHOICES:
+            raise FilterError(f"gold must be one of {', '.join(GOLD_CHOICES)}, not {gold!r}")
+        labeler = (labeler or "").strip() or None
+        if labeler and not labeler.startswith(("user:", "external:")):
+            raise FilterError(f"labeler must be user:ID or external:NAME, not {labeler!r}")
+        return cls(since=first, until=last, labeler=labeler, gold=gold)
+
+    @property
+    def active(self) -> bool:
+        return self != AgreementFilters()
 
 
 def labeler_key(labeler_id: int | None, external: str | None) -> str:
@@ -769,3 +810,157 @@ def project_agreement(
 ) -> AgreementReport:
     """The project's figures, from the cache when nothing has changed since."""
     return report_cache.get(session=session, project=project, filters=filters)
+
+
+# --- Consensus -----------------------------------------------------------------------------
+
+
+def _groups_from_scores(answer_ids: Ints, scores: Floats) -> list[list[int]]:
+    """Answers grouped by equal score, best (lowest) first; answers nobody ranked left out."""
+    keep = ~np.isnan(scores) & (answer_ids >= 0)
+    rounded = np.round(scores[keep], 12)
+    ids = answer_ids[keep]
+    return [sorted(int(a) for a in ids[rounded == value]) for value in np.unique(rounded)]
+
+
+def consensus_rankings(
+    *, session: Session, project: Project, filters: AgreementFilters = AgreementFilters()
+) -> dict[int, list[list[int]]]:
+    """The consensus ranking (Borda count, see ``CONSENSUS_METHOD``) of every prompt with a
+    ranking: {prompt id: groups of completion ids, best first}. Used by exports."""
+    table = load_rank_table(session=session, project=project, filters=filters)
+    scores = metrics.borda_scores(table.ranks, table.prompt, table.n_prompts)
+    return {
+        int(prompt_id): _groups_from_scores(table.answer_ids[p], scores[p])
+        for p, prompt_id in enumerate(table.prompt_ids)
+    }
+
+
+def consensus_of(rankings: Sequence[Sequence[Sequence[int]]]) -> list[list[int]]:
+    """The consensus of a few rankings of one prompt (groups of completion ids, best first)."""
+    answers = sorted({a for ranking in rankings for group in ranking for a in group})
+    if not answers:
+        return []
+    ranks = np.vstack([_ranking_row(ranking, answers) for ranking in rankings])
+    scores = metrics.borda_scores(ranks, np.zeros(len(rankings), dtype=np.int64), 1)[0]
+    return _groups_from_scores(np.array(answers, dtype=np.int64), scores)
+
+
+# --- One labeler beside the others ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RankingColumn:
+    title: str
+    places: dict[int, int]  # completion id -> place, 1 = best (ties share it)
+    is_subject: bool = False  # the labeler the page is about
+    kind: str = "labeler"  # labeler, gold or consensus
+
+
+@dataclass(frozen=True)
+class PromptSideBySide:
+    prompt_id: int
+    prompt_text: str
+    ranked_at: datetime
+    answers: list[tuple[int, str]]  # (completion id, text) in id order
+    columns: list[RankingColumn]
+    agreement_with_rest: float | None  # the subject's pairs ordered as the others' consensus
+
+
+def _places(ranking: Sequence[Sequence[int]]) -> dict[int, int]:
+    return {a: place + 1 for place, group in enumerate(ranking) for a in group}
+
+
+def side_by_side(
+    *, session: Session, project: Project, key: str, limit: int = 20
+) -> list[PromptSideBySide]:
+    """The labeler's most recent rankings in the project, each beside the other labelers'
+    rankings of the same prompt, the gold ranking and the consensus of the others."""
+    kind, _, value = key.partition(":")
+    whose = (
+        Comparison.labeler_id == int(value)
+        if kind == "user" and value.isdigit()
+        else Comparison.labeler_external == value
+    )
+    theirs = session.scalars(
+        select(Comparison)
+        .join(Prompt, Prompt.id == Comparison.prompt_id)
+        .where(Prompt.project_id == project.id, Comparison.is_latest.is_(True), whose)
+        .where(Comparison.not_rankable.is_(False))
+        .order_by(Comparison.created_at.desc(), Comparison.id.desc())
+        .limit(limit)
+    ).all()
+    prompt_ids = [c.prompt_id for c in theirs]
+    others: dict[int, list[Comparison]] = {}
+    for c in session.scalars(
+        select(Comparison)
+        .where(Comparison.prompt_id.in_(prompt_ids), Comparison.is_latest.is_(True))
+        .where(Comparison.not_rankable.is_(False))
+        .order_by(Comparison.created_at)
+    ):
+        if labeler_key(c.labeler_id, c.labeler_external) != key:
+            others.setdefault(c.prompt_id, []).append(c)
+    names = _labeler_names(
+        session=session,
+        keys=[labeler_key(c.labeler_id, c.labeler_external) for cs in others.values() for c in cs],
+    )
+    texts = dict(
+        session.execute(select(Prompt.id, Prompt.text).where(Prompt.id.in_(prompt_ids))).all()
+    )
+    gold: dict[int, list[list[int]]] = dict(
+        session.execute(
+            select(GoldRanking.prompt_id, GoldRanking.ranking).where(
+                GoldRanking.prompt_id.in_(prompt_ids)
+            )
+        ).all()
+    )
+    answers: dict[int, dict[int, str]] = {}
+    for completion_id, prompt_id, text in session.execute(
+        select(Completion.id, Completion.prompt_id, Completion.text)
+        .where(Completion.prompt_id.in_(prompt_ids))
+        .order_by(Completion.id)
+    ):
+        answers.setdefault(prompt_id, {})[completion_id] = text
+
+    out = []
+    for mine in theirs:
+        shown = set(mine.displayed_completion_ids)
+        columns = [RankingColumn("This labeler", _places(mine.ranking), is_subject=True)]
+        rest = others.get(mine.prompt_id, [])
+        for c in rest:
+            key_c = labeler_key(c.labeler_id, c.labeler_external)
+            name = names.get(key_c, (key_c.removeprefix("external:"), None))[0]
+            columns.append(RankingColumn(name, _places(c.ranking)))
+        agreement = None
+        if rest:
+            consensus = consensus_of([c.ranking for c in rest])
+            columns.append(
+                RankingColumn("Consensus of the others", _places(consensus), kind="consensus")
+            )
+            signs_mine = _ranking_row(mine.ranking, sorted(shown))
+            signs_rest = _ranking_row(consensus, sorted(shown))
+            agreed, counted = metrics.agreement_with_reference(signs_mine, signs_rest)
+            agreement = float(agreed[0] / counted[0]) if counted[0] else None
+        if mine.prompt_id in gold:
+            gold_shown = [[a for a in g if a in shown] for g in gold[mine.prompt_id]]
+            columns.append(
+                RankingColumn("Gold", _places([g for g in gold_shown if g]), kind="gold")
+            )
+        prompt_answers = answers.get(mine.prompt_id, {})
+        out.append(
+            PromptSideBySide(
+                prompt_id=mine.prompt_id,
+                prompt_text=texts.get(mine.prompt_id, ""),
+                ranked_at=mine.created_at,
+                answers=[(a, prompt_answers.get(a, "")) for a in sorted(shown)],
+                columns=columns,
+                agreement_with_rest=agreement,
+            )
+        )
+    return out
+
+
+def _ranking_row(ranking: Sequence[Sequence[int]], answers: Sequence[int]) -> Floats:
+    """One ranking as a (1 x answers) row of places, NaN for answers it does not place."""
+    places = {a: place for place, group in enumerate(ranking) for a in group}
+    return np.array([[places.get(a, np.nan) for a in answers]], dtype=np.float64)
