@@ -150,7 +150,6 @@ def load(engine: Engine, project_id: int, labeler_ids: list[int], n_prompts: int
             prompt_of = np.repeat(np.arange(n_prompts), LABELERS)
             true_order = np.argsort(rng.random((n_prompts, K)), axis=1)  # columns, best first
             order = true_order[prompt_of].copy()
-            rows = np.arange(n)
             for i in range(K - 1):  # noise: swap adjacent places
                 swap = rng.random(n) < SWAP_P
                 left = order[swap, i].copy()
@@ -176,19 +175,15 @@ def load(engine: Engine, project_id: int, labeler_ids: list[int], n_prompts: int
             comparison_ids = next_ids(cur, "comparisons", n)
 
             ids_l, shown_l = ranked_ids.tolist(), shown.tolist()
-            ratings_l, seen_l, kind_l = (
-                rating.astype(int).tolist(),
-                seen.tolist(),
-                flag_kind.tolist(),
-            )
-            ties_l, prompts_l = tie_at.tolist(), prompt_ids[prompt_of].tolist()
-            labelers_l = [labeler_ids[r % LABELERS] for r in range(LABELERS)]
+            ratings_l, seen_l = rating.astype(int).tolist(), seen.tolist()
+            kind_l, ties_l = flag_kind.tolist(), tie_at.tolist()
+            prompts_l, seconds_l = prompt_ids[prompt_of].tolist(), seconds.tolist()
             with cur.copy(
                 "COPY comparisons (id, prompt_id, labeler_id, revision, is_latest, "
                 "displayed_completion_ids, ranking, ratings, flags, not_rankable, is_surplus, "
                 "seconds_spent, created_at) FROM STDIN"
             ) as copy:
-                for r in rows.tolist():
+                for r in range(n):
                     ids, t = ids_l[r], ties_l[r]
                     groups = [[a] for a in ids]
                     if t >= 0:
@@ -205,10 +200,10 @@ def load(engine: Engine, project_id: int, labeler_ids: list[int], n_prompts: int
                         if s
                     ]
                     copy.write_row(
-                        (int(comparison_ids[r]), prompts_l[r], labelers_l[r % LABELERS], 1, True,
+                        (int(comparison_ids[r]), prompts_l[r], labeler_ids[r % LABELERS], 1, True,
                          "[" + ",".join(map(str, shown_l[r])) + "]", ranking, ratings,
                          "{" + ",".join(flagged) + "}" if flagged else None, False, False,
-                         seconds[r], created[r])
+                         seconds_l[r], created[r])
                     )  # fmt: skip
             bump_sequence(cur, "comparisons")
         conn.commit()

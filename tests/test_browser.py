@@ -191,3 +191,50 @@ def test_a_second_labeler_on_a_phone(demo_server: Server) -> None:
         page.wait_for_selector(".toast:has-text('Ranking saved.')")
         assert prompt_text(page) != seen
         browser.close()
+
+
+def log_out(page) -> None:  # type: ignore[no-untyped-def]
+    page.click("form[action='/logout'] button")
+    page.wait_for_url("**/login")
+
+
+def test_agreement_after_two_labelers_rank(page, demo_server: Server) -> None:  # type: ignore[no-untyped-def]
+    """Two labelers rank a few prompts by clicking; the admin's dashboard then shows real
+    figures (not "not enough data"), sorts its labeler table with htmx and opens a
+    labeler's rankings beside the other's."""
+    for email in ("labeler2@demo.local", "labeler3@demo.local"):
+        log_in(page, demo_server, email, "demo-labeler")
+        page.wait_for_url("**/home")
+        page.goto(f"{demo_server.url}/projects/1/rank")
+        for _ in range(3):
+            page.wait_for_selector("#rank-form")
+            seen = prompt_text(page)
+            for place, answer in enumerate(page.locator(".answer").all(), start=1):
+                answer.locator(f".rank-choice:has-text('{place}')").click()
+            page.locator("[data-submit]").click()
+            page.wait_for_function(
+                "seen => document.querySelector('.prompt-text')?.innerText.trim() !== seen",
+                arg=seen,
+            )
+        log_out(page)
+
+    log_in(page, demo_server, "admin@demo.local", "demo-admin")
+    page.wait_for_url("**/admin")
+    page.goto(f"{demo_server.url}/admin/projects/1")
+    page.get_by_role("link", name="Agreement").click()
+    page.wait_for_url("**/agreement")
+    card = page.locator(".metric", has_text="Pairwise agreement").first
+    value = card.locator(".metric-value").inner_text()
+    assert re.fullmatch(r"\d+\.\d%", value), value  # a real figure
+    assert "95% interval" in card.inner_text() or "pairs" in card.inner_text()
+    assert page.locator("svg.chart-line").count() == 1
+    shot(page, "agreement-dashboard")
+
+    # Sort by time per task (htmx swaps the table only), then open a labeler.
+    page.locator("th a", has_text="Time").click()
+    page.wait_for_selector("th[aria-sort] a:has-text('Time')")
+    assert "/agreement" in page.url
+    page.locator("table.table-labelers tbody a").first.click()
+    page.wait_for_url("**/agreement/labeler?key=*")
+    assert page.locator("th", has_text="This labeler").count() >= 1
+    shot(page, "agreement-labeler")
