@@ -11,6 +11,8 @@ from sqlalchemy.orm import Session
 from app.agreement.service import (
     AgreementFilters,
     build_report,
+    consensus_of,
+    consensus_rankings,
     load_rank_table,
     project_agreement,
 )
@@ -242,3 +244,18 @@ def test_each_prompt_gets_one_column_per_answer_shown(session: Session, project:
     table = load_rank_table(session=session, project=project)
     assert table.ranks.shape == (1, 5)
     assert table.answer_ids[0].tolist() == answers(prompt)
+
+
+def test_consensus_rankings_per_prompt(session: Session, project: Project) -> None:
+    """Borda: mean place over the labelers; equal means tie; an unranked prompt is absent."""
+    prompt = make_prompt(session, project)
+    make_prompt(session, project)  # nobody ranked it
+    a, b, c, d = answers(prompt)
+    ann, bob, cy = make_user(session), make_user(session), make_user(session)
+    rank(session, prompt, ann, [0, 1, 2, 3])
+    rank(session, prompt, bob, [1, 0, 2, 3])
+    rank(session, prompt, cy, [0, 1, 3, 2])
+    consensus = consensus_rankings(session=session, project=project)
+    # Places (0, 1/3, 2/3, 1): a = 1/9, b = 2/9, c = 7/9, d = 8/9.
+    assert consensus == {prompt.id: [[a], [b], [c], [d]]}
+    assert consensus_of([[[a], [b]], [[b], [a]]]) == [[a, b]]  # one each way: a tie
