@@ -30,6 +30,7 @@ from numpy.typing import NDArray
 Floats = NDArray[np.float64]
 Ints = NDArray[np.int64]
 Bools = NDArray[np.bool_]
+Weights = NDArray[np.float32]
 
 CONFIDENCE = 0.95
 BOOTSTRAP_SEED = 20221  # fixed, so the page, the CLI and the API show the same interval
@@ -68,27 +69,29 @@ class Metric:
 # --- The bootstrap -------------------------------------------------------------------------
 
 
-def bootstrap_weights(n_prompts: int, *, seed: int = BOOTSTRAP_SEED) -> Ints:
-    """How many times each prompt is drawn in each resample: (resamples x prompts)."""
+def bootstrap_weights(n_prompts: int, *, seed: int = BOOTSTRAP_SEED) -> Weights:
+    """How many times each prompt is drawn in each resample: (resamples x prompts), as
+    float32 (exact for these counts) so every interval is one float32 matrix product."""
     if n_prompts == 0:
-        return np.zeros((0, 0), dtype=np.int64)
+        return np.zeros((0, 0), dtype=np.float32)
     n_boot = int(np.clip(BOOTSTRAP_WORK // n_prompts, MIN_BOOTSTRAP, MAX_BOOTSTRAP))
     rng = np.random.default_rng(seed)
-    draws = rng.integers(0, n_prompts, size=(n_boot, n_prompts))
-    offsets = (np.arange(n_boot) * n_prompts)[:, None]
-    counts = np.bincount((draws + offsets).ravel(), minlength=n_boot * n_prompts)
-    return counts.reshape(n_boot, n_prompts)
+    weights = np.empty((n_boot, n_prompts), dtype=np.float32)
+    for resample in weights:  # a loop over resamples (at most 1000), not over prompts
+        resample[:] = np.bincount(rng.integers(0, n_prompts, n_prompts), minlength=n_prompts)
+    return weights
 
 
 def interval(
-    per_prompt: Floats, statistic: Callable[[Floats], Floats], weights: Ints | None
+    per_prompt: Floats, statistic: Callable[[Floats], Floats], weights: Weights | None
 ) -> tuple[float | None, float | None]:
     """The percentile interval of ``statistic`` (sums, one row per resample -> values) over
     resamples of the prompts' rows of ``per_prompt`` (prompts x sums)."""
     if weights is None or weights.size == 0 or per_prompt.shape[0] < 2:
         return None, None
     with np.errstate(invalid="ignore", divide="ignore"):
-        values = statistic(weights @ per_prompt.reshape(per_prompt.shape[0], -1))
+        sums = weights @ per_prompt.reshape(per_prompt.shape[0], -1).astype(np.float32)
+        values = statistic(sums.astype(np.float64))
     values = values[np.isfinite(values)]
     if values.size == 0:
         return None, None
@@ -198,7 +201,7 @@ def ratio(sums: Floats) -> Floats:
     return sums[:, 0] / sums[:, 1]
 
 
-def _micro_macro(agreed: Floats, counted: Floats, weights: Ints | None) -> tuple[Metric, Metric]:
+def _micro_macro(agreed: Floats, counted: Floats, weights: Weights | None) -> tuple[Metric, Metric]:
     """Micro (all pairs pooled) and macro (the mean of each prompt's rate) from per-prompt
     sums of agreed and counted pairs."""
     total = float(counted.sum())
@@ -216,7 +219,7 @@ def _micro_macro(agreed: Floats, counted: Floats, weights: Ints | None) -> tuple
 
 
 def pairwise_agreement_of(
-    signs: Floats, a: Ints, b: Ints, prompt: Ints, n_prompts: int, weights: Ints | None
+    signs: Floats, a: Ints, b: Ints, prompt: Ints, n_prompts: int, weights: Weights | None
 ) -> dict[str, object]:
     """How often two labelers order an answer pair the same way, over every pair of labelers
     of every prompt (rows ``a[k]`` and ``b[k]``)."""
@@ -266,7 +269,7 @@ def tau_b_of(counts: PairCounts) -> tuple[Floats, Bools]:
 
 
 def mean_tau_b(
-    signs: Floats, a: Ints, b: Ints, prompt: Ints, n_prompts: int, weights: Ints | None
+    signs: Floats, a: Ints, b: Ints, prompt: Ints, n_prompts: int, weights: Weights | None
 ) -> Metric:
     """The mean of Kendall's tau-b over every pair of labelers of every prompt."""
     tau, defined = tau_b_of(pair_counts(signs[a], signs[b]))
@@ -313,7 +316,7 @@ def kendall_wper_prompt_sums(
     return w, defined, mixed
 
 
-def mean_kendall_w(ranks: Floats, prompt: Ints, n_prompts: int, weights: Ints | None) -> Metric:
+def mean_kendall_w(ranks: Floats, prompt: Ints, n_prompts: int, weights: Weights | None) -> Metric:
     w, defined, mixed = kendall_wper_prompt_sums(ranks, prompt, n_prompts)
     extra = {"n_prompts_mixed_answers_left_out": mixed}
     if not defined.any():
@@ -385,7 +388,7 @@ def alpha_from_coincidences(o: Floats, values: Floats, level: Level) -> Floats:
 
 
 def krippendorff_alpha_of(
-    value_counts: Floats, values: Floats, level: Level, weights: Ints | None
+    value_counts: Floats, values: Floats, level: Level, weights: Weights | None
 ) -> Metric:
     """Alpha over units grouped by prompt: ``value_counts`` is (prompts x units x values)."""
     per_prompt = coincidences(value_counts)
@@ -437,7 +440,7 @@ def _fleiss(sums: Floats) -> Floats:
     return (p_bar - p_e) / (1 - p_e)
 
 
-def fleiss_kappa_of(table: Floats, prompt: Ints, n_prompts: int, weights: Ints | None) -> Metric:
+def fleiss_kappa_of(table: Floats, prompt: Ints, n_prompts: int, weights: Weights | None) -> Metric:
     """Fleiss' kappa of an items x categories count table; only items with the most common
     number of raters count (kappa needs the same number for each item)."""
     raters = table.sum(axis=1)
