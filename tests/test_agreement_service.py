@@ -13,6 +13,7 @@ from app.agreement.service import (
     build_report,
     consensus_of,
     consensus_rankings,
+    json_integers,
     load_rank_table,
     project_agreement,
 )
@@ -259,3 +260,14 @@ def test_consensus_rankings_per_prompt(session: Session, project: Project) -> No
     # Places (0, 1/3, 2/3, 1): a = 1/9, b = 2/9, c = 7/9, d = 8/9.
     assert consensus == {prompt.id: [[a], [b], [c], [d]]}
     assert consensus_of([[[a], [b]], [[b], [a]]]) == [[a, b]]  # one each way: a tie
+
+
+def test_json_integers_parses_every_row_at_once() -> None:
+    texts = ['[[12], [10, 11], [13]]', "[]", None, "null", '{"7": 5, "123456": 1}', "[[3, 4]]"]
+    row, value, closed = json_integers(texts)
+    assert row.tolist() == [0, 0, 0, 0, 4, 4, 4, 4, 5, 5]
+    assert value.tolist() == [12, 10, 11, 13, 7, 5, 123456, 1, 3, 4]
+    assert closed[:4].tolist() == [0, 1, 1, 2]  # the group of each answer
+    assert closed[8:].tolist() == [0, 0]
+    empty = json_integers([])
+    assert all(len(part) == 0 for part in empty)
