@@ -263,7 +263,7 @@ def test_consensus_rankings_per_prompt(session: Session, project: Project) -> No
 
 
 def test_json_integers_parses_every_row_at_once() -> None:
-    texts = ['[[12], [10, 11], [13]]', "[]", None, "null", '{"7": 5, "123456": 1}', "[[3, 4]]"]
+    texts = ["[[12], [10, 11], [13]]", "[]", None, "null", '{"7": 5, "123456": 1}', "[[3, 4]]"]
     row, value, closed = json_integers(texts)
     assert row.tolist() == [0, 0, 0, 0, 4, 4, 4, 4, 5, 5]
     assert value.tolist() == [12, 10, 11, 13, 7, 5, 123456, 1, 3, 4]
