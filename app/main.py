@@ -26,6 +26,7 @@ from app.config import Settings, get_settings
 from app.db import make_engine, make_session_factory
 from app.deps import Forbidden, LoginRequired
 from app.errors import NotFoundError
+from app.exports import views as exports_views
 from app.home import views as home_views
 from app.imports import views as imports_views
 from app.jobs import api as jobs_api
@@ -198,6 +199,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     web = APIRouter(dependencies=[Depends(require_csrf)], include_in_schema=False)
     web.include_router(agreement_views.router)
     web.include_router(auth_views.router)
+    web.include_router(exports_views.router)
     web.include_router(home_views.router)
     web.include_router(imports_views.router)
     web.include_router(jobs_views.router)

@@ -196,6 +196,8 @@ def test_dedupe_answers() -> None:
     answers = ["a", "", "b", "  ", "a", "c", "b", "d"]
     assert dedupe_answers(answers, existing={"c"}) == ["a", "b", "d"]
     assert dedupe_answers([], existing=set()) == []
+    # A model can decode to NUL, which Postgres cannot store: removed (all-NUL is empty).
+    assert dedupe_answers(["a\x00b", "\x00\x00", "ab"], existing=set()) == ["ab"]
 
 
 @pytest.mark.parametrize(

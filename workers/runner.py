@@ -146,10 +146,15 @@ JobImpl = Callable[[JobContext], None]
 def job_impls() -> dict[str, JobImpl]:
     # Imported here: a kind's heavy dependencies load only in the worker that runs it.
     from app.jobs import kinds
+    from workers.export import export_impl
     from workers.generate import generate_impl
     from workers.selfcheck import selfcheck_impl
 
-    return {kinds.SELFCHECK: selfcheck_impl, kinds.GENERATE: generate_impl}
+    return {
+        kinds.SELFCHECK: selfcheck_impl,
+        kinds.GENERATE: generate_impl,
+        kinds.EXPORT: export_impl,
+    }
 
 
 def _claim(

@@ -11,10 +11,12 @@ QUEUES: Final = (QUEUE_DEFAULT, QUEUE_TRAIN)
 
 SELFCHECK: Final = "selfcheck"
 GENERATE: Final = "generate"
+EXPORT: Final = "export"
 
 QUEUE_BY_KIND: Final[dict[str, str]] = {
     SELFCHECK: QUEUE_DEFAULT,
     GENERATE: QUEUE_TRAIN,  # needs the model (and an accelerator, where there is one)
+    EXPORT: QUEUE_DEFAULT,
 }
 
 # The one Celery task; its argument is a jobs.id, the row says what to do.

@@ -299,11 +299,14 @@ def dedupe_answers(answers: list[str], existing: set[str]) -> list[str]:
     """Drop empty answers and duplicates (of each other or of ``existing``), keeping order.
 
     Labelers cannot rank two identical answers against each other, and an identical pair teaches
-    the RM nothing, so duplicates are removed before completions are stored.
+    the RM nothing, so duplicates are removed before completions are stored. NUL characters
+    (which byte-level tokenizers can decode to, and which Postgres cannot store) are removed
+    first: they are never text a labeler could read.
     """
     seen = set(existing)
     kept: list[str] = []
     for answer in answers:
+        answer = answer.replace("\x00", "")
         if not answer.strip() or answer in seen:
             continue
         seen.add(answer)

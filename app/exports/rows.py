@@ -1,0 +1,325 @@
+"""Export rows, streamed: the database is read with a server-side cursor in batches of
+prompts, and rows come out one by one in a stable order (prompt id, then comparison id, then
+the ranking's own order), so the same data and options give the same files.
+
+Each row comes with its split. Splits go by prompt submitter (InstructGPT): a submitter's
+prompts are all in train or all in validation, decided by a hash of (seed, submitter), so the
+split is stable as the data grows. A prompt with no known submitter is its own group.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, time, timedelta
+from typing import Any, TypeVar
+
+from sqlalchemy import Select, select
+from sqlalchemy.orm import Session
+
+from app.agreement.service import consensus_of, labeler_key
+from app.exports.options import ExportOptions
+from app.labeling.models import Comparison, Completion, Demonstration, GoldRanking, Prompt
+from app.labeling.ranking import ordered_pairs
+from app.projects.models import Project
+
+BATCH_PROMPTS = 2000
+TRAIN, VALIDATION = "train", "validation"
+SPLITS = (TRAIN, VALIDATION)
+
+Row = dict[str, Any]
+
+
+def split_of(key: str, *, seed: int, ratio: float) -> str:
+    digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
+    return VALIDATION if int.from_bytes(digest[:8], "big") / 2**64 < ratio else TRAIN
+
+
+def submitter_group(prompt_id: int, submitter_id: int | None, external: str | None) -> str:
+    if submitter_id is not None:
+        return f"user:{submitter_id}"
+    if external:
+        return f"external:{external}"
+    return f"prompt:{prompt_id}"
+
+
+def prompt_agreement(rankings: Sequence[Sequence[Sequence[int]]]) -> float | None:
+    """Pairwise agreement among a prompt's rankings (pairs tied by either left out), or None
+    with fewer than two rankings or no pair ordered by two of them."""
+    places = [{a: i for i, group in enumerate(r) for a in group} for r in rankings]
+    agreed = counted = 0
+    for x in range(len(places)):
+        for y in range(x + 1, len(places)):
+            first, second = places[x], places[y]
+            common = sorted(first.keys() & second.keys())
+            for i, a in enumerate(common):
+                for b in common[i + 1 :]:
+                    d1, d2 = first[a] - first[b], second[a] - second[b]
+                    if d1 and d2:
+                        counted += 1
+                        agreed += (d1 > 0) == (d2 > 0)
+    return agreed / counted if counted else None
+
+
+@dataclass
+class Ranked:
+    comparison_id: int
+    labeler: str
+    displayed: list[int]
+    ranking: list[list[int]]
+    is_surplus: bool
+    created_at: datetime
+
+
+@dataclass
+class PromptData:
+    id: int
+    text: str
+    split: str
+    answers: dict[int, str] = field(default_factory=dict)
+    rankings: list[Ranked] = field(default_factory=list)
+
+
+def _day_start(day: Any) -> datetime:
+    return datetime.combine(day, time.min, tzinfo=UTC)
+
+
+SelectT = TypeVar("SelectT", bound="Select[*tuple[Any, ...]]")
+
+
+def _gold_filter(stmt: SelectT, options: ExportOptions) -> SelectT:
+    gold = select(GoldRanking.prompt_id)
+    if options.gold == "exclude":
+        return stmt.where(Prompt.id.not_in(gold))
+    if options.gold == "only":
+        return stmt.where(Prompt.id.in_(gold))
+    return stmt
+
+
+class _Splitter:
+    def __init__(self, options: ExportOptions) -> None:
+        self.options = options
+        self._seen: dict[str, str] = {}
+
+    def __call__(self, prompt_id: int, submitter_id: int | None, external: str | None) -> str:
+        key = submitter_group(prompt_id, submitter_id, external)
+        split = self._seen.get(key)
+        if split is None:
+            ratio = self.options.validation_ratio
+            split = self._seen[key] = split_of(key, seed=self.options.seed, ratio=ratio)
+        return split
+
+
+def _ranked_prompts(
+    session: Session, project: Project, options: ExportOptions
+) -> Iterator[PromptData]:
+    """The project's prompts with their current rankings, in prompt id order, a batch of
+    prompts at a time (their texts and answers fetched per batch)."""
+    stmt = (
+        select(
+            Comparison.prompt_id,
+            Comparison.id,
+            Comparison.labeler_id,
+            Comparison.labeler_external,
+            Comparison.displayed_completion_ids,
+            Comparison.ranking,
+            Comparison.is_surplus,
+            Comparison.created_at,
+        )
+        .join(Prompt, Prompt.id == Comparison.prompt_id)
+        .where(
+            Prompt.project_id == project.id,
+            Comparison.is_latest.is_(True),
+            Comparison.not_rankable.is_(False),
+        )
+        .order_by(Comparison.prompt_id, Comparison.id)
+    )
+    stmt = _gold_filter(stmt, options)
+    splitter = _Splitter(options)
+    pending: dict[int, list[Ranked]] = {}
+
+    def flush() -> Iterator[PromptData]:
+        ids = list(pending)
+        prompts = {
+            pid: PromptData(id=pid, text=text, split=splitter(pid, sid, ext))
+            for pid, text, sid, ext in session.execute(
+                select(Prompt.id, Prompt.text, Prompt.submitter_id, Prompt.submitter_external)
+                .where(Prompt.id.in_(ids))
+            )
+        }  # fmt: skip
+        for cid, pid, text in session.execute(
+            select(Completion.id, Completion.prompt_id, Completion.text).where(
+                Completion.prompt_id.in_(ids)
+            )
+        ):
+            prompts[pid].answers[cid] = text
+        for pid in ids:
+            prompts[pid].rankings = pending[pid]
+            yield prompts[pid]
+        pending.clear()
+
+    result = session.execute(stmt.execution_options(yield_per=BATCH_PROMPTS * 4))
+    for pid, cid, labeler_id, external, displayed, ranking, surplus, created in result:
+        if pid not in pending and len(pending) >= BATCH_PROMPTS:
+            yield from flush()
+        pending.setdefault(pid, []).append(
+            Ranked(
+                comparison_id=cid,
+                labeler=labeler_key(labeler_id, external),
+                displayed=list(displayed),
+                ranking=[list(g) for g in ranking],
+                is_surplus=surplus,
+                created_at=created,
+            )
+        )
+    if pending:
+        yield from flush()
+
+
+def _wanted(ranked: Ranked, options: ExportOptions) -> bool:
+    if not options.include_surplus and ranked.is_surplus:
+        return False
+    if options.since and ranked.created_at < _day_start(options.since):
+        return False
+    if options.until and ranked.created_at >= _day_start(options.until + timedelta(days=1)):
+        return False
+    return not options.labelers or ranked.labeler in options.labelers
+
+
+def _rankings_to_export(prompt: PromptData, options: ExportOptions) -> list[Ranked]:
+    wanted = [r for r in prompt.rankings if _wanted(r, options)]
+    if options.consensus_only and wanted:
+        consensus = consensus_of([r.ranking for r in wanted])
+        shown = sorted({a for r in wanted for a in r.displayed})
+        return [
+            Ranked(
+                comparison_id=0, labeler="consensus", displayed=shown, ranking=consensus,
+                is_surplus=False, created_at=max(r.created_at for r in wanted),
+            )
+        ]  # fmt: skip
+    return wanted
+
+
+def pairwise_rows(
+    session: Session, project: Project, options: ExportOptions
+) -> Iterator[tuple[str, Row]]:
+    """One row per (ranking, ordered pair of answers in different groups): ties give none.
+    ``agreement`` is the prompt's pairwise agreement over all its current rankings."""
+    for prompt in _ranked_prompts(session, project, options):
+        agreement = prompt_agreement([r.ranking for r in prompt.rankings])
+        if options.min_agreement is not None and (
+            agreement is None or agreement < options.min_agreement
+        ):
+            continue
+        for ranked in _rankings_to_export(prompt, options):
+            for winner, loser, margin in ordered_pairs(ranked.ranking):
+                yield (
+                    prompt.split,
+                    {
+                        "prompt": prompt.text,
+                        "chosen": prompt.answers[winner],
+                        "rejected": prompt.answers[loser],
+                        "prompt_id": prompt.id,
+                        "chosen_id": winner,
+                        "rejected_id": loser,
+                        "labeler": ranked.labeler,
+                        "margin": margin,
+                        "agreement": agreement,
+                        "comparison_id": ranked.comparison_id or None,
+                    },
+                )
+
+
+def kwise_rows(
+    session: Session, project: Project, options: ExportOptions
+) -> Iterator[tuple[str, Row]]:
+    """One row per ranking: the answers as shown to the labeler, and the ranking as groups of
+    indices into that list, best first (a group of two or more is a tie)."""
+    for prompt in _ranked_prompts(session, project, options):
+        agreement = prompt_agreement([r.ranking for r in prompt.rankings])
+        if options.min_agreement is not None and (
+            agreement is None or agreement < options.min_agreement
+        ):
+            continue
+        for ranked in _rankings_to_export(prompt, options):
+            index = {answer: i for i, answer in enumerate(ranked.displayed)}
+            yield (
+                prompt.split,
+                {
+                    "prompt": prompt.text,
+                    "completions": [prompt.answers[a] for a in ranked.displayed],
+                    "completion_ids": list(ranked.displayed),
+                    "ranking": [sorted(index[a] for a in group) for group in ranked.ranking],
+                    "prompt_id": prompt.id,
+                    "labeler": ranked.labeler,
+                    "agreement": agreement,
+                    "comparison_id": ranked.comparison_id or None,
+                },
+            )
+
+
+def sft_rows(
+    session: Session, project: Project, options: ExportOptions
+) -> Iterator[tuple[str, Row]]:
+    """Demonstrations in TRL's prompt-completion format."""
+    stmt = (
+        select(
+            Prompt.id,
+            Prompt.text,
+            Prompt.submitter_id,
+            Prompt.submitter_external,
+            Demonstration.id,
+            Demonstration.text,
+            Demonstration.author_id,
+            Demonstration.author_external,
+        )
+        .join(Demonstration, Demonstration.prompt_id == Prompt.id)
+        .where(Prompt.project_id == project.id)
+        .order_by(Prompt.id, Demonstration.id)
+    )
+    stmt = _gold_filter(stmt, options)
+    if options.since:
+        stmt = stmt.where(Demonstration.created_at >= _day_start(options.since))
+    if options.until:
+        stmt = stmt.where(Demonstration.created_at < _day_start(options.until + timedelta(days=1)))
+    splitter = _Splitter(options)
+    result = session.execute(stmt.execution_options(yield_per=BATCH_PROMPTS))
+    for pid, text, sid, ext, did, completion, author_id, author_external in result:
+        author = labeler_key(author_id, author_external)
+        if options.labelers and author not in options.labelers:
+            continue
+        yield (
+            splitter(pid, sid, ext),
+            {
+                "prompt": text,
+                "completion": completion,
+                "prompt_id": pid,
+                "demonstration_id": did,
+                "author": author,
+            },
+        )
+
+
+def prompt_rows(
+    session: Session, project: Project, options: ExportOptions
+) -> Iterator[tuple[str, Row]]:
+    """Every prompt of the project (for PPO rollouts)."""
+    stmt = _gold_filter(
+        select(Prompt.id, Prompt.text, Prompt.submitter_id, Prompt.submitter_external)
+        .where(Prompt.project_id == project.id)
+        .order_by(Prompt.id),
+        options,
+    )
+    splitter = _Splitter(options)
+    for pid, text, sid, ext in session.execute(stmt.execution_options(yield_per=BATCH_PROMPTS)):
+        yield splitter(pid, sid, ext), {"prompt": text, "prompt_id": pid}
+
+
+ROWS = {"pairwise": pairwise_rows, "kwise": kwise_rows, "sft": sft_rows, "prompts": prompt_rows}
+
+
+def export_rows(
+    session: Session, project: Project, options: ExportOptions
+) -> Iterator[tuple[str, Row]]:
+    return ROWS[options.kind](session, project, options)

@@ -1,0 +1,129 @@
+"""Writing export rows to files as they stream in: JSONL (optionally gzip), Parquet (row
+groups written as they fill) and a ``datasets.save_to_disk`` folder (built from the Parquet
+files, memory-mapped). Memory stays flat whatever the number of rows."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+from typing import IO, Any, Protocol
+
+PARQUET_BATCH = 10_000
+
+# Characters ``str.splitlines`` treats as line ends that JSON leaves raw: escaped, so a JSONL
+# line is always one line to every reader (the text round-trips exactly).
+_LINE_BREAKS = {"\u0085": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+
+
+def json_line(row: dict[str, Any]) -> str:
+    line = json.dumps(row, ensure_ascii=False, separators=(",", ":"))
+    if any(ch in line for ch in _LINE_BREAKS):
+        for ch, escaped in _LINE_BREAKS.items():
+            line = line.replace(ch, escaped)
+    return line + "\n"
+
+
+def arrow_schema(kind: str) -> Any:
+    import pyarrow as pa
+
+    text, whole = pa.string(), pa.int64()
+    fields = {
+        "pairwise": [
+            ("prompt", text), ("chosen", text), ("rejected", text), ("prompt_id", whole),
+            ("chosen_id", whole), ("rejected_id", whole), ("labeler", text), ("margin", whole),
+            ("agreement", pa.float64()), ("comparison_id", whole),
+        ],
+        "kwise": [
+            ("prompt", text), ("completions", pa.list_(text)), ("completion_ids", pa.list_(whole)),
+            ("ranking", pa.list_(pa.list_(whole))), ("prompt_id", whole), ("labeler", text),
+            ("agreement", pa.float64()), ("comparison_id", whole),
+        ],
+        "sft": [
+            ("prompt", text), ("completion", text), ("prompt_id", whole),
+            ("demonstration_id", whole), ("author", text),
+        ],
+        "prompts": [("prompt", text), ("prompt_id", whole)],
+    }[kind]  # fmt: skip
+    return pa.schema(fields)
+
+
+class RowWriter(Protocol):
+    rows: int
+
+    def write(self, row: dict[str, Any]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class JsonlWriter:
+    def __init__(self, path: Path, *, compress: bool) -> None:
+        self.rows = 0
+        # mtime=0 and no file name in the gzip header: the same rows give the same bytes.
+        self._raw = path.open("wb")
+        self._file: IO[bytes] | gzip.GzipFile = (
+            gzip.GzipFile(filename="", mode="wb", fileobj=self._raw, mtime=0)
+            if compress
+            else self._raw
+        )
+        self._buffer: list[str] = []
+
+    def write(self, row: dict[str, Any]) -> None:
+        self._buffer.append(json_line(row))
+        self.rows += 1
+        if len(self._buffer) >= 1000:
+            self._flush()
+
+    def _flush(self) -> None:
+        self._file.write("".join(self._buffer).encode("utf-8"))
+        self._buffer.clear()
+
+    def close(self) -> None:
+        self._flush()
+        if self._file is not self._raw:
+            self._file.close()
+        self._raw.close()
+
+
+class ParquetWriter:
+    def __init__(self, path: Path, *, kind: str) -> None:
+        import pyarrow.parquet as pq
+
+        self.rows = 0
+        self._schema = arrow_schema(kind)
+        self._writer = pq.ParquetWriter(str(path), self._schema, compression="zstd")
+        self._buffer: list[dict[str, Any]] = []
+
+    def write(self, row: dict[str, Any]) -> None:
+        self._buffer.append(row)
+        self.rows += 1
+        if len(self._buffer) >= PARQUET_BATCH:
+            self._flush()
+
+    def _flush(self) -> None:
+        import pyarrow as pa
+
+        if self._buffer:
+            self._writer.write_table(pa.Table.from_pylist(self._buffer, schema=self._schema))
+            self._buffer.clear()
+
+    def close(self) -> None:
+        self._flush()
+        self._writer.close()
+
+
+def parquet_to_dataset_folder(parquet: dict[str, Path], out: Path, cache: Path) -> None:
+    """A ``DatasetDict`` (one dataset per split) saved with ``save_to_disk`` into ``out``."""
+    import pyarrow.parquet as pq
+    from datasets import Dataset, DatasetDict, Features
+
+    splits = {}
+    for name, path in parquet.items():
+        if pq.ParquetFile(path).metadata.num_rows:
+            # Converted to Arrow files under ``cache`` and memory-mapped, not held in memory.
+            splits[name] = Dataset.from_parquet(str(path), cache_dir=str(cache))
+        else:  # an empty split (datasets refuses to build one from a file)
+            features = Features.from_arrow_schema(pq.read_schema(path))
+            splits[name] = Dataset.from_dict({k: [] for k in features}, features=features)
+    # One shard per split: an empty split then still gets its (empty) Arrow file.
+    DatasetDict(splits).save_to_disk(str(out), num_shards={name: 1 for name in splits})
