@@ -74,6 +74,18 @@ def worker_command(*, queues: str, concurrency: int, pool: str, loglevel: str) -
     ]  # fmt: skip
 
 
+def _die_with_parent() -> None:
+    """In the worker child (Linux): get SIGTERM when `rlhf serve` dies, however it dies (a
+    kill -9, or a terminal closed), so no orphan worker keeps taking jobs with old code."""
+    if sys.platform != "linux":
+        return
+    import contextlib
+    import ctypes
+
+    with contextlib.suppress(OSError):
+        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
@@ -90,7 +102,7 @@ def serve(
     worker: subprocess.Popen[bytes] | None = None
     if with_worker:
         cmd = worker_command(queues="default,train", concurrency=1, pool="solo", loglevel="info")
-        worker = subprocess.Popen(cmd)  # noqa: S603 - our own interpreter and module
+        worker = subprocess.Popen(cmd, preexec_fn=_die_with_parent)  # noqa: S603
         typer.echo(f"worker started (pid {worker.pid}) on broker {cfg.broker_url.split('@')[-1]}")
     typer.echo(f"RLHF Studio on http://{host}:{port}  (Ctrl-C stops)")
     try:

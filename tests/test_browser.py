@@ -238,3 +238,47 @@ def test_agreement_after_two_labelers_rank(page, demo_server: Server) -> None:  
     page.wait_for_url("**/agreement/labeler?key=*")
     assert page.locator("th", has_text="This labeler").count() >= 1
     shot(page, "agreement-labeler")
+
+
+def test_an_export_of_the_demo_downloads(page, demo_server: Server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The admin starts a pairwise export of the demo, the real worker writes it, and the
+    file downloads from the export's page with the rows of the rankings made so far."""
+    import json
+
+    # One ranking, so the export has rows whatever ran before.
+    log_in(page, demo_server, "labeler1@demo.local", "demo-labeler")
+    page.wait_for_url("**/home")
+    page.goto(f"{demo_server.url}/projects/1/rank")
+    page.wait_for_selector("#rank-form")
+    seen = prompt_text(page)
+    for place, answer in enumerate(page.locator(".answer").all(), start=1):
+        answer.locator(f".rank-choice:has-text('{place}')").click()
+    page.locator("[data-submit]").click()
+    page.wait_for_function(
+        "seen => document.querySelector('.prompt-text')?.innerText.trim() !== seen", arg=seen
+    )
+    log_out(page)
+
+    log_in(page, demo_server, "admin@demo.local", "demo-admin")
+    page.wait_for_url("**/admin")
+    page.goto(f"{demo_server.url}/admin/projects/1")
+    page.get_by_role("link", name="Exports").click()
+    page.wait_for_url("**/exports")
+    page.select_option("select[name=kind]", "pairwise")
+    page.fill("input[name=validation_pct]", "0")
+    page.get_by_role("button", name="Start export").click()
+    page.wait_for_url("**/admin/jobs/*")
+    page.locator("#job-status").get_by_text("succeeded", exact=True).wait_for(timeout=120_000)
+    page.goto(f"{demo_server.url}/admin/projects/1/exports")
+    page.locator("table a", has_text="pairwise").first.click()
+    page.wait_for_url("**/admin/exports/*")
+    shot(page, "export-detail")
+    with page.expect_download() as download_info:
+        page.get_by_role("link", name="manifest.json").click()
+    manifest = json.loads(Path(download_info.value.path()).read_text())
+    assert manifest["kind"] == "pairwise" and manifest["project"]["id"] == 1
+    with page.expect_download() as download_info:
+        page.get_by_role("link", name="train.jsonl").click()
+    lines = Path(download_info.value.path()).read_text().splitlines()
+    assert len(lines) == manifest["counts"]["train"] >= 6  # a ranking of 4 gives 6 pairs
+    assert all({"prompt", "chosen", "rejected"} <= set(json.loads(line)) for line in lines)

@@ -16,7 +16,7 @@ def export_impl(ctx: JobContext) -> None:
     options = ExportOptions.from_dict(ctx.params)  # ExportError: the job fails with its message
     out = ctx.params.get("out")
     assert ctx.project_id is not None, "an export job belongs to a project"
-    with session_scope(ctx.session_factory) as session:
+    with session_scope(ctx.read_session_factory()) as session:
         project = session.get_one(Project, ctx.project_id)
         folder = (
             Path(out).expanduser().resolve()
@@ -32,6 +32,8 @@ def export_impl(ctx: JobContext) -> None:
             job_id=ctx.job_id,
             progress=lambda fraction, message: ctx.progress(fraction, message),
         )
+    with session_scope(ctx.session_factory) as session:  # a short write, after the long read
+        project = session.get_one(Project, ctx.project_id)
         created_by = session.get_one(Job, ctx.job_id).created_by_id
         export = record_export(
             session=session, project=project, options=options, result=result,

@@ -23,11 +23,11 @@ from collections.abc import Callable
 from typing import Any
 
 from celery import Celery
-from sqlalchemy import select, update
+from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
-from app.db import session_scope, utcnow
+from app.db import SQLITE_IMMEDIATE, session_scope, utcnow
 from app.jobs.models import Job, JobStatus
 
 log = logging.getLogger(__name__)
@@ -72,6 +72,16 @@ class JobContext:
             self.kind = job.kind
             self.params: dict[str, Any] = dict(job.params)
             self.project_id = job.project_id
+
+    def read_session_factory(self) -> sessionmaker[Session]:
+        """Sessions for a long read (an export's stream): on SQLite they do not take the write
+        lock (BEGIN, not BEGIN IMMEDIATE), so progress and logs can still be written."""
+        bind = self.session_factory.kw.get("bind")
+        if isinstance(bind, Engine):
+            return sessionmaker(
+                bind=bind.execution_options(**{SQLITE_IMMEDIATE: False}), expire_on_commit=False
+            )
+        return self.session_factory  # bound to a connection (tests): share it
 
     def _own(self, session: Session) -> Job:
         job = session.get_one(Job, self.job_id)
