@@ -274,3 +274,22 @@ def test_the_export_job(
     )
     session.refresh(bad)
     assert "kind must be one of" in (bad.error or "")
+
+
+def test_pairwise_lines_are_exactly_json_dumps_of_their_rows(session: Session) -> None:
+    """Pairwise rows carry a line built from texts encoded once per prompt; it must be the
+    very bytes ``json.dumps`` gives, odd text included."""
+    from app.exports.rows import pairwise_rows
+    from app.exports.writers import EncodedRow, json_line
+
+    project = make_project(session)
+    odd = 'p \u2028 \x85 "q" \\ \U0001f9ea \x01'
+    prompt = make_prompt(session, project, text=odd)
+    rank(session, prompt, make_user(session), [0, 1, 1, 2])
+    rank(session, prompt, make_user(session), [0, 1, 2, 3])
+    rows = [row for _, row in pairwise_rows(session, project, ExportOptions(kind="pairwise"))]
+    assert len(rows) == 11
+    for row in rows:
+        assert isinstance(row, EncodedRow)
+        assert row.line == json_line(row)
+        assert json.loads(row.line) == row

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from app.agreement.service import consensus_of, labeler_key
 from app.exports.options import ExportOptions
+from app.exports.writers import EncodedRow, json_text
 from app.labeling.models import Comparison, Completion, Demonstration, GoldRanking, Prompt
 from app.labeling.ranking import ordered_pairs
 from app.projects.models import Project
@@ -212,23 +213,35 @@ def pairwise_rows(
             agreement is None or agreement < options.min_agreement
         ):
             continue
+        # The texts are JSON-encoded once per prompt, not once per pair (see EncodedRow).
+        text = json_text(prompt.text)
+        answer_text = {a: json_text(t) for a, t in prompt.answers.items()}
+        shown_agreement = "null" if agreement is None else repr(agreement)
         for ranked in _rankings_to_export(prompt, options):
+            labeler = json_text(ranked.labeler)
+            comparison_id = ranked.comparison_id or None
+            shown_id = "null" if comparison_id is None else str(comparison_id)
             for winner, loser, margin in ordered_pairs(ranked.ranking):
-                yield (
-                    prompt.split,
-                    {
-                        "prompt": prompt.text,
-                        "chosen": prompt.answers[winner],
-                        "rejected": prompt.answers[loser],
-                        "prompt_id": prompt.id,
-                        "chosen_id": winner,
-                        "rejected_id": loser,
-                        "labeler": ranked.labeler,
-                        "margin": margin,
-                        "agreement": agreement,
-                        "comparison_id": ranked.comparison_id or None,
-                    },
+                row = EncodedRow(
+                    prompt=prompt.text,
+                    chosen=prompt.answers[winner],
+                    rejected=prompt.answers[loser],
+                    prompt_id=prompt.id,
+                    chosen_id=winner,
+                    rejected_id=loser,
+                    labeler=ranked.labeler,
+                    margin=margin,
+                    agreement=agreement,
+                    comparison_id=comparison_id,
                 )
+                row.line = (
+                    f'{{"prompt":{text},"chosen":{answer_text[winner]},'
+                    f'"rejected":{answer_text[loser]},"prompt_id":{prompt.id},'
+                    f'"chosen_id":{winner},"rejected_id":{loser},"labeler":{labeler},'
+                    f'"margin":{margin},"agreement":{shown_agreement},'
+                    f'"comparison_id":{shown_id}}}\n'
+                )
+                yield prompt.split, row
 
 
 def kwise_rows(

@@ -16,12 +16,30 @@ PARQUET_BATCH = 10_000
 _LINE_BREAKS = {"\u0085": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"}
 
 
-def json_line(row: dict[str, Any]) -> str:
-    line = json.dumps(row, ensure_ascii=False, separators=(",", ":"))
-    if any(ch in line for ch in _LINE_BREAKS):
+def _escape_breaks(text: str) -> str:
+    if any(ch in text for ch in _LINE_BREAKS):
         for ch, escaped in _LINE_BREAKS.items():
-            line = line.replace(ch, escaped)
-    return line + "\n"
+            text = text.replace(ch, escaped)
+    return text
+
+
+def json_line(row: dict[str, Any]) -> str:
+    """The row as one JSON line (compact, UTF-8 kept): the reference ``RowEncoder`` matches."""
+    return _escape_breaks(json.dumps(row, ensure_ascii=False, separators=(",", ":"))) + "\n"
+
+
+def json_text(value: str) -> str:
+    """A string as JSON, exactly as ``json_line`` writes it inside a row."""
+    return _escape_breaks(json.dumps(value, ensure_ascii=False))
+
+
+class EncodedRow(dict[str, Any]):
+    """A row that also carries its JSON line, built by the row's maker from texts encoded
+    once per prompt (a prompt and its answers repeat over many pairs). ``line`` is exactly
+    ``json_line(row)``."""
+
+    __slots__ = ("line",)
+    line: str
 
 
 def arrow_schema(kind: str) -> Any:
@@ -69,7 +87,7 @@ class JsonlWriter:
         self._buffer: list[str] = []
 
     def write(self, row: dict[str, Any]) -> None:
-        self._buffer.append(json_line(row))
+        self._buffer.append(row.line if isinstance(row, EncodedRow) else json_line(row))
         self.rows += 1
         if len(self._buffer) >= 1000:
             self._flush()
