@@ -107,8 +107,9 @@ class _Splitter:
         key = submitter_group(prompt_id, submitter_id, external)
         split = self._seen.get(key)
         if split is None:
-            ratio = self.options.validation_ratio
-            split = self._seen[key] = split_of(key, seed=self.options.seed, ratio=ratio)
+            split = split_of(key, seed=self.options.seed, ratio=self.options.validation_ratio)
+            if submitter_id is not None or external:  # a prompt's own group is not reused
+                self._seen[key] = split
         return split
 
 

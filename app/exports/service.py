@@ -125,18 +125,23 @@ def _write_rows(
         select(func.min(Prompt.id), func.max(Prompt.id)).where(Prompt.project_id == project.id)
     ).one()
     span = max((last or 0) - (first or 0), 1)
-    seen_prompts: set[int] = set()
-    agreements: dict[int, float] = {}
+    # Rows come in prompt order, so prompts are counted (and their agreement summed) as they
+    # change: no per-prompt set that would grow with the project.
+    last_prompt, prompts = None, 0
+    agreement_sum, agreement_count = 0.0, 0
     written = 0
     try:
         for split, row in export_rows(session, project, options):
             writers[split].write(row)
-            seen_prompts.add(row["prompt_id"])
-            if row.get("agreement") is not None:
-                agreements[row["prompt_id"]] = row["agreement"]
+            prompt_id = row["prompt_id"]
+            if prompt_id != last_prompt:
+                last_prompt, prompts = prompt_id, prompts + 1
+                if row.get("agreement") is not None:
+                    agreement_sum += row["agreement"]
+                    agreement_count += 1
             written += 1
             if progress and written % PROGRESS_EVERY == 0:
-                fraction = (row["prompt_id"] - (first or 0)) / span
+                fraction = (prompt_id - (first or 0)) / span
                 progress(fraction, f"{written:,} rows written")
     finally:
         for writer in writers.values():
@@ -153,12 +158,12 @@ def _write_rows(
     if options.kind in ("pairwise", "kwise"):
         summary = {
             "mean_prompt_agreement": (
-                round(sum(agreements.values()) / len(agreements), 4) if agreements else None
+                round(agreement_sum / agreement_count, 4) if agreement_count else None
             ),
-            "prompts_with_agreement": len(agreements),
+            "prompts_with_agreement": agreement_count,
             "tie_rule": "a pair tied by either labeler is left out",
         }
-    return {split: writers[split].rows for split in SPLITS}, len(seen_prompts), summary
+    return {split: writers[split].rows for split in SPLITS}, prompts, summary
 
 
 LOADING = {
