@@ -122,3 +122,19 @@ def test_rlhf_export_queues_a_job_and_refuses_bad_options(tmp_path: Path) -> Non
     assert again.returncode == 2 and "format must be one of" in again.stderr
     exists = rlhf(env, "export", str(project_id), "--kind", "sft", "--out", str(tmp_path))
     assert exists.returncode == 2 and "already exists" in exists.stderr
+
+
+async def test_the_form_offers_the_projects_labelers(
+    client: httpx.AsyncClient, session: Session
+) -> None:
+    project_id = _ranked_project(session)
+    await login(client, make_admin(session))
+    page = f"/admin/projects/{project_id}/exports"
+    html = (await client.get(page)).text
+    keys = re.findall(r'<option value="(user:\d+)"', html)
+    assert len(keys) == 2  # the two labelers who ranked
+    token = await csrf_token(client, page)
+    r = await client.post(page, data={"kind": "pairwise", "labelers": keys[0], "csrf_token": token})
+    assert r.status_code == 303
+    job = session.get_one(Job, int(r.headers["location"].rsplit("/", 1)[1]))
+    assert job.params["labelers"] == [keys[0]]

@@ -12,7 +12,7 @@ from fastapi.responses import FileResponse, RedirectResponse, Response
 from app.audit.service import record
 from app.deps import AdminUser, CeleryDep, DbSession
 from app.exports.options import FORMATS, GOLD_CHOICES, KINDS, ExportError, ExportOptions
-from app.exports.service import export_file, get_export, list_exports
+from app.exports.service import export_file, get_export, labeler_choices, list_exports
 from app.jobs import kinds
 from app.jobs.service import commit_and_enqueue, create_job
 from app.projects.service import get_project
@@ -42,6 +42,7 @@ def _page(
         "exports/list.html",
         {
             "project": project,
+            "labeler_choices": labeler_choices(session=session, project=project),
             "exports": list_exports(session=session, project=project),
             "kinds": [(k, KIND_TITLES[k]) for k in KINDS],
             "formats": [(f, FORMAT_TITLES[f]) for f in FORMATS],
@@ -82,12 +83,14 @@ def start_export(
     include_surplus: Annotated[bool, Form()] = False,
     since: Annotated[str, Form()] = "",
     until: Annotated[str, Form()] = "",
+    labelers: Annotated[list[str] | None, Form()] = None,
 ) -> Response:
     project = get_project(session=session, ref=project_id)
     form = {
         "kind": kind, "format": format, "gzip": gzip, "validation_pct": validation_pct,
         "seed": seed, "min_agreement_pct": min_agreement_pct, "consensus_only": consensus_only,
         "gold": gold, "include_surplus": include_surplus, "since": since, "until": until,
+        "labelers": labelers or [],
     }  # fmt: skip
 
     def fraction(text: str) -> float | str | None:
@@ -106,7 +109,7 @@ def start_export(
                 "validation_ratio": fraction(validation_pct), "seed": seed or 0,
                 "min_agreement": fraction(min_agreement_pct), "consensus_only": consensus_only,
                 "gold": gold, "include_surplus": include_surplus, "since": since,
-                "until": until,
+                "until": until, "labelers": labelers or [],
             }
         )  # fmt: skip
     except ExportError as exc:
