@@ -21,15 +21,15 @@ from app.web.templating import render
 router = APIRouter(tags=["exports"])
 
 KIND_TITLES = {
-    "pairwise": "Pairwise (prompt, chosen, rejected): reward models, DPO",
-    "kwise": "K-wise (all answers and the ranking): InstructGPT's RM batching",
-    "sft": "SFT (prompt, completion): the demonstrations",
-    "prompts": "Prompts: PPO rollouts",
+    "pairwise": "Pairwise (RM, DPO)",
+    "kwise": "K-wise rankings",
+    "sft": "SFT demonstrations",
+    "prompts": "Prompts (PPO)",
 }
 FORMAT_TITLES = {
     "jsonl": "JSONL",
     "parquet": "Parquet",
-    "hf": "Hugging Face datasets folder (save_to_disk)",
+    "hf": "datasets folder",
 }
 
 
