@@ -9,7 +9,9 @@ over every pair of each prompt.
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -102,6 +104,7 @@ class RewardEval:
     pairs: int
     reward_mean: float  # over every validation answer: PPO normalises scores with these
     reward_std: float
+    train_seconds: float = 0.0  # the optimisation itself (not loading or evaluating)
 
 
 def evaluate(
@@ -197,5 +200,8 @@ def train_reward_model(
         model=model, args=args, train_dataset=list(train), data_collator=collator,
         callbacks=list(callbacks),
     )  # fmt: skip
+    start = time.perf_counter()
     trainer.train()
-    return model, tokenizer, evaluate(model, collator, validation)
+    seconds = time.perf_counter() - start
+    result = evaluate(model, collator, validation)
+    return model, tokenizer, dataclasses.replace(result, train_seconds=seconds)

@@ -1,0 +1,153 @@
+"""Reward-model training: our K-wise batching versus TRL's RewardTrainer on the same rankings.
+
+Same tiny GPT-2 config, same synthetic rankings (K = 4 and K = 9; an answer saying "please"
+beats one that does not), same rankings per step. Ours puts whole rankings in a batch (each
+answer scored once, all C(K,2) pairs of a prompt in one step); TRL gets the same rankings
+split into (chosen, rejected) pairs, as TRL, OpenRLHF and DeepSpeed-Chat do, with its batch
+holding the pairs of the same number of rankings. Reports rankings (comparisons) per second,
+the ratio, and the validation loss and accuracy of both after the same rankings, measured
+the same way (``workers.ml.rm_train.evaluate``).
+
+Usage: python -m bench.rm [--rankings 256] [--layers 2] [--embd 128]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from itertools import combinations
+from pathlib import Path
+
+from workers.ml.rm_train import (
+    KwiseCollator,
+    Ranking,
+    RewardConfig,
+    evaluate,
+    train_reward_model,
+)
+
+WORDS = [
+    "the",
+    "cat",
+    "sat",
+    "on",
+    "a",
+    "mat",
+    "and",
+    "then",
+    "it",
+    "ran",
+    "to",
+    "see",
+    "some",
+    "dog",
+    "by",
+    "old",
+    "red",
+    "tree",
+]
+
+
+def rankings(n: int, k: int, seed: int) -> list[Ranking]:
+    import random
+
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        polite = [j < k // 2 for j in range(k)]
+        rng.shuffle(polite)
+        answers = []
+        for p in polite:
+            words = rng.choices(WORDS, k=rng.randint(6, 14))
+            if p:
+                words.insert(rng.randrange(len(words) + 1), "please")
+            answers.append(" ".join(words))
+        prompt = f"Question {i}: " + " ".join(rng.choices(WORDS, k=6))
+        out.append(Ranking(prompt, answers, [0 if p else 1 for p in polite]))
+    return out
+
+
+def trl_pairs(data: list[Ranking], collator: KwiseCollator) -> list[dict[str, str]]:
+    rows = []
+    for r in data:
+        head = collator.texts(Ranking(r.prompt, [""], [0]))[0].removesuffix(
+            collator.tokenizer.eos_token or ""
+        )
+        for i, j in combinations(range(len(r.answers)), 2):
+            if r.places[i] == r.places[j]:
+                continue
+            win, lose = (i, j) if r.places[i] < r.places[j] else (j, i)
+            rows.append({"prompt": head, "chosen": r.answers[win], "rejected": r.answers[lose]})
+    return rows
+
+
+def run(k: int, args: argparse.Namespace, model_dir: Path, tmp: Path) -> None:
+    from datasets import Dataset
+    from transformers import AutoModelForSequenceClassification
+    from trl import RewardConfig as TrlConfig
+    from trl import RewardTrainer
+
+    from workers.ml.reward_model import load_reward_model
+
+    train = rankings(args.rankings, k, seed=1)
+    validation = rankings(64, k, seed=2)
+    config = RewardConfig(epochs=1, batch_prompts=args.batch, learning_rate=1e-3, max_length=128)
+    _, _, ours = train_reward_model(model_dir, train, validation, tmp / f"ours{k}", config)
+    ours_s = ours.train_seconds  # tokenising happens in the collator: counted
+
+    _, tokenizer = load_reward_model(model_dir)
+    collator = KwiseCollator(tokenizer, max_length=128, causal=True)
+    pairs = trl_pairs(train, collator)
+    per_ranking = len(pairs) // len(train)
+    trl_args = TrlConfig(
+        output_dir=str(tmp / f"trl{k}"), num_train_epochs=1, learning_rate=1e-3,
+        per_device_train_batch_size=args.batch * per_ranking, report_to=[], save_strategy="no",
+        use_cpu=True, disable_tqdm=True, max_length=128, seed=0, logging_steps=1000,
+    )  # fmt: skip
+    dataset = Dataset.from_list(pairs)
+    reward = AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=1)
+    reward.resize_token_embeddings(len(tokenizer))
+    reward.config.pad_token_id = tokenizer.pad_token_id
+    start = time.perf_counter()  # TRL tokenises when the trainer is built: counted too
+    trainer = RewardTrainer(
+        model=reward, args=trl_args, train_dataset=dataset, processing_class=tokenizer
+    )
+    trainer.train()
+    trl_s = time.perf_counter() - start
+    theirs = evaluate(reward, collator, validation)
+
+    n = len(train)
+    print(
+        f"K={k}: {n} rankings ({len(pairs)} pairs for TRL), {args.batch} rankings per step\n"
+        f"  ours (K-wise)      {n / ours_s:8.1f} rankings/s  ({ours_s:6.1f} s)  "
+        f"val loss {ours.loss:.4f}  accuracy {ours.accuracy:.3f}\n"
+        f"  TRL RewardTrainer  {n / trl_s:8.1f} rankings/s  ({trl_s:6.1f} s)  "
+        f"val loss {theirs.loss:.4f}  accuracy {theirs.accuracy:.3f}\n"
+        f"  speed-up {trl_s / ours_s:.1f}x  (aim: {2.5 if k == 4 else 6}x)"
+    )
+
+
+def main() -> None:
+    import trl
+
+    from workers.ml.tiny import build_tiny_causal_lm
+
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--rankings", type=int, default=256)
+    parser.add_argument("--batch", type=int, default=8, help="rankings per step")
+    parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--embd", type=int, default=128)
+    args, _unknown = parser.parse_known_args()
+    print(f"TRL {trl.__version__}; tiny GPT-2 {args.layers} layers x {args.embd}, CPU")
+    with tempfile.TemporaryDirectory() as tmp:
+        corpus = [" ".join([*WORDS, "please", "Question", "User:", "Assistant:"])] * 40
+        model_dir = build_tiny_causal_lm(
+            Path(tmp) / "base", texts=corpus, n_layer=args.layers, n_embd=args.embd
+        )
+        for k in (4, 9):
+            run(k, args, model_dir, Path(tmp))
+
+
+if __name__ == "__main__":
+    main()
