@@ -158,6 +158,9 @@ def train_reward_model(
     check_rankings([*train, *validation])
     set_seed(config.seed)
     model, tokenizer = load_reward_model(base)
+    for module in model.modules():  # dropout off, as TRL's reward training does by default
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
     collator = KwiseCollator(
         tokenizer, max_length=config.max_length, causal=is_causal(model.config)
     )
