@@ -1,7 +1,7 @@
 """Reward-model training: our K-wise batching versus TRL's RewardTrainer on the same rankings.
 
-Same tiny GPT-2 config, same synthetic rankings (K = 4 and K = 9; an answer saying "please"
-beats one that does not), same rankings per step. Ours puts whole rankings in a batch (each
+Same tiny GPT-2 config, same synthetic strict rankings (K = 4 and K = 9; the answer saying
+"please" more often is better), same rankings per step. Ours puts whole rankings in a batch (each
 answer scored once, all C(K,2) pairs of a prompt in one step); TRL gets the same rankings
 split into (chosen, rejected) pairs, as TRL, OpenRLHF and DeepSpeed-Chat do, with its batch
 holding the pairs of the same number of rankings. Reports rankings (comparisons) per second,
@@ -50,21 +50,23 @@ WORDS = [
 
 
 def rankings(n: int, k: int, seed: int) -> list[Ranking]:
+    """Strict rankings (no ties, so all C(K,2) pairs count): answer j says "please" j times
+    among its words, and more is better."""
     import random
 
     rng = random.Random(seed)
     out = []
     for i in range(n):
-        polite = [j < k // 2 for j in range(k)]
-        rng.shuffle(polite)
+        counts = list(range(k))
+        rng.shuffle(counts)
         answers = []
-        for p in polite:
-            words = rng.choices(WORDS, k=rng.randint(6, 14))
-            if p:
+        for count in counts:
+            words = rng.choices(WORDS, k=rng.randint(6, 12))
+            for _ in range(count):
                 words.insert(rng.randrange(len(words) + 1), "please")
             answers.append(" ".join(words))
         prompt = f"Question {i}: " + " ".join(rng.choices(WORDS, k=6))
-        out.append(Ranking(prompt, answers, [0 if p else 1 for p in polite]))
+        out.append(Ranking(prompt, answers, [k - 1 - c for c in counts]))
     return out
 
 
