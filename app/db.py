@@ -8,7 +8,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from sqlalchemy import JSON, DateTime, Engine, Enum, MetaData, create_engine, event
@@ -34,6 +34,23 @@ class Base(DeclarativeBase):
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def day_bounds(since: date | None, until: date | None) -> tuple[datetime | None, datetime | None]:
+    """A range of whole days (``until`` included) as [start, end) instants in UTC."""
+    start = datetime.combine(since, time.min, tzinfo=UTC) if since else None
+    end = datetime.combine(until + timedelta(days=1), time.min, tzinfo=UTC) if until else None
+    return start, end
+
+
+def within_days(column: Any, since: date | None, until: date | None) -> list[Any]:
+    """WHERE conditions keeping ``column`` (a timestamp) within the days since..until."""
+    start, end = day_bounds(since, until)
+    return [
+        c
+        for c in (column >= start if start else None, column < end if end else None)
+        if c is not None
+    ]
 
 
 class UTCDateTime(TypeDecorator[datetime]):

@@ -9,7 +9,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime
 from typing import Any, Literal
 
 import numpy as np
@@ -19,11 +19,13 @@ from sqlalchemy.orm import Session
 from app.agreement import metrics
 from app.agreement.metrics import Floats, Ints, Metric
 from app.auth.models import User
+from app.db import within_days
 from app.labeling.models import (
     Assignment,
     AssignmentState,
     Comparison,
     Completion,
+    Demonstration,
     GoldRanking,
     Prompt,
     TaskKind,
@@ -113,20 +115,13 @@ class RankTable:
         return len(self.prompt_ids)
 
 
-def _day_start(day: date) -> datetime:
-    return datetime.combine(day, time.min, tzinfo=UTC)
-
-
 def _comparison_filter(project: Project, filters: AgreementFilters) -> list[ColumnElement[bool]]:
     """The WHERE clauses picking the project's current comparisons that match ``filters``."""
     where: list[ColumnElement[bool]] = [
         Comparison.prompt_id.in_(select(Prompt.id).where(Prompt.project_id == project.id)),
         Comparison.is_latest.is_(True),
     ]
-    if filters.since:
-        where.append(Comparison.created_at >= _day_start(filters.since))
-    if filters.until:
-        where.append(Comparison.created_at < _day_start(filters.until + timedelta(days=1)))
+    where += within_days(Comparison.created_at, filters.since, filters.until)
     gold_prompts = select(GoldRanking.prompt_id)
     if filters.gold == "gold":
         where.append(Comparison.prompt_id.in_(gold_prompts))
@@ -771,6 +766,36 @@ def _labeler_names(*, session: Session, keys: Sequence[str]) -> dict[str, tuple[
     return names
 
 
+def labeler_choices(
+    *, session: Session, project: Project, authors: bool = False
+) -> list[tuple[str, str]]:
+    """(key, name), by name, of everyone who ranked in the project (and, with ``authors``,
+    wrote demonstrations there): one DISTINCT query each, not a report."""
+    sources: list[tuple[Any, Any, Any]] = [
+        (Comparison, Comparison.labeler_id, Comparison.labeler_external)
+    ]
+    if authors:
+        sources.append((Demonstration, Demonstration.author_id, Demonstration.author_external))
+    keys: set[tuple[int | None, str | None]] = set()
+    for model, who, external in sources:
+        keys |= {
+            (user_id, name)
+            for user_id, name in session.execute(
+                select(who, external)
+                .distinct()
+                .join(Prompt, Prompt.id == model.prompt_id)
+                .where(Prompt.project_id == project.id)
+            )
+        }
+    found = [labeler_key(user_id, name) for user_id, name in keys if user_id is not None or name]
+    names = _labeler_names(session=session, keys=found)
+    choices = [
+        (key, names[key][0] if key in names else f"{key.removeprefix('external:')} (imported)")
+        for key in found
+    ]
+    return sorted(choices, key=lambda choice: choice[1].casefold())
+
+
 def _skips(
     *, session: Session, project: Project, filters: AgreementFilters
 ) -> dict[str, tuple[int, int]]:
@@ -785,10 +810,7 @@ def _skips(
         )
         .group_by(Assignment.labeler_id, Assignment.state)
     )
-    if filters.since:
-        stmt = stmt.where(Assignment.finished_at >= _day_start(filters.since))
-    if filters.until:
-        stmt = stmt.where(Assignment.finished_at < _day_start(filters.until + timedelta(days=1)))
+    stmt = stmt.where(*within_days(Assignment.finished_at, filters.since, filters.until))
     out: dict[str, list[int]] = {}
     for labeler_id, state, count in session.execute(stmt):
         counts = out.setdefault(f"user:{labeler_id}", [0, 0])

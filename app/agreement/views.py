@@ -17,6 +17,7 @@ from app.agreement.service import (
     AgreementFilters,
     FilterError,
     LabelerRow,
+    labeler_choices,
     project_agreement,
     side_by_side,
 )
@@ -70,12 +71,6 @@ def agreement_page(
         filter_error = str(exc)
         filters = AgreementFilters()
     report = project_agreement(session=session, project=project, filters=filters)
-    # The labeler choices come from the whole project, whatever the filter.
-    everyone = (
-        report
-        if not filters.active
-        else project_agreement(session=session, project=project, filters=AgreementFilters())
-    )
     sort = sort if sort in SORT_COLUMNS else DEFAULT_SORT
     direction = "desc" if dir == "desc" else "asc"
     rows = sort_labelers(report.labelers, sort, direction)
@@ -96,9 +91,8 @@ def agreement_page(
         "filters": filters,
         "form": {"since": since, "until": until, "labeler": labeler, "gold": gold},
         "filter_error": filter_error,
-        "labeler_choices": sorted(
-            ((r.key, r.name) for r in everyone.labelers), key=lambda c: c[1].casefold()
-        ),
+        # From the whole project whatever the filter: a DISTINCT query, not a second report.
+        "labeler_choices": labeler_choices(session=session, project=project),
         "gold_choices": GOLD_CHOICES,
         "rows": rows,
         "sort_urls": sort_urls,

@@ -12,13 +12,14 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, time, timedelta
+from datetime import datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from app.agreement.service import consensus_of, labeler_key
+from app.db import day_bounds, within_days
 from app.exports.options import ExportOptions
 from app.exports.writers import EncodedRow, json_text
 from app.labeling.models import Comparison, Completion, Demonstration, GoldRanking, Prompt
@@ -80,10 +81,6 @@ class PromptData:
     split: str
     answers: dict[int, str] = field(default_factory=dict)
     rankings: list[Ranked] = field(default_factory=list)
-
-
-def _day_start(day: Any) -> datetime:
-    return datetime.combine(day, time.min, tzinfo=UTC)
 
 
 SelectT = TypeVar("SelectT", bound="Select[*tuple[Any, ...]]")
@@ -182,9 +179,8 @@ def _ranked_prompts(
 def _wanted(ranked: Ranked, options: ExportOptions) -> bool:
     if not options.include_surplus and ranked.is_surplus:
         return False
-    if options.since and ranked.created_at < _day_start(options.since):
-        return False
-    if options.until and ranked.created_at >= _day_start(options.until + timedelta(days=1)):
+    start, end = day_bounds(options.since, options.until)
+    if (start and ranked.created_at < start) or (end and ranked.created_at >= end):
         return False
     return not options.labelers or ranked.labeler in options.labelers
 
@@ -293,10 +289,7 @@ def sft_rows(
         .order_by(Prompt.id, Demonstration.id)
     )
     stmt = _gold_filter(stmt, options)
-    if options.since:
-        stmt = stmt.where(Demonstration.created_at >= _day_start(options.since))
-    if options.until:
-        stmt = stmt.where(Demonstration.created_at < _day_start(options.until + timedelta(days=1)))
+    stmt = stmt.where(*within_days(Demonstration.created_at, options.since, options.until))
     splitter = _Splitter(options)
     result = session.execute(stmt.execution_options(yield_per=BATCH_PROMPTS))
     for pid, text, sid, ext, did, completion, author_id, author_external in result:

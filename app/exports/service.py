@@ -263,37 +263,6 @@ def record_export(
     return export
 
 
-def labeler_choices(*, session: Session, project: Project) -> list[tuple[str, str]]:
-    """(key, name) of everyone who ranked or demonstrated in the project, by name."""
-    from app.agreement.service import labeler_key
-    from app.auth.models import User
-    from app.labeling.models import Comparison, Demonstration
-
-    keys: set[tuple[int | None, str | None]] = set()
-    for model, who, external in (
-        (Comparison, Comparison.labeler_id, Comparison.labeler_external),
-        (Demonstration, Demonstration.author_id, Demonstration.author_external),
-    ):
-        keys |= {
-            (user_id, name)
-            for user_id, name in session.execute(
-                select(who, external)
-                .distinct()
-                .join(Prompt, Prompt.id == model.prompt_id)
-                .where(Prompt.project_id == project.id)
-            )
-        }
-    users = {u.id: u.label for u in session.scalars(
-        select(User).where(User.id.in_([u for u, _ in keys if u is not None]))
-    )}  # fmt: skip
-    choices = [
-        (labeler_key(user_id, name), users.get(user_id, "") if user_id else f"{name} (imported)")
-        for user_id, name in keys
-        if user_id is not None or name
-    ]
-    return sorted(choices, key=lambda choice: choice[1].casefold())
-
-
 def get_export(*, session: Session, export_id: int) -> Export:
     export = session.get(Export, export_id)
     if export is None:

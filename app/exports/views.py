@@ -9,10 +9,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response
 
+from app.agreement.service import labeler_choices
 from app.audit.service import record
 from app.deps import AdminUser, CeleryDep, DbSession
 from app.exports.options import FORMATS, GOLD_CHOICES, KINDS, ExportError, ExportOptions
-from app.exports.service import export_file, get_export, labeler_choices, list_exports
+from app.exports.service import export_file, get_export, list_exports
 from app.jobs import kinds
 from app.jobs.service import commit_and_enqueue, create_job
 from app.projects.service import get_project
@@ -42,7 +43,7 @@ def _page(
         "exports/list.html",
         {
             "project": project,
-            "labeler_choices": labeler_choices(session=session, project=project),
+            "labeler_choices": labeler_choices(session=session, project=project, authors=True),
             "exports": list_exports(session=session, project=project),
             "kinds": [(k, KIND_TITLES[k]) for k in KINDS],
             "formats": [(f, FORMAT_TITLES[f]) for f in FORMATS],
