@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Annotated
 
 from fastapi import APIRouter, Form, Request
@@ -86,14 +87,7 @@ def create(
     try:
         project = create_project(
             session=session,
-            name=settings.name,
-            description=settings.description,
-            k=settings.k,
-            overlap=settings.overlap,
-            likert=settings.likert,
-            flags=settings.flags,
-            guidelines=settings.guidelines,
-            gold_rate=settings.gold_rate,
+            **asdict(settings),  # the service takes the settings' fields by name
             created_by_id=user.id,
         )
     except ProjectFormError as exc:  # a name taken in between
@@ -162,14 +156,7 @@ def update(
         update_project(
             session=session,
             project=project,
-            name=settings.name,
-            description=settings.description,
-            k=settings.k,
-            overlap=settings.overlap,
-            likert=settings.likert,
-            flags=settings.flags,
-            guidelines=settings.guidelines,
-            gold_rate=settings.gold_rate,
+            **asdict(settings),  # the service takes the settings' fields by name
         )
     except ProjectFormError as exc:
         return _form_page(request, form=form, project=project, k_locked=k_locked, errors=exc.errors)
