@@ -4,7 +4,7 @@ from app.audit.models import AuditEvent
 from app.auth.models import ApiToken, LoginAttempt, Role, User, UserSession
 from app.db import Base
 from app.exports.models import Export
-from app.jobs.models import Job, JobStatus
+from app.jobs.models import Job, JobStatus, JobStep
 from app.labeling.models import (
     Assignment,
     AssignmentState,
@@ -32,6 +32,7 @@ __all__ = [
     "GoldRanking",
     "Job",
     "JobStatus",
+    "JobStep",
     "LoginAttempt",
     "ModelKind",
     "ModelVersion",

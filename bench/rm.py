@@ -94,7 +94,7 @@ def run(k: int, args: argparse.Namespace, model_dir: Path, tmp: Path) -> None:
 
     train = rankings(args.rankings, k, seed=1)
     validation = rankings(64, k, seed=2)
-    config = RewardConfig(epochs=1, batch_prompts=args.batch, learning_rate=1e-3, max_length=128)
+    config = RewardConfig(epochs=1, batch_size=args.batch, learning_rate=1e-3, max_length=128)
     _, _, ours = train_reward_model(model_dir, train, validation, tmp / f"ours{k}", config)
     ours_s = ours.train_seconds  # tokenising happens in the collator: counted
 

@@ -73,7 +73,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_a_tiny_reward_model_learns_the_please_rule(tiny: Path, tmp_path: Path) -> None:
-    config = RewardConfig(epochs=4, batch_prompts=8, learning_rate=2e-3, max_length=64)
+    config = RewardConfig(epochs=4, batch_size=8, learning_rate=2e-3, max_length=64)
     _model, _tokenizer, result = train_reward_model(
         tiny, _rankings(240, seed=1), _rankings(60, seed=2), tmp_path, config
     )

@@ -23,12 +23,12 @@ from collections.abc import Callable
 from typing import Any
 
 from celery import Celery
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, delete, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
 from app.db import SQLITE_IMMEDIATE, session_scope, utcnow
-from app.jobs.models import Job, JobStatus
+from app.jobs.models import Job, JobStatus, JobStep
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +109,26 @@ class JobContext:
             job = self._own(session)
             job.log = (job.log + f"[{stamp}] {line}\n")[-MAX_LOG_CHARS:]
 
+    def record_step(self, step: int, values: dict[str, float], *, phase: str = "train") -> None:
+        """Store one logged step (the job page charts them). Logging the same step again (a run
+        resumed from a checkpoint redoes the steps after it) replaces the earlier values."""
+        with session_scope(self.session_factory) as session:
+            self._own(session)
+            session.execute(
+                delete(JobStep).where(
+                    JobStep.job_id == self.job_id, JobStep.step == step, JobStep.phase == phase
+                )
+            )
+            session.add(JobStep(job_id=self.job_id, step=step, phase=phase, values=values))
+
+    def forget_steps_after(self, step: int) -> None:
+        """Drop the steps a lost run logged after its last checkpoint (they are redone)."""
+        with session_scope(self.session_factory) as session:
+            self._own(session)
+            session.execute(
+                delete(JobStep).where(JobStep.job_id == self.job_id, JobStep.step > step)
+            )
+
     def set_artifacts(self, **artifacts: Any) -> None:
         with session_scope(self.session_factory) as session:
             job = self._own(session)
@@ -159,11 +179,14 @@ def job_impls() -> dict[str, JobImpl]:
     from workers.export import export_impl
     from workers.generate import generate_impl
     from workers.selfcheck import selfcheck_impl
+    from workers.train import train_impl
 
     return {
         kinds.SELFCHECK: selfcheck_impl,
         kinds.GENERATE: generate_impl,
         kinds.EXPORT: export_impl,
+        kinds.TRAIN_SFT: train_impl,
+        kinds.TRAIN_RM: train_impl,
     }
 
 

@@ -12,11 +12,15 @@ QUEUES: Final = (QUEUE_DEFAULT, QUEUE_TRAIN)
 SELFCHECK: Final = "selfcheck"
 GENERATE: Final = "generate"
 EXPORT: Final = "export"
+TRAIN_SFT: Final = "train_sft"
+TRAIN_RM: Final = "train_rm"
 
 QUEUE_BY_KIND: Final[dict[str, str]] = {
     SELFCHECK: QUEUE_DEFAULT,
     GENERATE: QUEUE_TRAIN,  # needs the model (and an accelerator, where there is one)
     EXPORT: QUEUE_DEFAULT,
+    TRAIN_SFT: QUEUE_TRAIN,
+    TRAIN_RM: QUEUE_TRAIN,
 }
 
 # The one Celery task; its argument is a jobs.id, the row says what to do.

@@ -6,7 +6,7 @@ import enum
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, Float, ForeignKey, Index, String, Text
+from sqlalchemy import Boolean, Float, ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base, UTCDateTime, str_enum, utcnow
@@ -61,3 +61,19 @@ class Job(Base):
             return None
         end = self.finished_at or utcnow()
         return (end - self.started_at).total_seconds()
+
+
+class JobStep(Base):
+    """One logged step of a training job (loss, accuracy, learning rate, ...): the job page
+    draws its charts from these rows. A step is stored once per job; a run resumed from a
+    checkpoint replaces the steps it does again."""
+
+    __tablename__ = "job_steps"
+    __table_args__ = (UniqueConstraint("job_id", "step", "phase"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    step: Mapped[int]
+    phase: Mapped[str] = mapped_column(String(16), default="train")  # train | eval
+    values: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

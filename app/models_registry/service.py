@@ -82,7 +82,7 @@ def _name_taken(session: Session, name: str) -> bool:
     return session.scalar(select(ModelVersion.id).where(ModelVersion.name == name)) is not None
 
 
-def _unique_name(session: Session, base: str) -> str:
+def unique_name(session: Session, base: str) -> str:
     base = base[: NAME_MAX - 8] or "model"
     if base.isdigit():  # names that look like ids could not be looked up by name
         base = f"model-{base}"
@@ -124,7 +124,7 @@ def register_model(
     if name is not None and name.strip():
         final_name = _check_name(session, name)
     else:
-        final_name = _unique_name(session, default_name)
+        final_name = unique_name(session, default_name)
     if parent_id is not None and session.get(ModelVersion, parent_id) is None:
         raise ModelError(f"no parent model with id {parent_id}", field="parent")
     model = ModelVersion(

@@ -56,13 +56,20 @@ def load_reward_model(path: str | Path) -> tuple[Any, Any]:
         config = AutoConfig.from_pretrained(path)
     except (OSError, ValueError) as exc:
         raise RewardModelError(f"No model config at {str(path)!r}: {exc}") from exc
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    try:
-        model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)
-    except ValueError as exc:
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES,
+    )
+
+    if config.model_type not in MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES:
         raise RewardModelError(
-            f"{config.model_type!r} cannot score text (no sequence-classification head): {exc}"
-        ) from exc
+            f"{config.model_type!r} cannot score text (it has no sequence-classification head): "
+            "start a reward model from a language model or a text encoder"
+        )
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as exc:
+        raise RewardModelError(f"No usable tokenizer at {str(path)!r}: {exc}") from exc
+    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)
     if ensure_distinct_pad(tokenizer):
         model.resize_token_embeddings(len(tokenizer))
     model.config.pad_token_id = tokenizer.pad_token_id

@@ -13,7 +13,7 @@ import dataclasses
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,12 @@ import torch
 from workers.ml.formatting import format_prompt
 from workers.ml.reward_model import is_causal, load_reward_model, reward_scores
 from workers.ml.rm_loss import kwise_loss
+from workers.ml.training import (
+    StepSink,
+    TrainConfig,
+    disable_dropout,
+    training_arguments,
+)
 
 
 class RewardDataError(ValueError):
@@ -84,16 +90,12 @@ class KwiseCollator:
 
 
 @dataclass
-class RewardConfig:
-    epochs: float = 1.0
-    batch_prompts: int = 8  # rankings (prompts) per step; x K sequences
-    learning_rate: float = 5e-5
-    max_length: int = 256
+class RewardConfig(TrainConfig):
+    """``batch_size`` counts whole prompts (rankings): a step scores ``batch_size * K``
+    answers."""
+
     margin_coef: float = 0.0
     center_coef: float = 0.0
-    seed: int = 0
-    logging_steps: int = 10
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -150,21 +152,23 @@ def train_reward_model(
     config: RewardConfig,
     *,
     callbacks: Sequence[Any] = (),
+    on_step: StepSink | None = None,
+    resume: Path | None = None,
 ) -> tuple[Any, Any, RewardEval]:
-    """Train on ``train`` (whole rankings per batch), evaluate on ``validation``; returns the
-    model, its tokenizer and the validation figures. Nothing is saved here."""
-    from transformers import Trainer, TrainingArguments, set_seed
+    """Train on ``train`` (whole rankings per batch), evaluating on ``validation`` after each
+    epoch (reported to ``on_step`` as phase "eval"); checkpoints go to ``out_dir`` when
+    ``config.save_steps`` is set, and ``resume`` continues from one. Returns the model, its
+    tokenizer and the final validation figures. The model is not saved here."""
+    from transformers import PrinterCallback, Trainer, TrainerCallback, set_seed
 
     check_rankings([*train, *validation])
     set_seed(config.seed)
     model, tokenizer = load_reward_model(base)
-    for module in model.modules():  # dropout off, as TRL's reward training does by default
-        if isinstance(module, torch.nn.Dropout):
-            module.p = 0.0
+    disable_dropout(model)
     collator = KwiseCollator(
         tokenizer, max_length=config.max_length, causal=is_causal(model.config)
     )
-    too_long = sum(collator.answer_too_long(r) for r in train)
+    too_long = sum(collator.answer_too_long(r) for r in [*train, *validation])
     if too_long:
         raise RewardDataError(
             f"{too_long} rankings have an answer longer than max_length ({config.max_length} "
@@ -172,6 +176,8 @@ def train_reward_model(
         )
 
     class KwiseTrainer(Trainer):
+        accuracy_sum, accuracy_n = 0.0, 0
+
         def compute_loss(
             self, model: Any, inputs: dict[str, torch.Tensor], return_outputs: bool = False,
             num_items_in_batch: Any = None,
@@ -182,29 +188,37 @@ def train_reward_model(
                 r.view(places.shape), places,
                 margin_coef=config.margin_coef, center_coef=config.center_coef,
             )  # fmt: skip
+            if stats.pairs:
+                self.accuracy_sum += float(stats.accuracy)
+                self.accuracy_n += 1
             return (stats.loss, {"accuracy": stats.accuracy}) if return_outputs else stats.loss
 
-    args = TrainingArguments(
-        output_dir=str(out_dir),
-        num_train_epochs=config.epochs,
-        per_device_train_batch_size=config.batch_prompts,
-        learning_rate=config.learning_rate,
-        logging_steps=config.logging_steps,
-        save_strategy="no",
-        report_to=[],
-        seed=config.seed,
-        remove_unused_columns=False,
-        dataloader_num_workers=0,
-        disable_tqdm=True,
-        use_cpu=not torch.cuda.is_available(),
-        **config.extra,
-    )
+        def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
+            if "loss" in logs and self.accuracy_n:  # the batches since the last log
+                logs["accuracy"] = round(self.accuracy_sum / self.accuracy_n, 4)
+                self.accuracy_sum, self.accuracy_n = 0.0, 0
+            super().log(logs, *args, **kwargs)
+
+    class EpochEval(TrainerCallback):
+        def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if on_step is None or not validation:
+                return
+            figures = evaluate(model, collator, validation)
+            model.train()
+            on_step(
+                state.global_step,
+                {"accuracy": figures.accuracy, "margin": figures.margin, "loss": figures.loss,
+                 "epoch": float(state.epoch or 0)},
+                "eval",
+            )  # fmt: skip
+
     trainer = KwiseTrainer(
-        model=model, args=args, train_dataset=list(train), data_collator=collator,
-        callbacks=list(callbacks),
+        model=model, args=training_arguments(out_dir, config), train_dataset=list(train),
+        data_collator=collator, callbacks=[*callbacks, EpochEval()],
     )  # fmt: skip
+    trainer.remove_callback(PrinterCallback)  # progress goes to the job, not stdout
     start = time.perf_counter()
-    trainer.train()
+    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     seconds = time.perf_counter() - start
     result = evaluate(model, collator, validation)
     return model, tokenizer, dataclasses.replace(result, train_seconds=seconds)

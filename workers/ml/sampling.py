@@ -100,6 +100,16 @@ def _prompt_budget(model: Any, params: SamplingParams, max_prompt_tokens: int | 
     return budget
 
 
+def encode_prompt(tokenizer: Any, prompt: str) -> list[int]:
+    """The token ids a model continues to answer ``prompt``: generation samples after them and
+    SFT trains on the answer after them, so both see the same ids."""
+    # A rendered chat template already holds its special tokens (e.g. BOS); adding them again
+    # would give the model an input it never saw in training.
+    add_special = not getattr(tokenizer, "chat_template", None)
+    text = format_prompt(tokenizer, prompt)
+    return list(tokenizer(text, add_special_tokens=add_special)["input_ids"])
+
+
 def _encode_prompts(
     tokenizer: Any, prompts: Sequence[str], budget: int | None
 ) -> tuple[list[list[int]], int]:
@@ -108,14 +118,10 @@ def _encode_prompts(
     Left truncation keeps the end of the prompt (the question and the assistant marker the model
     must continue from); cutting the end instead would make the model continue mid-prompt.
     """
-    # A rendered chat template already holds its special tokens (e.g. BOS); adding them again
-    # would give the model an input it never saw in training.
-    add_special = not getattr(tokenizer, "chat_template", None)
     encoded: list[list[int]] = []
     truncated = 0
     for prompt in prompts:
-        text = format_prompt(tokenizer, prompt)
-        ids = list(tokenizer(text, add_special_tokens=add_special)["input_ids"])
+        ids = encode_prompt(tokenizer, prompt)
         if budget is not None and len(ids) > budget:
             ids = ids[-budget:]
             truncated += 1

@@ -1,0 +1,353 @@
+"""SFT and reward-model training jobs, run in-process on a tiny GPT-2 built here: the dataset
+snapshot, the saved and registered model (loadable with ``from_pretrained``), the per-step
+metrics, bad input, cancel, and resuming after a lost worker."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.config import Settings
+from app.db import utcnow
+from app.exports.models import Export
+from app.jobs import kinds
+from app.jobs.models import Job, JobStatus, JobStep
+from app.jobs.service import create_job
+from app.jobs.training import TrainError, TrainOptions
+from app.labeling.models import Demonstration, Prompt
+from app.models_registry.models import ModelKind, ModelVersion
+from app.projects.models import Project
+from tests.helpers import make_project, make_prompt, make_user, rank
+from workers.runner import JobContext, run_job
+
+pytestmark = pytest.mark.slow
+
+TEXTS = [
+    "Please say thank you when someone helps.",
+    "The quick brown fox jumps over the lazy dog.",
+    "User: How do I boil an egg?\nAssistant: Put it in boiling water for nine minutes.",
+] * 20
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from workers.ml.tiny import build_tiny_causal_lm
+
+    return build_tiny_causal_lm(tmp_path_factory.mktemp("tiny") / "base", texts=TEXTS, n_embd=32)
+
+
+def _base(session: Session, tiny: Path) -> ModelVersion:
+    version = session.scalar(select(ModelVersion).where(ModelVersion.path == str(tiny)))
+    if version is None:
+        version = ModelVersion(name=f"tiny-{tiny.parent.name}", kind=ModelKind.base, path=str(tiny))
+        session.add(version)
+        session.flush()
+    return version
+
+
+def _with_demonstrations(session: Session, n: int = 8) -> Project:
+    project = make_project(session, k=4)
+    for i in range(n):
+        submitter = make_user(session)  # one submitter each: the split holds some out
+        prompt = make_prompt(session, project, text=f"How do I boil egg number {i}?", answers=0)
+        prompt.submitter_id = submitter.id
+        session.add(
+            Demonstration(
+                prompt_id=prompt.id, author_id=submitter.id,
+                text="Put it in boiling water for nine minutes.",
+            )
+        )  # fmt: skip
+    session.flush()
+    return project
+
+
+def _with_rankings(session: Session, n: int = 10, k: int = 4) -> Project:
+    project = make_project(session, k=k)
+    labeler = make_user(session)
+    for i in range(n):
+        prompt = make_prompt(session, project, text=f"Question {i}?", answers=k)
+        prompt.submitter_id = make_user(session).id
+        rank(session, prompt, labeler, list(range(k)))
+    session.flush()
+    return project
+
+
+def _job(session: Session, kind: str, project: Project, **params: object) -> Job:
+    job = create_job(session=session, kind=kind, project_id=project.id, params=params)
+    session.commit()
+    return job
+
+
+def _run(session_factory: sessionmaker[Session], settings: Settings, job: Job) -> JobStatus:
+    return run_job(job_id=job.id, session_factory=session_factory, settings=settings)
+
+
+def test_sft_job_snapshots_trains_saves_and_registers(
+    session: Session, session_factory: sessionmaker[Session], settings: Settings, tiny: Path
+) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    base = _base(session, tiny)
+    project = _with_demonstrations(session)
+    job = _job(
+        session, kinds.TRAIN_SFT, project, base=str(base.id), epochs=3, batch_size=2,
+        learning_rate=5e-3, logging_steps=1, save_steps=4, validation_ratio=0.3,
+    )  # fmt: skip
+    assert _run(session_factory, settings, job) == JobStatus.succeeded, job.error
+    session.refresh(job)
+
+    version = session.scalars(select(ModelVersion).where(ModelVersion.job_id == job.id)).one()
+    assert (version.kind, version.parent_id) == (ModelKind.sft, base.id)
+    export = session.get_one(Export, version.export_id)
+    assert (export.kind, export.project_id) == ("sft", project.id)
+    manifest = json.loads(Path(export.directory, "manifest.json").read_text())
+    assert manifest["counts"]["total"] == 8
+    assert version.metrics["train_examples"] + version.metrics["validation_examples"] == 8
+    assert version.metrics["validation_examples"] > 0
+
+    folder = Path(version.path)
+    meta = json.loads((folder / "rlhf.json").read_text())
+    assert meta["kind"] == "sft" and meta["parent"] == base.id
+    assert meta["template"] == "User: {prompt}\nAssistant: {response}"
+    model = AutoModelForCausalLM.from_pretrained(folder)  # a plain HF checkpoint
+    assert AutoTokenizer.from_pretrained(folder).eos_token == "<|endoftext|>"
+    assert model.config.model_type == "gpt2"
+    assert not (Path(settings.data_dir) / "training" / f"job-{job.id}" / "checkpoints").exists()
+
+    steps = session.scalars(select(JobStep).where(JobStep.job_id == job.id)).all()
+    train = [s for s in steps if s.phase == "train"]
+    evals = [s for s in steps if s.phase == "eval"]
+    per_epoch = -(-version.metrics["train_examples"] // 2)
+    assert len(train) == 3 * per_epoch and all("loss" in s.values for s in train)
+    assert len(evals) == 3 and all("loss" in s.values for s in evals)
+    # It learnt the one answer: validation loss falls epoch after epoch.
+    losses = [s.values["loss"] for s in sorted(evals, key=lambda s: s.step)]
+    assert losses[-1] < losses[0]
+    assert job.metrics["validation_loss"] == pytest.approx(losses[-1], rel=1e-4)
+
+
+def test_rm_job_registers_a_reward_model_with_its_score_statistics(
+    session: Session, session_factory: sessionmaker[Session], settings: Settings, tiny: Path
+) -> None:
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    base = _base(session, tiny)
+    project = _with_rankings(session, n=12)
+    job = _job(
+        session, kinds.TRAIN_RM, project, base=base.name, epochs=2, batch_size=4,
+        learning_rate=1e-3, logging_steps=1, validation_ratio=0.3, name="my-rm",
+    )  # fmt: skip
+    assert _run(session_factory, settings, job) == JobStatus.succeeded, job.error
+    version = session.scalars(select(ModelVersion).where(ModelVersion.name == "my-rm")).one()
+    assert (version.kind, version.parent_id, version.job_id) == (ModelKind.rm, base.id, job.id)
+    metrics = version.metrics
+    assert metrics["k"] == 4 and metrics["validation_pairs"] == 6 * metrics["validation_rankings"]
+    assert 0.0 <= metrics["validation_accuracy"] <= 1.0 and metrics["reward_std"] > 0
+
+    folder = Path(version.path)
+    meta = json.loads((folder / "rlhf.json").read_text())
+    assert meta["kind"] == "rm" and meta["reward_std"] == pytest.approx(metrics["reward_std"])
+    model = AutoModelForSequenceClassification.from_pretrained(folder)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    assert model.config.num_labels == 1 and tokenizer.pad_token != tokenizer.eos_token
+    text = meta["template"].format(prompt="Question 1?", response="Answer 0") + tokenizer.eos_token
+    with torch.no_grad():
+        score = model(**tokenizer(text, return_tensors="pt")).logits
+    assert score.shape == (1, 1)
+
+    steps = session.scalars(select(JobStep).where(JobStep.job_id == job.id)).all()
+    assert {"loss", "accuracy", "learning_rate"} <= set(
+        next(s for s in steps if s.phase == "train").values
+    )
+    assert [s.phase for s in steps].count("eval") == 2  # one evaluation per epoch
+
+
+def _failed(
+    session: Session, session_factory: sessionmaker[Session], settings: Settings, job: Job
+) -> str:
+    assert _run(session_factory, settings, job) == JobStatus.failed
+    session.refresh(job)
+    assert session.scalar(select(func.count()).select_from(ModelVersion).where(
+        ModelVersion.job_id == job.id)) == 0  # fmt: skip
+    return job.error or ""
+
+
+def test_a_project_without_rankings_or_demonstrations_says_so(
+    session: Session, session_factory: sessionmaker[Session], settings: Settings, tiny: Path
+) -> None:
+    project = make_project(session)
+    make_prompt(session, project)
+    rm = _job(session, kinds.TRAIN_RM, project, base=str(tiny))
+    assert "no rankings to train a reward model on" in _failed(
+        session, session_factory, settings, rm
+    )
+    sft = _job(session, kinds.TRAIN_SFT, project, base=str(tiny))
+    assert "no demonstrations to train on" in _failed(session, session_factory, settings, sft)
+
+
+def test_rankings_of_mixed_sizes_name_the_sizes_and_k_picks_one(
+    session: Session, session_factory: sessionmaker[Session], settings: Settings, tiny: Path
+) -> None:
+    project = _with_rankings(session, n=6, k=4)
+    labeler = make_user(session)
+    for i in range(3):  # imported pairs: rankings of 2 answers
+        prompt = make_prompt(session, project, text=f"Pair {i}?", answers=2)
+        rank(session, prompt, labeler, [0, 1])
+    job = _job(session, kinds.TRAIN_RM, project, base=str(tiny))
+    error = _failed(session, session_factory, settings, job)
+    assert "3 of 2 answers, 6 of 4 answers" in error and "--k 4" in error
+
+    picked = _job(session, kinds.TRAIN_RM, project, base=str(tiny), k=4, epochs=1)
+    assert _run(session_factory, settings, picked) == JobStatus.succeeded
+    session.refresh(picked)
+    assert picked.metrics["k"] == 4
+    assert picked.metrics["train_rankings"] + picked.metrics["validation_rankings"] == 6
+
+
+def test_a_base_that_cannot_be_trained_is_refused_before_training(
+    session: Session, session_factory: sessionmaker[Session], settings: Settings, tmp_path: Path
+) -> None:
+    from transformers import ViTConfig
+
+    ViTConfig().save_pretrained(tmp_path / "vit")
+    project = _with_rankings(session, n=4)
+    rm = _job(session, kinds.TRAIN_RM, project, base=str(tmp_path / "vit"))
+    assert "cannot score text" in _failed(session, session_factory, settings, rm)
+    missing = _job(session, kinds.TRAIN_RM, project, base=str(tmp_path / "nowhere"))
+    assert "No registered model and no model folder" in _failed(
+        session, session_factory, settings, missing
+    )
+
+
+def test_answers_longer_than_max_length_are_named(
+    session: Session, session_factory: sessionmaker[Session], settings: Settings, tiny: Path
+) -> None:
+    project = make_project(session, k=2)
+    labeler = make_user(session)
+    for i in range(3):
+        prompt = make_prompt(session, project, text=f"Q{i}", answers=0)
+        for j in range(2):
+            from app.labeling.models import Completion, text_sha256
+
+            body = f"{j} " + "a very long answer " * 40
+            session.add(Completion(prompt_id=prompt.id, text=body, text_sha256=text_sha256(body),
+                                   origin="import:test"))  # fmt: skip
+        session.flush()
+        session.refresh(prompt)
+        rank(session, prompt, labeler, [0, 1])
+    job = _job(session, kinds.TRAIN_RM, project, base=str(tiny), max_length=32)
+    error = _failed(session, session_factory, settings, job)
+    assert "3 rankings have an answer longer than max_length (32 tokens)" in error
+
+
+def test_bad_settings_are_refused_with_every_field_named() -> None:
+    with pytest.raises(TrainError) as caught:
+        TrainOptions.from_dict(
+            {"kind": "rm", "base": "", "epochs": "many", "batch_size": 1.5, "k": 40}
+        )
+    message = str(caught.value)
+    for part in ("base is required", "epochs must be a number", "batch_size must be a whole",
+                 "k must be a whole number from 2 to 16"):  # fmt: skip
+        assert part in message
+    options = TrainOptions.from_dict({"kind": "sft", "base": "3", "learning_rate": "1e-4"})
+    assert options.learning_rate == 1e-4 and options.trainer_config()["batch_size"] == 8
+
+
+def test_cancel_stops_training_and_registers_nothing(
+    session: Session, session_factory: sessionmaker[Session], settings: Settings, tiny: Path
+) -> None:
+    from workers.train import train_impl
+
+    project = _with_rankings(session, n=8)
+    job = _job(session, kinds.TRAIN_RM, project, base=str(tiny), epochs=50, batch_size=2,
+               logging_steps=1)  # fmt: skip
+
+    def cancelled_while_running(ctx: JobContext) -> None:
+        real = ctx.record_step
+
+        def record_step(step: int, values: dict[str, float], *, phase: str = "train") -> None:
+            real(step, values, phase=phase)
+            with session_factory() as other:  # an admin presses "Cancel job"
+                other.get_one(Job, ctx.job_id).cancel_requested = True
+                other.commit()
+
+        ctx.record_step = record_step  # type: ignore[method-assign]
+        train_impl(ctx)
+
+    status = run_job(job_id=job.id, session_factory=session_factory, settings=settings,
+                     impls={kinds.TRAIN_RM: cancelled_while_running})  # fmt: skip
+    assert status == JobStatus.cancelled
+    session.refresh(job)
+    assert job.progress < 0.5
+    assert session.scalar(select(func.count()).select_from(ModelVersion)) == 0
+
+
+class WorkerKilled(BaseException):
+    """Stands for SIGKILL: nothing in the runner catches it, as nothing runs after a kill."""
+
+
+def test_a_lost_worker_resumes_from_its_last_checkpoint(
+    session: Session, session_factory: sessionmaker[Session], settings: Settings, tiny: Path
+) -> None:
+    """The resumed run continues at the checkpoint's step with the same dataset snapshot and
+    ends with the same weights as a run that was never interrupted."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from workers.train import train_impl
+
+    base = _base(session, tiny)
+    project = _with_rankings(session, n=12)
+    params = dict(base=str(base.id), epochs=2, batch_size=2, learning_rate=1e-3,
+                  logging_steps=1, save_steps=3, validation_ratio=0.3)  # fmt: skip
+    whole = _job(session, kinds.TRAIN_RM, project, **params)
+    assert _run(session_factory, settings, whole) == JobStatus.succeeded
+    job = _job(session, kinds.TRAIN_RM, project, **params)
+
+    def killed_after_step_5(ctx: JobContext) -> None:
+        real = ctx.record_step
+
+        def record_step(step: int, values: dict[str, float], *, phase: str = "train") -> None:
+            real(step, values, phase=phase)
+            if step == 5:
+                raise WorkerKilled()
+
+        ctx.record_step = record_step  # type: ignore[method-assign]
+        train_impl(ctx)
+
+    with pytest.raises(WorkerKilled):
+        run_job(job_id=job.id, session_factory=session_factory, settings=settings,
+                impls={kinds.TRAIN_RM: killed_after_step_5})  # fmt: skip
+    session.refresh(job)
+    assert job.status == JobStatus.running and "export_id" in job.artifacts
+    snapshot = job.artifacts["export_id"]
+    job.heartbeat_at = utcnow() - 2 * settings.job_stale_after - timedelta(seconds=1)
+    session.commit()
+    assert _run(session_factory, settings, job) == JobStatus.succeeded
+    session.refresh(job)
+    assert "resuming from checkpoint-3" in job.log
+    assert job.artifacts["export_id"] == snapshot  # the same dataset, not a new export
+    steps = session.scalars(
+        select(JobStep.step).where(JobStep.job_id == job.id, JobStep.phase == "train")
+    ).all()
+    assert sorted(steps) == list(range(1, len(steps) + 1))  # each step once
+
+    def weights(job_id: int) -> dict[str, torch.Tensor]:
+        version = session.scalars(select(ModelVersion).where(ModelVersion.job_id == job_id)).one()
+        return AutoModelForSequenceClassification.from_pretrained(version.path).state_dict()
+
+    resumed, uninterrupted = weights(job.id), weights(whole.id)
+    for name, tensor in uninterrupted.items():
+        torch.testing.assert_close(resumed[name], tensor, rtol=1e-5, atol=1e-6, msg=name)
+    assert (
+        session.scalar(
+            select(func.count()).select_from(Prompt).where(Prompt.project_id == project.id)
+        )
+        == 12
+    )

@@ -1,0 +1,189 @@
+"""Supervised fine-tuning on demonstrations, on ``transformers.Trainer``.
+
+Each example is the prompt's ids exactly as generation builds them (``encode_prompt``), then
+the answer's ids and EOS. The loss is the causal-LM loss on the answer tokens only: the prompt
+and the padding get the label -100, which the model's loss ignores. Long prompts lose their
+start (left truncation), so the answer, the part the model learns, is never cut.
+
+Decision: the ``transformers`` Trainer with this collator rather than TRL's ``SFTTrainer``. The
+prompt must be laid out by our ``format_prompt``, the one function generation, RM and PPO use;
+``SFTTrainer`` renders prompts its own way (its chat template handling), which could drift from
+what the policy is later sampled with, and it would make TRL a runtime dependency.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from workers.ml.sampling import encode_prompt
+from workers.ml.training import StepSink, TrainConfig, training_arguments
+
+IGNORE = -100
+
+
+class SftDataError(ValueError):
+    """Demonstrations SFT cannot train on; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class Example:
+    prompt: str
+    completion: str
+
+
+@dataclass(frozen=True)
+class SftEval:
+    loss: float  # mean cross-entropy per answer token on validation (nan without validation)
+    tokens: int  # answer tokens it was computed on
+    train_seconds: float = 0.0
+
+    @property
+    def perplexity(self) -> float:
+        return math.exp(self.loss) if math.isfinite(self.loss) and self.loss < 50 else math.nan
+
+
+class CompletionCollator:
+    """Right-padded batches whose labels are the answer tokens (prompt and padding: -100)."""
+
+    def __init__(self, tokenizer: Any, *, max_length: int) -> None:
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        if tokenizer.eos_token_id is None:
+            raise SftDataError("the tokenizer has no EOS token: the model could not learn to stop")
+        self.pad_id = (
+            tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        )
+
+    def answer_ids(self, example: Example) -> list[int]:
+        ids = self.tokenizer(example.completion, add_special_tokens=False)["input_ids"]
+        return [*ids, self.tokenizer.eos_token_id]
+
+    def answer_too_long(self, example: Example) -> bool:
+        return len(self.answer_ids(example)) >= self.max_length  # at least 1 prompt token
+
+    def encode(self, example: Example) -> tuple[list[int], list[int]]:
+        answer = self.answer_ids(example)
+        prompt = encode_prompt(self.tokenizer, example.prompt)
+        prompt = prompt[-(self.max_length - len(answer)) :]
+        return [*prompt, *answer], [IGNORE] * len(prompt) + answer
+
+    def __call__(self, batch: Sequence[Example]) -> dict[str, torch.Tensor]:
+        rows = [self.encode(example) for example in batch]
+        width = max(len(ids) for ids, _ in rows)
+        input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, (ids, target) in enumerate(rows):
+            input_ids[i, : len(ids)] = torch.tensor(ids)
+            labels[i, : len(ids)] = torch.tensor(target)
+            mask[i, : len(ids)] = 1
+        return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
+
+
+def check_examples(examples: Sequence[Example]) -> None:
+    if not examples:
+        raise SftDataError(
+            "there are no demonstrations to train on: write some (the labeler's "
+            "'Write an answer' task) or import prompt/completion rows"
+        )
+
+
+def load_causal_lm_for_training(path: str | Path) -> tuple[Any, Any]:
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except (OSError, ValueError) as exc:
+        raise SftDataError(f"No model config at {str(path)!r}: {exc}") from exc
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path)
+    except ValueError as exc:
+        raise SftDataError(
+            f"The model at {str(path)!r} ({config.model_type}) is not a causal language model, "
+            "so it cannot be fine-tuned to write answers"
+        ) from exc
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as exc:
+        raise SftDataError(f"No usable tokenizer at {str(path)!r}: {exc}") from exc
+    return model, tokenizer
+
+
+def evaluate_sft(model: Any, collator: CompletionCollator, examples: Sequence[Example]) -> SftEval:
+    """Token-weighted cross-entropy on the answers of ``examples``."""
+    model.eval()
+    device = next(model.parameters()).device
+    total, tokens = 0.0, 0
+    with torch.no_grad():
+        for start in range(0, len(examples), 16):
+            batch = collator(examples[start : start + 16])
+            batch = {k: v.to(device) for k, v in batch.items()}
+            logits = model(
+                input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+            ).logits
+            target = batch["labels"][:, 1:]
+            loss = torch.nn.functional.cross_entropy(
+                logits[:, :-1].float().transpose(1, 2), target, ignore_index=IGNORE,
+                reduction="sum",
+            )  # fmt: skip
+            total += float(loss)
+            tokens += int((target != IGNORE).sum())
+    return SftEval(loss=total / tokens if tokens else math.nan, tokens=tokens)
+
+
+def train_sft(
+    base: str | Path,
+    train: Sequence[Example],
+    validation: Sequence[Example],
+    out_dir: Path,
+    config: TrainConfig,
+    *,
+    callbacks: Sequence[Any] = (),
+    on_step: StepSink | None = None,
+    resume: Path | None = None,
+) -> tuple[Any, Any, SftEval]:
+    """Fine-tune ``base`` on ``train``; validation loss after each epoch goes to ``on_step``
+    (phase "eval"). Returns the model, its tokenizer and the final validation figures."""
+    from transformers import PrinterCallback, Trainer, TrainerCallback, set_seed
+
+    check_examples(train)
+    set_seed(config.seed)
+    model, tokenizer = load_causal_lm_for_training(base)
+    collator = CompletionCollator(tokenizer, max_length=config.max_length)
+    too_long = sum(collator.answer_too_long(e) for e in [*train, *validation])
+    if too_long:
+        raise SftDataError(
+            f"{too_long} demonstrations are longer than max_length ({config.max_length} tokens): "
+            "raise max_length (up to the model's context) or leave those out"
+        )
+
+    class EpochEval(TrainerCallback):
+        def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if on_step is None or not validation:
+                return
+            figures = evaluate_sft(model, collator, validation)
+            model.train()
+            on_step(
+                state.global_step,
+                {"loss": figures.loss, "perplexity": figures.perplexity,
+                 "epoch": float(state.epoch or 0)},
+                "eval",
+            )  # fmt: skip
+
+    trainer = Trainer(
+        model=model, args=training_arguments(out_dir, config), train_dataset=list(train),
+        data_collator=collator, callbacks=[*callbacks, EpochEval()],
+    )  # fmt: skip
+    trainer.remove_callback(PrinterCallback)  # progress goes to the job, not stdout
+    start = time.perf_counter()
+    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    seconds = time.perf_counter() - start
+    result = evaluate_sft(model, collator, validation)
+    return model, tokenizer, SftEval(loss=result.loss, tokens=result.tokens, train_seconds=seconds)

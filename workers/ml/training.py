@@ -1,0 +1,178 @@
+"""What SFT and reward-model training share: the ``TrainingArguments``, checkpoints to resume
+from, a callback that reports each logged step and honours a cancel, and the saved folder.
+
+Training runs on ``transformers.Trainer`` (and so on ``accelerate``): the same code on CPU and
+on a GPU, in bf16 where the device supports it, seeded. Nothing here knows about the database:
+the job (``workers/train.py``) passes callables that store what is reported.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import shutil
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import TrainerCallback
+
+from workers.ml.formatting import template_for
+
+CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+TMP_SUFFIX = ".tmp"
+
+#: (step, values, phase) -> None; phase is "train" or "eval"
+StepSink = Callable[[int, dict[str, float], str], None]
+#: (fraction 0..1, message) -> None; may raise to stop training (a cancel)
+ProgressSink = Callable[[float, str], None]
+
+
+@dataclass
+class TrainConfig:
+    """Settings shared by SFT and RM training (a job's params, the CLI's options)."""
+
+    epochs: float = 1.0
+    batch_size: int = 8  # SFT: demonstrations; RM: whole prompts (x K answers)
+    learning_rate: float = 5e-5
+    max_length: int = 256
+    seed: int = 0
+    logging_steps: int = 10
+    save_steps: int = 0  # 0: no checkpoints (tests, benchmarks)
+    warmup_ratio: float = 0.0
+    weight_decay: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)  # any other TrainingArguments
+
+
+def bf16_supported() -> bool:
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
+def training_arguments(
+    out_dir: Path, config: TrainConfig, *, batch_size: int | None = None, evaluate: bool = False
+) -> Any:
+    from transformers import TrainingArguments
+
+    checkpoints = config.save_steps > 0
+    return TrainingArguments(
+        output_dir=str(out_dir),
+        num_train_epochs=config.epochs,
+        per_device_train_batch_size=batch_size or config.batch_size,
+        per_device_eval_batch_size=batch_size or config.batch_size,
+        learning_rate=config.learning_rate,
+        warmup_steps=config.warmup_ratio,  # a float below 1 is a share of the steps
+        weight_decay=config.weight_decay,
+        logging_steps=config.logging_steps,
+        eval_strategy="epoch" if evaluate else "no",
+        save_strategy="steps" if checkpoints else "no",
+        save_steps=config.save_steps if checkpoints else 500,
+        save_total_limit=2 if checkpoints else None,  # the last one may be half-written
+        bf16=bf16_supported(),
+        report_to=[],
+        seed=config.seed,
+        data_seed=config.seed,
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+        use_cpu=not torch.cuda.is_available(),
+        **config.extra,
+    )
+
+
+def last_checkpoint(folder: Path) -> Path | None:
+    """The newest complete checkpoint under ``folder`` (``trainer_state.json`` is written after
+    the weights, optimizer and RNG states, so a checkpoint without it was cut off)."""
+    if not folder.is_dir():
+        return None
+    done = [
+        (int(m.group(1)), path)
+        for path in folder.iterdir()
+        if (m := CHECKPOINT.match(path.name)) and (path / "trainer_state.json").is_file()
+    ]
+    return max(done)[1] if done else None
+
+
+def checkpoint_step(checkpoint: Path) -> int:
+    match = CHECKPOINT.match(checkpoint.name)
+    return int(match.group(1)) if match else 0
+
+
+def _numbers(logs: Mapping[str, Any]) -> dict[str, float]:
+    return {
+        key: float(value)
+        for key, value in logs.items()
+        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    }
+
+
+class ReportCallback(TrainerCallback):
+    """Sends every logged step to ``on_step`` and progress (at most every ``every`` seconds,
+    and at the end of each epoch) to ``on_progress``, which may raise to stop (a cancel)."""
+
+    def __init__(self, on_step: StepSink, on_progress: ProgressSink, *, every: float = 1.0) -> None:
+        self.on_step = on_step
+        self.on_progress = on_progress
+        self.every = every
+        self._last = 0.0
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
+        values = _numbers(logs or {})
+        evals = {k.removeprefix("eval_"): v for k, v in values.items() if k.startswith("eval_")}
+        train = {k: v for k, v in values.items() if not k.startswith("eval_")}
+        train.pop("total_flos", None)
+        if evals:
+            self.on_step(state.global_step, evals, "eval")
+        if train.keys() - {"epoch"} and "train_runtime" not in train:
+            self.on_step(state.global_step, train, "train")
+
+    def _progress(self, state: Any, force: bool) -> None:
+        now = time.monotonic()
+        if not force and now - self._last < self.every:
+            return
+        self._last = now
+        total = max(int(state.max_steps or 0), 1)
+        self.on_progress(
+            min(state.global_step / total, 1.0), f"step {state.global_step:,} / {total:,}"
+        )
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self._progress(state, force=False)
+
+    def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self._progress(state, force=True)
+
+
+def save_model(
+    model: Any,
+    tokenizer: Any,
+    folder: Path,
+    *,
+    kind: str,
+    parent: int | str | None,
+    extra: Mapping[str, Any] | None = None,
+) -> Path:
+    """``save_pretrained`` (weights + tokenizer) and ``rlhf.json`` (design §5) into ``folder``,
+    through a temporary sibling renamed at the end: a folder under the final name is whole."""
+    tmp = folder.with_name(folder.name + TMP_SUFFIX)
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    meta = {"kind": kind, "parent": parent, "template": template_for(tokenizer), **(extra or {})}
+    (tmp / "rlhf.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    if folder.exists():
+        shutil.rmtree(folder)
+    tmp.rename(folder)
+    return folder
+
+
+def disable_dropout(model: Any) -> None:
+    """Dropout off (TRL's reward and PPO trainers do the same): the score of an answer must
+    not depend on a random mask, and pairs of one prompt must see the same network."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0

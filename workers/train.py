@@ -1,0 +1,324 @@
+"""The SFT and reward-model training jobs.
+
+1. The dataset is snapshotted with the export code (an SFT or K-wise export of the project,
+   split by prompt submitter) and recorded as an Export: the model's dataset snapshot.
+2. Training runs with checkpoints every ``save_steps`` in the job's folder; each logged step is
+   stored on the job (the job page charts them) and a cancel stops it at the next step.
+3. The trained model is saved (``save_pretrained`` + ``rlhf.json``) through a temporary folder
+   and registered as a ModelVersion with its parent, dataset and final metrics.
+
+A worker lost mid-run is replaced by a new attempt (``workers/runner.py``), which reuses the
+snapshot and resumes from the last complete checkpoint. Nothing is registered before the
+model is whole on disk, and a model is registered once per job.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+from app.db import session_scope
+from app.exports.models import Export
+from app.exports.options import ExportOptions
+from app.exports.rows import TRAIN, VALIDATION, split_of
+from app.exports.service import record_export, write_export
+from app.jobs import kinds
+from app.jobs.models import Job
+from app.jobs.training import RM, SFT, TrainOptions
+from app.models_registry.models import ModelKind, ModelVersion
+from app.models_registry.service import register_model, unique_name
+from app.projects.models import Project
+from workers.runner import JobContext
+
+DATASET_KIND = {SFT: "sft", RM: "kwise"}
+MODEL_KIND = {SFT: ModelKind.sft, RM: ModelKind.rm}
+
+
+class TrainingError(RuntimeError):
+    """The job cannot train (no data, a wrong base model); said on the job page as it is."""
+
+
+def job_folder(data_dir: Path, job_id: int) -> Path:
+    return data_dir / "training" / f"job-{job_id}"
+
+
+def _base_model(ctx: JobContext, ref: str) -> tuple[str, int | None]:
+    """(path, registered version id or None) of the base: a version id or name, or a folder."""
+    with session_scope(ctx.session_factory) as session:
+        version = None
+        if ref.isdigit():
+            version = session.get(ModelVersion, int(ref))
+        if version is None:
+            version = session.scalar(select(ModelVersion).where(ModelVersion.name == ref))
+        if version is not None:
+            if version.kind == ModelKind.rm:
+                raise TrainingError(
+                    f"{version.name!r} is a reward model; train from a base, sft or policy model"
+                )
+            return version.path, version.id
+    folder = Path(ref).expanduser()
+    if not folder.is_dir():
+        raise TrainingError(f"No registered model and no model folder {ref!r}.")
+    return str(folder.resolve()), None
+
+
+def _snapshot(ctx: JobContext, options: TrainOptions, folder: Path) -> tuple[int, Path]:
+    """The job's dataset: made once, reused by a resumed attempt."""
+    with session_scope(ctx.session_factory) as session:
+        job = session.get_one(Job, ctx.job_id)
+        export_id = job.artifacts.get("export_id")
+        if export_id is not None:
+            export = session.get(Export, export_id)
+            if export is not None and Path(export.directory, "manifest.json").is_file():
+                ctx.log(f"reusing the dataset snapshot of export {export.id}")
+                return export.id, Path(export.directory)
+    export_options = ExportOptions.from_dict(
+        {
+            "kind": DATASET_KIND[options.kind],
+            "format": "jsonl",
+            "validation_ratio": options.validation_ratio,
+            "seed": options.seed,
+        }
+    )
+    assert ctx.project_id is not None, "a training job belongs to a project"
+    with session_scope(ctx.read_session_factory()) as session:
+        project = session.get_one(Project, ctx.project_id)
+        result = write_export(
+            session=session, project=project, options=export_options,
+            folder=folder / "dataset", job_id=ctx.job_id,
+        )  # fmt: skip
+    with session_scope(ctx.session_factory) as session:
+        project = session.get_one(Project, ctx.project_id)
+        created_by = session.get_one(Job, ctx.job_id).created_by_id
+        export = record_export(
+            session=session, project=project, options=export_options, result=result,
+            job_id=ctx.job_id, created_by_id=created_by,
+        )  # fmt: skip
+        export_id = export.id
+    ctx.set_artifacts(export_id=export_id, dataset=str(result.directory))
+    counts = result.counts
+    ctx.log(
+        f"dataset snapshot: export {export_id}, {counts[TRAIN]:,} train and "
+        f"{counts[VALIDATION]:,} validation rows from {result.prompts:,} prompts"
+    )
+    return export_id, result.directory
+
+
+def _rows(folder: Path, split: str) -> list[dict[str, Any]]:
+    path = folder / f"{split}.jsonl"
+    with path.open(encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def _splits(
+    ctx: JobContext, folder: Path, options: TrainOptions
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Train and validation rows. Validation holds the prompts of other submitters (as
+    InstructGPT splits by user); when every prompt came from the held-out side or from one
+    submitter, so that a side is empty, the rows are split by prompt instead, and the log says
+    so."""
+    train, validation = _rows(folder, TRAIN), _rows(folder, VALIDATION)
+    if options.validation_ratio > 0 and (not train or not validation):
+        rows = train + validation
+        prompts = sorted({row["prompt_id"] for row in rows})
+        if len(prompts) >= 2:
+            held = {
+                p for p in prompts
+                if split_of(f"prompt:{p}", seed=options.seed, ratio=options.validation_ratio)
+                == VALIDATION
+            }  # fmt: skip
+            if not held or len(held) == len(prompts):
+                held = {prompts[-1]}
+            train = [row for row in rows if row["prompt_id"] not in held]
+            validation = [row for row in rows if row["prompt_id"] in held]
+            ctx.log(
+                "the prompts come from too few submitters to hold some out, so validation "
+                f"holds {len(held)} of {len(prompts)} prompts instead"
+            )
+    return train, validation
+
+
+def _rankings(rows: list[dict[str, Any]], k: int | None) -> list[Any]:
+    from workers.ml.rm_train import Ranking
+
+    rankings = []
+    for row in rows:
+        if k is not None and len(row["completions"]) != k:
+            continue
+        places = [0] * len(row["completions"])
+        for place, group in enumerate(row["ranking"]):
+            for index in group:
+                places[index] = place
+        rankings.append(Ranking(prompt=row["prompt"], answers=row["completions"], places=places))
+    return rankings
+
+
+def _check_sizes(rows: list[dict[str, Any]]) -> None:
+    sizes: dict[int, int] = {}
+    for row in rows:
+        sizes[len(row["completions"])] = sizes.get(len(row["completions"]), 0) + 1
+    if len(sizes) > 1:
+        found = ", ".join(f"{n:,} of {k} answers" for k, n in sorted(sizes.items()))
+        most = max(sizes, key=lambda k: sizes[k])
+        raise TrainingError(
+            f"The project's rankings have different sizes ({found}); one batch holds whole "
+            f"prompts with the same number of answers. Train on one size: --k {most}."
+        )
+
+
+def _finite(values: dict[str, float]) -> dict[str, float]:
+    return {k: round(v, 6) for k, v in values.items() if math.isfinite(v)}
+
+
+def _destination(ctx: JobContext, project: Project, options: TrainOptions) -> tuple[str, Path]:
+    """The registered name and the saved folder, checked before any training is done."""
+    with session_scope(ctx.session_factory) as session:
+        if options.name is not None:
+            taken = session.scalar(select(ModelVersion.id).where(ModelVersion.name == options.name))
+            if taken is not None:
+                raise TrainingError(f"A model named {options.name!r} already exists.")
+            name = options.name
+        else:
+            slug = re.sub(r"[^a-z0-9]+", "-", project.name.lower()).strip("-")[:60] or "project"
+            name = unique_name(session, f"{slug}-{options.kind}-job{ctx.job_id}")
+    out = (
+        Path(options.out).expanduser().resolve()
+        if options.out
+        else ctx.settings.data_dir / "models" / f"{name}"
+    )
+    if out.exists():
+        try:
+            meta = json.loads((out / "rlhf.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            meta = {}
+        if not isinstance(meta, dict) or meta.get("job_id") != ctx.job_id:
+            raise TrainingError(
+                f"{out} already exists: give a new folder (nothing is overwritten)."
+            )
+    return name, out
+
+
+def train_impl(ctx: JobContext) -> None:
+    from workers.ml.training import ReportCallback, checkpoint_step, last_checkpoint, save_model
+
+    kind = SFT if ctx.kind == kinds.TRAIN_SFT else RM
+    options = TrainOptions.from_dict({**ctx.params, "kind": kind})  # TrainError: job fails
+    with session_scope(ctx.session_factory) as session:
+        done = session.scalar(select(ModelVersion).where(ModelVersion.job_id == ctx.job_id))
+        if done is not None:  # an earlier attempt registered it and was lost just after
+            ctx.log(f"model {done.name!r} was already registered by this job")
+            return
+        project = session.get_one(Project, ctx.project_id)
+        session.expunge(project)
+    folder = job_folder(ctx.settings.data_dir, ctx.job_id)
+    base_path, base_id = _base_model(ctx, options.base)
+    name, out = _destination(ctx, project, options)
+    ctx.progress(0.0, "snapshotting the dataset")
+    export_id, dataset = _snapshot(ctx, options, folder)
+    train_rows, validation_rows = _splits(ctx, dataset, options)
+
+    checkpoints = folder / "checkpoints"
+    resume = last_checkpoint(checkpoints)
+    if resume is not None:
+        ctx.log(f"resuming from {resume.name} (a previous attempt was lost)")
+        ctx.forget_steps_after(checkpoint_step(resume))
+
+    def on_step(step: int, values: dict[str, float], phase: str) -> None:
+        values = _finite(values)
+        if values:
+            ctx.record_step(step, values, phase=phase)
+
+    reporter = ReportCallback(
+        on_step, lambda fraction, message: ctx.progress(0.05 + 0.9 * fraction, message)
+    )
+    ctx.log(f"training {options.kind} from {base_path}")
+    metrics: dict[str, Any]
+    if options.kind == SFT:
+        from workers.ml.sft_train import Example, train_sft
+        from workers.ml.training import TrainConfig
+
+        def examples(rows: list[dict[str, Any]]) -> list[Example]:
+            return [Example(prompt=r["prompt"], completion=r["completion"]) for r in rows]
+
+        model, tokenizer, result = _run(
+            train_sft, base_path, examples(train_rows), examples(validation_rows), checkpoints,
+            TrainConfig(**options.trainer_config()), reporter, on_step, resume,
+        )  # fmt: skip
+        metrics = {
+            "validation_loss": result.loss, "validation_perplexity": result.perplexity,
+            "validation_tokens": result.tokens, "train_examples": len(train_rows),
+            "validation_examples": len(validation_rows),
+        }  # fmt: skip
+        extra: dict[str, Any] = {}
+    else:
+        from workers.ml.rm_train import RewardConfig, check_rankings, train_reward_model
+
+        if options.k is None:
+            _check_sizes(train_rows + validation_rows)
+        train_set = _rankings(train_rows, options.k)
+        validation_set = _rankings(validation_rows, options.k)
+        if not train_set:
+            raise TrainingError(
+                "The project has no rankings to train a reward model on"
+                + (f" with {options.k} answers" if options.k else "")
+                + ": rank some answers first (or import preferences)."
+            )
+        k = check_rankings(train_set + validation_set)
+        model, tokenizer, result = _run(
+            train_reward_model, base_path, train_set, validation_set, checkpoints,
+            RewardConfig(**options.trainer_config()), reporter, on_step, resume,
+        )  # fmt: skip
+        metrics = {
+            "validation_accuracy": result.accuracy, "validation_margin": result.margin,
+            "validation_loss": result.loss, "validation_pairs": result.pairs,
+            "reward_mean": result.reward_mean, "reward_std": result.reward_std,
+            "k": k, "train_rankings": len(train_set), "validation_rankings": len(validation_set),
+        }  # fmt: skip
+        # PPO normalises scores with these (design §5)
+        extra = {"reward_mean": result.reward_mean, "reward_std": result.reward_std, "k": k}
+    metrics = {
+        key: (round(v, 6) if isinstance(v, float) else v)
+        for key, v in metrics.items()
+        if not (isinstance(v, float) and not math.isfinite(v))
+    }
+    metrics["train_seconds"] = round(result.train_seconds, 2)
+    ctx.progress(0.96, "saving the model", **metrics)
+
+    save_model(
+        model, tokenizer, out, kind=options.kind, parent=base_id if base_id is not None else base_path,
+        extra={**extra, "export_id": export_id, "job_id": ctx.job_id, "metrics": metrics},
+    )  # fmt: skip
+    with session_scope(ctx.session_factory) as session:
+        job = session.get_one(Job, ctx.job_id)
+        version = register_model(
+            session=session, path=str(out), kind=MODEL_KIND[options.kind], name=name,
+            parent_id=base_id, metrics=metrics, created_by_id=job.created_by_id,
+        )  # fmt: skip
+        version.job_id = ctx.job_id
+        version.export_id = export_id
+        session.flush()
+        version_id, version_name = version.id, version.name
+    ctx.set_artifacts(model_version_id=version_id, model=str(out))
+    shutil.rmtree(checkpoints, ignore_errors=True)  # the model is whole and registered
+    ctx.log(f"registered {version_name!r} (model version {version_id}) at {out}")
+
+
+def _run(train: Any, base: str, train_set: Any, validation_set: Any, checkpoints: Path,
+         config: Any, reporter: Any, on_step: Any, resume: Path | None) -> Any:  # fmt: skip
+    from workers.ml.reward_model import RewardModelError
+    from workers.ml.rm_train import RewardDataError
+    from workers.ml.sft_train import SftDataError
+
+    try:
+        return train(
+            base, train_set, validation_set, checkpoints, config,
+            callbacks=[reporter], on_step=on_step, resume=resume,
+        )  # fmt: skip
+    except (RewardDataError, RewardModelError, SftDataError) as exc:
+        raise TrainingError(str(exc)) from exc
