@@ -31,11 +31,13 @@ users_app = typer.Typer(help="User accounts.", no_args_is_help=True)
 projects_app = typer.Typer(help="Labeling projects.", no_args_is_help=True)
 jobs_app = typer.Typer(help="Background jobs.", no_args_is_help=True)
 models_app = typer.Typer(help="Model versions (Hugging Face checkpoints).", no_args_is_help=True)
+train_app = typer.Typer(help="Training jobs (SFT, reward model).", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(users_app, name="users")
 app.add_typer(projects_app, name="projects")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(models_app, name="models")
+app.add_typer(train_app, name="train")
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
@@ -453,7 +455,16 @@ def import_command(
 
 
 @app.command()
-def demo() -> None:
+def demo(
+    feedback: Annotated[
+        bool,
+        typer.Option(
+            "--feedback",
+            help="Also simulate the demo labelers: a ranking of each answered prompt by each "
+            "and a demonstration per prompt, to try the training jobs at once",
+        ),
+    ] = False,
+) -> None:
     """Seed a demo: an admin, three labelers and a project with K=4 answers per prompt."""
     from app.demo.model import ensure_demo_policy
     from app.demo.seed import seed_demo
@@ -467,7 +478,18 @@ def demo() -> None:
             project=session.get_one(Project, summary.project_id),
             models_dir=cfg.data_dir / "models",
         )
+        if feedback:
+            from app.demo.feedback import simulate_feedback
+
+            simulated = simulate_feedback(
+                session=session, project=session.get_one(Project, summary.project_id)
+            )
     typer.echo(f"demo project id {summary.project_id}: {summary.prompts_added} prompts added")
+    if feedback:
+        typer.echo(
+            f"simulated feedback: {simulated.rankings} rankings and "
+            f"{simulated.demonstrations} demonstrations added"
+        )
     if policy is not None:
         typer.echo(
             f"demo policy: {policy.name} (a tiny untrained GPT-2: its answers are noise) "
@@ -619,6 +641,123 @@ def export_command(
             )
 
 
+# --- train ----------------------------------------------------------------------------------
+
+BaseOpt = Annotated[
+    str, typer.Option("--base", help="The model to start from: a registered version or a folder")
+]
+OutOpt = Annotated[
+    str | None, typer.Option(help="Folder to save the model in (default: the data dir's models/)")
+]
+NameOpt = Annotated[str | None, typer.Option(help="The registered model's name")]
+EpochsOpt = Annotated[float, typer.Option(help="Passes over the training data")]
+BatchOpt = Annotated[int | None, typer.Option(help="Examples per step (RM: whole prompts)")]
+LrOpt = Annotated[float | None, typer.Option("--learning-rate", help="Peak learning rate")]
+MaxLenOpt = Annotated[int, typer.Option(help="Tokens per sequence (prompts are cut at the start)")]
+SeedOpt = Annotated[int, typer.Option(help="Seed of the data split, order and initialisation")]
+SaveOpt = Annotated[
+    int, typer.Option(help="A checkpoint every N steps (a lost worker resumes from it); 0: none")
+]
+RatioOpt = Annotated[float, typer.Option(help="Share of prompt submitters held out")]
+WaitOpt = Annotated[bool, typer.Option("--wait", help="Wait for the job, with progress")]
+
+
+def _start_training(project: str, raw: dict[str, Any], wait: bool) -> None:
+    from app.errors import NotFoundError
+    from app.jobs import kinds
+    from app.jobs.service import commit_and_enqueue, create_job, get_job
+    from app.jobs.training import SFT, TrainError, TrainOptions
+    from app.models_registry.service import get_model
+    from app.projects.service import get_project
+    from workers.celery_app import create_celery_app
+
+    raw = {key: value for key, value in raw.items() if value is not None}
+    if raw.get("out") and Path(raw["out"]).expanduser().exists():
+        fail(f"{raw['out']} already exists: give a new folder (nothing is overwritten)")
+    with db_session() as session:
+        target = get_project(session=session, ref=project)
+        try:
+            raw["base"] = str(get_model(session=session, ref=raw["base"]).id)
+        except NotFoundError:
+            folder = Path(raw["base"]).expanduser()
+            if not folder.is_dir():
+                fail(f"no registered model and no model folder {raw['base']!r}")
+            raw["base"] = str(folder.resolve())
+        if raw.get("out"):
+            raw["out"] = str(Path(raw["out"]).expanduser().resolve())
+        try:
+            params = TrainOptions.from_dict(raw).as_dict()
+        except TrainError as exc:
+            fail(str(exc))
+        kind = kinds.TRAIN_SFT if params["kind"] == SFT else kinds.TRAIN_RM
+        job = create_job(session=session, kind=kind, project_id=target.id, params=params)
+        commit_and_enqueue(session=session, celery=create_celery_app(settings()), job=job)
+        job_id, status = job.id, job.status
+    typer.echo(f"job {job_id} {status.value}")
+    if wait:
+        wait_for_job(job_id)
+        with db_session() as session:
+            artifacts = get_job(session=session, job_id=job_id).artifacts
+        typer.echo(f"model version {artifacts['model_version_id']} saved in {artifacts['model']}")
+
+
+@train_app.command("sft")
+def train_sft(
+    project: Annotated[str, typer.Argument(help="Project name or id")],
+    base: BaseOpt,
+    out: OutOpt = None,
+    name: NameOpt = None,
+    epochs: EpochsOpt = 3.0,
+    batch_size: BatchOpt = None,
+    learning_rate: LrOpt = None,
+    max_length: MaxLenOpt = 512,
+    seed: SeedOpt = 0,
+    save_steps: SaveOpt = 50,
+    validation_ratio: RatioOpt = 0.1,
+    wait: WaitOpt = False,
+) -> None:
+    """Fine-tune BASE on the project's demonstrations (loss on the answer tokens only)."""
+    _start_training(
+        project,
+        {"kind": "sft", "base": base, "out": out, "name": name, "epochs": epochs,
+         "batch_size": batch_size, "learning_rate": learning_rate, "max_length": max_length,
+         "seed": seed, "save_steps": save_steps, "validation_ratio": validation_ratio},
+        wait,
+    )  # fmt: skip
+
+
+@train_app.command("rm")
+def train_rm(
+    project: Annotated[str, typer.Argument(help="Project name or id")],
+    base: BaseOpt,
+    out: OutOpt = None,
+    name: NameOpt = None,
+    epochs: EpochsOpt = 1.0,
+    batch_size: BatchOpt = None,
+    learning_rate: LrOpt = None,
+    max_length: MaxLenOpt = 512,
+    seed: SeedOpt = 0,
+    save_steps: SaveOpt = 50,
+    validation_ratio: RatioOpt = 0.1,
+    k: Annotated[
+        int | None, typer.Option("--k", help="Train on the rankings of K answers only")
+    ] = None,
+    margin_coef: Annotated[float, typer.Option(help="Weight of the margin term")] = 0.0,
+    center_coef: Annotated[float, typer.Option(help="Weight of reward centering")] = 0.0,
+    wait: WaitOpt = False,
+) -> None:
+    """Train a reward model from BASE on the project's rankings (all K answers of a prompt in
+    one batch, every pair in the loss)."""
+    _start_training(
+        project,
+        {"kind": "rm", "base": base, "out": out, "name": name, "epochs": epochs,
+         "batch_size": batch_size, "learning_rate": learning_rate, "max_length": max_length,
+         "seed": seed, "save_steps": save_steps, "validation_ratio": validation_ratio, "k": k,
+         "margin_coef": margin_coef, "center_coef": center_coef},
+        wait,
+    )  # fmt: skip
+
+
 # --- jobs -------------------------------------------------------------------------------------
 
 
@@ -748,8 +887,9 @@ def jobs_show(
 def wait_for_job(job_id: int, *, poll_seconds: float = 0.5) -> None:
     """Show a progress bar until the job finishes; exit 1 if it did not succeed."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    from sqlalchemy import select
 
-    from app.jobs.models import Job, JobStatus
+    from app.jobs.models import Job, JobStatus, JobStep
 
     with Progress(
         TextColumn("[bold]job {task.fields[job_id]}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
@@ -766,8 +906,16 @@ def wait_for_job(job_id: int, *, poll_seconds: float = 0.5) -> None:
                     job.error,
                 )
                 speed = job.metrics.get("tokens_per_second")
+                loss = session.scalar(
+                    select(JobStep.values)
+                    .where(JobStep.job_id == job_id, JobStep.phase == "train")
+                    .order_by(JobStep.step.desc())
+                    .limit(1)
+                )
             if speed:
                 message = f"{message}, {speed:,.0f} tokens/s"
+            if loss and "loss" in loss:
+                message = f"{message}, loss {loss['loss']:.4f}"
             bar.update(task, completed=progress, description=message or status.value)
             if status.is_finished:
                 break

@@ -8,6 +8,7 @@ import json
 from datetime import timedelta
 from pathlib import Path
 
+import httpx
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -22,7 +23,7 @@ from app.jobs.training import TrainError, TrainOptions
 from app.labeling.models import Demonstration, Prompt
 from app.models_registry.models import ModelKind, ModelVersion
 from app.projects.models import Project
-from tests.helpers import make_project, make_prompt, make_user, rank
+from tests.helpers import login, make_admin, make_project, make_prompt, make_user, rank
 from workers.runner import JobContext, run_job
 
 pytestmark = pytest.mark.slow
@@ -351,3 +352,43 @@ def test_a_lost_worker_resumes_from_its_last_checkpoint(
         )
         == 12
     )
+
+
+async def test_the_job_page_charts_the_logged_steps_and_polls_while_running(
+    client: httpx.AsyncClient, session: Session
+) -> None:
+    project = make_project(session)
+    job = _job(session, kinds.TRAIN_RM, project, base="1")
+    job.status = JobStatus.running
+    for step in range(1, 41):
+        session.add(JobStep(job_id=job.id, step=step, values={
+            "loss": 0.7 - step / 100, "accuracy": 0.5 + step / 100, "epoch": step / 20}))  # fmt: skip
+    session.add(JobStep(job_id=job.id, step=20, phase="eval", values={"accuracy": 0.61}))
+    session.add(JobStep(job_id=job.id, step=40, phase="eval", values={"accuracy": 0.83}))
+    session.commit()
+    await login(client, make_admin(session))
+    page = (await client.get(f"/admin/jobs/{job.id}")).text
+    assert 'hx-trigger="every 2s"' in page  # live: the block is fetched again while it runs
+    assert "Training curves" in page
+    assert page.count('class="metric-chart"') == 2  # loss and accuracy; epoch is not charted
+    assert 'aria-label="accuracy: train 0.9 at step 40; validation 0.83 at step 40"' in page
+    assert 'aria-label="loss: train 0.3 at step 40"' in page
+    # The polled fragment carries the charts too.
+    fragment = (await client.get(f"/admin/jobs/{job.id}", headers={"HX-Request": "true"})).text
+    assert fragment.count('class="metric-chart"') == 2 and "<html" not in fragment
+
+
+def test_metric_chart_geometry_fits_the_values_and_thins_long_runs() -> None:
+    from app.web.charts import metric_chart
+
+    chart = metric_chart("loss", {"train": [(s, 1.0 / s) for s in range(1, 1001)]})
+    (line,) = chart.series
+    assert line.path.count("L") + 1 <= 241 and line.dots == []  # thinned, no dots
+    assert line.last is not None and line.last[2] == "0.001"
+    xs = [float(part[1:].split(",")[0]) for part in line.path.split()]
+    ys = [float(part.split(",")[1]) for part in line.path.split()]
+    assert xs == sorted(xs) and xs[0] == chart.left and xs[-1] == chart.width - chart.right
+    assert chart.top <= min(ys) and max(ys) <= chart.height - chart.bottom
+    assert ys[0] < ys[-1]  # a falling loss goes down the chart
+    flat = metric_chart("lr", {"train": [(1, 0.5), (2, 0.5)]})
+    assert flat.series[0].last is not None and flat.grid[1][1] == "0.5"

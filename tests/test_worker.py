@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -147,6 +148,56 @@ def test_generate_fills_the_demo_with_the_demo_model(tmp_path: Path) -> None:
             ["generate", "1", "--model", str(tmp_path / "missing")],
             "error: no registered model or model folder",
         ),
+    ):
+        result = rlhf(env, *args)
+        assert result.returncode == 2 and result.stderr.startswith(message), result.stderr
+
+
+def test_train_sft_and_rm_on_the_demo_register_models_a_plain_shell_loads(tmp_path: Path) -> None:
+    """`rlhf demo --feedback` then `rlhf train sft` and `rlhf train rm --wait` through a real
+    worker: each registers a model that `from_pretrained` loads in a fresh Python process."""
+    env = rlhf_env(f"sqlite:///{tmp_path / 'train.db'}", tmp_path / "var", RLHF_DEMO_MODE="1")
+    assert rlhf(env, "db", "upgrade").returncode == 0
+    demo = rlhf(env, "demo", "--feedback")
+    assert demo.returncode == 0, demo.stderr
+    assert "simulated feedback: 36 rankings and 12 demonstrations added" in demo.stdout
+    common = [
+        "--epochs",
+        "2",
+        "--batch-size",
+        "4",
+        "--save-steps",
+        "2",
+        "--max-length",
+        "1024",
+        "--wait",
+    ]
+    with serve_with_worker(env):
+        sft = rlhf(env, "train", "sft", "1", "--base", "demo-tiny-gpt2", "--name", "demo-sft",
+                   *common)  # fmt: skip
+        assert sft.returncode == 0, sft.stdout + sft.stderr
+        rm = rlhf(env, "train", "rm", "1", "--base", "demo-sft", "--name", "demo-rm", *common)
+        assert rm.returncode == 0, rm.stdout + rm.stderr
+        assert "saved in" in rm.stdout
+    models = {m["name"]: m for m in json.loads(rlhf(env, "models", "list", "--json").stdout)}
+    assert models["demo-sft"]["kind"] == "sft"
+    assert models["demo-sft"]["parent_id"] == models["demo-tiny-gpt2"]["id"]
+    assert models["demo-rm"]["parent_id"] == models["demo-sft"]["id"]
+    assert models["demo-rm"]["metrics"]["k"] == 4 and models["demo-rm"]["export_id"]
+    script = (
+        "import sys\n"
+        "from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification\n"
+        "print(type(AutoModelForCausalLM.from_pretrained(sys.argv[1])).__name__)\n"
+        "print(type(AutoModelForSequenceClassification.from_pretrained(sys.argv[2])).__name__)\n"
+    )
+    shell = subprocess.run(
+        [sys.executable, "-c", script, models["demo-sft"]["path"], models["demo-rm"]["path"]],
+        capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    assert shell.stdout.split() == ["GPT2LMHeadModel", "GPT2ForSequenceClassification"]
+    for args, message in (
+        (["train", "rm", "1", "--base", "nowhere"], "error: no registered model and no model"),
+        (["train", "sft", "1", "--base", "demo-sft", "--epochs", "0"], "error: epochs must be"),
     ):
         result = rlhf(env, *args)
         assert result.returncode == 2 and result.stderr.startswith(message), result.stderr

@@ -10,7 +10,6 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from app.agreement.charts import rate_bar_chart, rate_line_chart
 from app.agreement.service import (
     CONSENSUS_METHOD,
     GOLD_CHOICES,
@@ -23,6 +22,7 @@ from app.agreement.service import (
 )
 from app.deps import AdminUser, DbSession
 from app.projects.service import get_project
+from app.web.charts import rate_bar_chart, rate_line_chart
 from app.web.templating import is_htmx, render
 
 router = APIRouter(prefix="/admin/projects", tags=["agreement"])

@@ -31,7 +31,8 @@ def ensure_demo_policy(
         for item in DEMO_PROMPTS:
             texts.append(item["prompt"])
             texts.extend(answer["text"] for answer in item["answers"])
-        build_tiny_causal_lm(folder, texts=texts)
+        # A context long enough for the demo's longest answers: SFT and RM train on all of them.
+        build_tiny_causal_lm(folder, texts=texts, vocab_size=2048, n_positions=2048)
     version = session.scalar(select(ModelVersion).where(ModelVersion.name == DEMO_MODEL_NAME))
     if version is None:
         version = register_model(

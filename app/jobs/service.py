@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from app.db import utcnow
 from app.errors import NotFoundError
 from app.jobs.kinds import QUEUE_BY_KIND, TASK_RUN_JOB
-from app.jobs.models import Job, JobStatus
+from app.jobs.models import Job, JobStatus, JobStep
 
 log = logging.getLogger(__name__)
 
@@ -101,3 +101,25 @@ def request_cancel(*, session: Session, job: Job, stale_after: timedelta) -> Job
         job.finished_at = now
     session.flush()
     return job
+
+
+#: the metrics a training job's page charts, in this order (others follow by name)
+CHART_ORDER = ("loss", "accuracy", "margin", "perplexity", "learning_rate", "grad_norm")
+SERIES_NAMES = {"train": "train", "eval": "validation"}
+
+
+def step_series(*, session: Session, job_id: int) -> dict[str, dict[str, list[tuple[int, float]]]]:
+    """{metric: {"train" | "validation": [(step, value), ...]}} from a job's logged steps."""
+    found: dict[str, dict[str, list[tuple[int, float]]]] = {}
+    rows = session.execute(
+        select(JobStep.step, JobStep.phase, JobStep.values)
+        .where(JobStep.job_id == job_id)
+        .order_by(JobStep.step, JobStep.id)
+    )
+    for step, phase, values in rows:
+        series = SERIES_NAMES.get(phase, phase)
+        for metric, value in values.items():
+            if metric != "epoch" and isinstance(value, int | float):
+                found.setdefault(metric, {}).setdefault(series, []).append((step, float(value)))
+    order = {name: i for i, name in enumerate(CHART_ORDER)}
+    return dict(sorted(found.items(), key=lambda item: (order.get(item[0], 99), item[0])))

@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 
 from app.audit.service import record
 from app.deps import AdminUser, CeleryDep, DbSession, SettingsDep
 from app.jobs import kinds
-from app.jobs.service import commit_and_enqueue, create_job, get_job, list_jobs, request_cancel
+from app.jobs.models import Job
+from app.jobs.service import (
+    commit_and_enqueue,
+    create_job,
+    get_job,
+    list_jobs,
+    request_cancel,
+    step_series,
+)
+from app.web.charts import metric_chart
 from app.web.templating import render
 
 router = APIRouter(prefix="/admin/jobs", tags=["jobs"])
@@ -23,7 +34,13 @@ def jobs_list(request: Request, session: DbSession, user: AdminUser) -> Response
 @router.get("/{job_id}", name="job_detail")
 def job_detail(request: Request, session: DbSession, user: AdminUser, job_id: int) -> Response:
     job = get_job(session=session, job_id=job_id)
-    return render(request, "jobs/detail.html", {"job": job}, block="job_status")
+    return render(request, "jobs/detail.html", _detail(session, job), block="job_status")
+
+
+def _detail(session: DbSession, job: Job) -> dict[str, Any]:
+    series = step_series(session=session, job_id=job.id)
+    charts = [metric_chart(metric, lines) for metric, lines in series.items()]
+    return {"job": job, "charts": charts}
 
 
 @router.post("/selfcheck", name="job_selfcheck")
@@ -46,4 +63,4 @@ def cancel_job(
         session=session, actor_id=user.id, action="job.cancel", target_type="job", target_id=job.id
     )
     session.commit()
-    return render(request, "jobs/detail.html", {"job": job}, block="job_status")
+    return render(request, "jobs/detail.html", _detail(session, job), block="job_status")

@@ -25,7 +25,9 @@ from workers.ml.rm_loss import kwise_loss
 from workers.ml.training import (
     StepSink,
     TrainConfig,
+    context_length,
     disable_dropout,
+    fit_max_length,
     training_arguments,
 )
 
@@ -165,14 +167,14 @@ def train_reward_model(
     set_seed(config.seed)
     model, tokenizer = load_reward_model(base)
     disable_dropout(model)
-    collator = KwiseCollator(
-        tokenizer, max_length=config.max_length, causal=is_causal(model.config)
-    )
+    max_length = fit_max_length(config.max_length, model)
+    collator = KwiseCollator(tokenizer, max_length=max_length, causal=is_causal(model.config))
     too_long = sum(collator.answer_too_long(r) for r in [*train, *validation])
     if too_long:
         raise RewardDataError(
-            f"{too_long} rankings have an answer longer than max_length ({config.max_length} "
-            "tokens): raise max_length (up to the model's context) or leave those out"
+            f"{too_long} rankings have an answer longer than max_length ({max_length} "
+            f"tokens): raise max_length (the model reads up to {context_length(model.config) or '?'} "
+            "tokens) or leave those out"
         )
 
     class KwiseTrainer(Trainer):

@@ -23,7 +23,13 @@ from typing import Any
 import torch
 
 from workers.ml.sampling import encode_prompt
-from workers.ml.training import StepSink, TrainConfig, training_arguments
+from workers.ml.training import (
+    StepSink,
+    TrainConfig,
+    context_length,
+    fit_max_length,
+    training_arguments,
+)
 
 IGNORE = -100
 
@@ -156,12 +162,14 @@ def train_sft(
     check_examples(train)
     set_seed(config.seed)
     model, tokenizer = load_causal_lm_for_training(base)
-    collator = CompletionCollator(tokenizer, max_length=config.max_length)
+    max_length = fit_max_length(config.max_length, model)
+    collator = CompletionCollator(tokenizer, max_length=max_length)
     too_long = sum(collator.answer_too_long(e) for e in [*train, *validation])
     if too_long:
         raise SftDataError(
-            f"{too_long} demonstrations are longer than max_length ({config.max_length} tokens): "
-            "raise max_length (up to the model's context) or leave those out"
+            f"{too_long} demonstrations are longer than max_length ({max_length} tokens): "
+            f"raise max_length (the model reads up to {context_length(model.config) or '?'} "
+            "tokens) or leave those out"
         )
 
     class EpochEval(TrainerCallback):

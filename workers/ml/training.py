@@ -48,6 +48,21 @@ class TrainConfig:
     extra: dict[str, Any] = field(default_factory=dict)  # any other TrainingArguments
 
 
+def context_length(config: Any) -> int | None:
+    """The most tokens the model reads at once (None when its config does not say)."""
+    for name in ("n_positions", "max_position_embeddings", "seq_length"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def fit_max_length(max_length: int, model: Any) -> int:
+    """``max_length`` capped at the model's context."""
+    context = context_length(model.config)
+    return min(max_length, context) if context else max_length
+
+
 def bf16_supported() -> bool:
     return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
 
