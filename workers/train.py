@@ -307,6 +307,7 @@ def train_impl(ctx: JobContext) -> None:
     ctx.set_artifacts(model_version_id=version_id, model=str(out))
     shutil.rmtree(checkpoints, ignore_errors=True)  # the model is whole and registered
     ctx.log(f"registered {version_name!r} (model version {version_id}) at {out}")
+    ctx.progress(1.0, f"registered {version_name} (model version {version_id})")
 
 
 def _run(train: Any, base: str, train_set: Any, validation_set: Any, checkpoints: Path,

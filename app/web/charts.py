@@ -179,7 +179,7 @@ def metric_chart(
 ) -> MetricChart:
     """One metric against the training step, a line per series ({"train": [(step, value)],
     "validation": [...]}); the y range fits the values, the newest value is written at its end."""
-    left, right, top, bottom = 52, 64, 14, 28
+    left, right, top, bottom = 64, 64, 14, 28
     inner_w, inner_h = width - left - right, height - top - bottom
     shown = {name: _thin(points, most_points) for name, points in lines.items() if points}
     values = [v for points in shown.values() for _, v in points]
