@@ -140,12 +140,17 @@ def test_rm_job_registers_a_reward_model_with_its_score_statistics(
 
     base = _base(session, tiny)
     project = _with_rankings(session, n=12)
+    name = f"rm-of-{project.name.replace(' ', '-')}"
+    (settings.data_dir / "models" / name).mkdir(parents=True)  # someone else's folder
+    (settings.data_dir / "models" / name / "notes.txt").write_text("keep me")
     job = _job(
         session, kinds.TRAIN_RM, project, base=base.name, epochs=2, batch_size=4,
-        learning_rate=1e-3, logging_steps=1, validation_ratio=0.3, name="my-rm",
+        learning_rate=1e-3, logging_steps=1, validation_ratio=0.3, name=name,
     )  # fmt: skip
     assert _run(session_factory, settings, job) == JobStatus.succeeded, job.error
-    version = session.scalars(select(ModelVersion).where(ModelVersion.name == "my-rm")).one()
+    version = session.scalars(select(ModelVersion).where(ModelVersion.name == name)).one()
+    assert version.path == str(settings.data_dir / "models" / f"{name}-2")  # not overwritten
+    assert (settings.data_dir / "models" / name / "notes.txt").read_text() == "keep me"
     assert (version.kind, version.parent_id, version.job_id) == (ModelKind.rm, base.id, job.id)
     metrics = version.metrics
     assert metrics["k"] == 4 and metrics["validation_pairs"] == 6 * metrics["validation_rankings"]

@@ -187,21 +187,28 @@ def _destination(ctx: JobContext, project: Project, options: TrainOptions) -> tu
         else:
             slug = re.sub(r"[^a-z0-9]+", "-", project.name.lower()).strip("-")[:60] or "project"
             name = unique_name(session, f"{slug}-{options.kind}-job{ctx.job_id}")
-    out = (
-        Path(options.out).expanduser().resolve()
-        if options.out
-        else ctx.settings.data_dir / "models" / f"{name}"
-    )
-    if out.exists():
-        try:
-            meta = json.loads((out / "rlhf.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            meta = {}
-        if not isinstance(meta, dict) or meta.get("job_id") != ctx.job_id:
+    if options.out:
+        out = Path(options.out).expanduser().resolve()
+        if out.exists() and not _ours(out, ctx.job_id):
             raise TrainingError(
                 f"{out} already exists: give a new folder (nothing is overwritten)."
             )
+        return name, out
+    models = ctx.settings.data_dir / "models"
+    out, n = models / name, 1
+    while out.exists() and not _ours(out, ctx.job_id):  # a folder left by something else
+        n += 1
+        out = models / f"{name}-{n}"
     return name, out
+
+
+def _ours(folder: Path, job_id: int) -> bool:
+    """The folder was saved by this job (an earlier attempt, lost before registering it)."""
+    try:
+        meta = json.loads((folder / "rlhf.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and meta.get("job_id") == job_id
 
 
 def train_impl(ctx: JobContext) -> None:
@@ -224,6 +231,8 @@ def train_impl(ctx: JobContext) -> None:
     train_rows, validation_rows = _splits(ctx, dataset, options)
 
     checkpoints = folder / "checkpoints"
+    if ctx.attempt == 1:  # checkpoints are for a retry of this job, nothing else
+        shutil.rmtree(checkpoints, ignore_errors=True)
     resume = last_checkpoint(checkpoints)
     if resume is not None:
         ctx.log(f"resuming from {resume.name} (a previous attempt was lost)")
