@@ -67,22 +67,20 @@ def bf16_supported() -> bool:
     return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
 
 
-def training_arguments(
-    out_dir: Path, config: TrainConfig, *, batch_size: int | None = None, evaluate: bool = False
-) -> Any:
+def training_arguments(out_dir: Path, config: TrainConfig) -> Any:
     from transformers import TrainingArguments
 
     checkpoints = config.save_steps > 0
     return TrainingArguments(
         output_dir=str(out_dir),
         num_train_epochs=config.epochs,
-        per_device_train_batch_size=batch_size or config.batch_size,
-        per_device_eval_batch_size=batch_size or config.batch_size,
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.batch_size,
         learning_rate=config.learning_rate,
         warmup_steps=config.warmup_ratio,  # a float below 1 is a share of the steps
         weight_decay=config.weight_decay,
         logging_steps=config.logging_steps,
-        eval_strategy="epoch" if evaluate else "no",
+        eval_strategy="no",  # each trainer evaluates after an epoch itself
         save_strategy="steps" if checkpoints else "no",
         save_steps=config.save_steps if checkpoints else 500,
         save_total_limit=2 if checkpoints else None,  # the last one may be half-written
