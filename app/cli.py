@@ -31,7 +31,7 @@ users_app = typer.Typer(help="User accounts.", no_args_is_help=True)
 projects_app = typer.Typer(help="Labeling projects.", no_args_is_help=True)
 jobs_app = typer.Typer(help="Background jobs.", no_args_is_help=True)
 models_app = typer.Typer(help="Model versions (Hugging Face checkpoints).", no_args_is_help=True)
-train_app = typer.Typer(help="Training jobs (SFT, reward model).", no_args_is_help=True)
+train_app = typer.Typer(help="Training jobs (SFT, reward model, PPO).", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(users_app, name="users")
 app.add_typer(projects_app, name="projects")
@@ -666,7 +666,7 @@ def _start_training(project: str, raw: dict[str, Any], wait: bool) -> None:
     from app.errors import NotFoundError
     from app.jobs import kinds
     from app.jobs.service import commit_and_enqueue, create_job, get_job
-    from app.jobs.training import SFT, TrainError, TrainOptions
+    from app.jobs.training import PPO, SFT, PPOOptions, TrainError, TrainOptions
     from app.models_registry.service import get_model
     from app.projects.service import get_project
     from workers.celery_app import create_celery_app
@@ -676,20 +676,26 @@ def _start_training(project: str, raw: dict[str, Any], wait: bool) -> None:
         fail(f"{raw['out']} already exists: give a new folder (nothing is overwritten)")
     with db_session() as session:
         target = get_project(session=session, ref=project)
-        try:
-            raw["base"] = str(get_model(session=session, ref=raw["base"]).id)
-        except NotFoundError:
-            folder = Path(raw["base"]).expanduser()
-            if not folder.is_dir():
-                fail(f"no registered model and no model folder {raw['base']!r}")
-            raw["base"] = str(folder.resolve())
+        for field in ("base", "policy", "reward"):
+            if field not in raw:
+                continue
+            try:
+                raw[field] = str(get_model(session=session, ref=raw[field]).id)
+            except NotFoundError:
+                folder = Path(raw[field]).expanduser()
+                if not folder.is_dir():
+                    fail(f"no registered model and no model folder {raw[field]!r} (--{field})")
+                raw[field] = str(folder.resolve())
         if raw.get("out"):
             raw["out"] = str(Path(raw["out"]).expanduser().resolve())
         try:
-            params = TrainOptions.from_dict(raw).as_dict()
+            if raw["kind"] == PPO:
+                params = PPOOptions.from_dict(raw).as_dict()
+            else:
+                params = TrainOptions.from_dict(raw).as_dict()
         except TrainError as exc:
             fail(str(exc))
-        kind = kinds.TRAIN_SFT if params["kind"] == SFT else kinds.TRAIN_RM
+        kind = {SFT: kinds.TRAIN_SFT, PPO: kinds.TRAIN_PPO}.get(params["kind"], kinds.TRAIN_RM)
         job = create_job(session=session, kind=kind, project_id=target.id, params=params)
         commit_and_enqueue(session=session, celery=create_celery_app(settings()), job=job)
         job_id, status = job.id, job.status
@@ -754,6 +760,53 @@ def train_rm(
          "batch_size": batch_size, "learning_rate": learning_rate, "max_length": max_length,
          "seed": seed, "save_steps": save_steps, "validation_ratio": validation_ratio, "k": k,
          "margin_coef": margin_coef, "center_coef": center_coef},
+        wait,
+    )  # fmt: skip
+
+
+@train_app.command("ppo")
+def train_ppo(
+    project: Annotated[str, typer.Argument(help="Project name or id")],
+    policy: Annotated[
+        str,
+        typer.Option("--policy", help="The policy to improve (an SFT version): also the reference"),
+    ],
+    reward: Annotated[str, typer.Option("--reward", help="The reward model (a registered rm)")],
+    out: OutOpt = None,
+    name: NameOpt = None,
+    steps: Annotated[int, typer.Option(help="PPO steps (rollout batches)")] = 20,
+    batch_size: Annotated[int, typer.Option(help="Prompts (rollouts) per step")] = 16,
+    mini_batch_size: Annotated[int, typer.Option(help="Rollouts per update")] = 4,
+    ppo_epochs: Annotated[int, typer.Option(help="Passes over each batch")] = 4,
+    learning_rate: Annotated[float, typer.Option("--learning-rate", help="Learning rate")] = 1e-5,
+    max_new_tokens: Annotated[int, typer.Option(help="Longest answer, in tokens")] = 64,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature")] = 1.0,
+    kl_coef: Annotated[
+        float, typer.Option(help="KL penalty beta (start value if adaptive)")
+    ] = 0.05,
+    kl_target: Annotated[
+        float, typer.Option(help="Adaptive KL towards this many nats per answer (0: fixed beta)")
+    ] = 0.0,
+    missing_eos_penalty: Annotated[
+        float, typer.Option(help="Taken off the score of an answer cut at the length limit")
+    ] = 1.0,
+    ptx_coef: Annotated[
+        float, typer.Option(help="PPO-ptx: weight of the LM loss on demonstrations (0: off)")
+    ] = 0.0,
+    seed: SeedOpt = 0,
+    save_steps: SaveOpt = 10,
+    wait: WaitOpt = False,
+) -> None:
+    """Improve POLICY with PPO against the reward model on the project's prompts (per-token
+    KL penalty to the starting policy, clipped updates, GAE); registers the new policy."""
+    _start_training(
+        project,
+        {"kind": "ppo", "policy": policy, "reward": reward, "out": out, "name": name,
+         "steps": steps, "batch_size": batch_size, "mini_batch_size": mini_batch_size,
+         "ppo_epochs": ppo_epochs, "learning_rate": learning_rate,
+         "max_new_tokens": max_new_tokens, "temperature": temperature, "kl_coef": kl_coef,
+         "kl_target": kl_target, "missing_eos_penalty": missing_eos_penalty,
+         "ptx_coef": ptx_coef, "seed": seed, "save_steps": save_steps},
         wait,
     )  # fmt: skip
 

@@ -31,48 +31,7 @@ from workers.ml.rm_train import (
     evaluate,
     train_reward_model,
 )
-
-WORDS = [
-    "the",
-    "cat",
-    "sat",
-    "on",
-    "a",
-    "mat",
-    "and",
-    "then",
-    "it",
-    "ran",
-    "to",
-    "see",
-    "some",
-    "dog",
-    "by",
-    "old",
-    "red",
-    "tree",
-]
-
-
-def rankings(n: int, k: int, seed: int) -> list[Ranking]:
-    """Strict rankings (no ties, so all C(K,2) pairs count): answer j says "please" j times
-    among its words, and more is better."""
-    import random
-
-    rng = random.Random(seed)
-    out = []
-    for i in range(n):
-        counts = list(range(k))
-        rng.shuffle(counts)
-        answers = []
-        for count in counts:
-            words = rng.choices(WORDS, k=rng.randint(6, 12))
-            for _ in range(count):
-                words.insert(rng.randrange(len(words) + 1), "please")
-            answers.append(" ".join(words))
-        prompt = f"Question {i}: " + " ".join(rng.choices(WORDS, k=6))
-        out.append(Ranking(prompt, answers, [k - 1 - c for c in counts]))
-    return out
+from workers.ml.synthetic import corpus, please_rankings
 
 
 def trl_pairs(data: list[Ranking], collator: KwiseCollator) -> list[dict[str, str]]:
@@ -97,8 +56,8 @@ def run(k: int, args: argparse.Namespace, model_dir: Path, tmp: Path) -> None:
 
     from workers.ml.reward_model import load_reward_model
 
-    train = rankings(args.rankings, k, seed=1)
-    validation = rankings(64, k, seed=2)
+    train = please_rankings(args.rankings, k=k, seed=1, strict=True)
+    validation = please_rankings(64, k=k, seed=2, strict=True)
     config = RewardConfig(epochs=1, batch_size=args.batch, learning_rate=1e-3, max_length=128)
     _, _, ours = train_reward_model(model_dir, train, validation, tmp / f"ours{k}", config)
     ours_s = ours.train_seconds  # tokenising happens in the collator: counted
@@ -217,9 +176,8 @@ def main() -> None:
     args, _unknown = parser.parse_known_args()
     print(f"TRL {trl.__version__}; tiny GPT-2 {args.layers} layers x {args.embd}, CPU")
     with tempfile.TemporaryDirectory() as tmp:
-        corpus = [" ".join([*WORDS, "please", "Question", "User:", "Assistant:"])] * 40
         model_dir = build_tiny_causal_lm(
-            Path(tmp) / "base", texts=corpus, n_layer=args.layers, n_embd=args.embd
+            Path(tmp) / "base", texts=corpus(), n_layer=args.layers, n_embd=args.embd
         )
         for k in (4, 9):
             run(k, args, model_dir, Path(tmp))

@@ -4,7 +4,6 @@ validation accuracy) in CI time; bad data is refused with a clear message."""
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 
 import pytest
@@ -17,65 +16,22 @@ from workers.ml.rm_train import (
     check_rankings,
     train_reward_model,
 )
+from workers.ml.synthetic import corpus, please_rankings
 
 pytestmark = pytest.mark.slow
-WORDS = [
-    "the",
-    "cat",
-    "sat",
-    "on",
-    "a",
-    "mat",
-    "and",
-    "then",
-    "it",
-    "ran",
-    "to",
-    "see",
-    "some",
-    "dog",
-    "by",
-    "old",
-    "red",
-    "tree",
-]
-
-
-def _answer(rng: random.Random, polite: bool) -> str:
-    words = rng.choices(WORDS, k=rng.randint(4, 9))
-    if polite:
-        words.insert(rng.randrange(len(words) + 1), "please")
-    return " ".join(words)
-
-
-def _rankings(n: int, seed: int) -> list[Ranking]:
-    rng = random.Random(seed)
-    out = []
-    for i in range(n):
-        polite = [True, True, False, False]
-        rng.shuffle(polite)
-        out.append(
-            Ranking(
-                prompt=f"Question {i}: " + " ".join(rng.choices(WORDS, k=5)),
-                answers=[_answer(rng, p) for p in polite],
-                places=[0 if p else 1 for p in polite],  # polite ones tie for best
-            )
-        )
-    return out
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from workers.ml.tiny import build_tiny_causal_lm
 
-    corpus = [" ".join([*WORDS, "please", "Question", "User:", "Assistant:"])] * 40
-    return build_tiny_causal_lm(tmp_path_factory.mktemp("rm") / "gpt2", texts=corpus)
+    return build_tiny_causal_lm(tmp_path_factory.mktemp("rm") / "gpt2", texts=corpus())
 
 
 def test_a_tiny_reward_model_learns_the_please_rule(tiny: Path, tmp_path: Path) -> None:
     config = RewardConfig(epochs=4, batch_size=8, learning_rate=2e-3, max_length=64)
     _model, _tokenizer, result = train_reward_model(
-        tiny, _rankings(240, seed=1), _rankings(60, seed=2), tmp_path, config
+        tiny, please_rankings(240, seed=1), please_rankings(60, seed=2), tmp_path, config
     )
     assert result.pairs == 60 * 4  # 2 polite x 2 plain per prompt; the ties give none
     assert result.accuracy > 0.9, result

@@ -9,12 +9,10 @@ fills what is still missing (the job is idempotent).
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable
 from dataclasses import asdict, replace
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from sqlalchemy import func, select
 
@@ -22,6 +20,7 @@ from app.db import session_scope
 from app.labeling.models import Completion, Prompt, text_sha256
 from app.models_registry.models import ModelVersion
 from app.projects.models import Project
+from workers.ml.loading import load_causal_lm
 from workers.runner import JobContext
 
 if TYPE_CHECKING:
@@ -45,31 +44,6 @@ def _missing(ctx: JobContext, project_id: int, k: int) -> dict[int, int]:
             .order_by(Prompt.id)
         )
         return {pid: k - n for pid, n in session.execute(counts) if n < k}
-
-
-def load_causal_lm(path: str) -> tuple[Any, Any]:
-    """Model and tokenizer from a save_pretrained folder (or a hub id where there is network).
-    Fails fast, before anything is sampled, with a message a user can act on."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
-    hub_id = re.fullmatch(r"[\w.-]+/[\w.-]+", path) is not None
-    if not Path(path).expanduser().exists() and not hub_id:
-        raise GenerationError(f"No model at {path!r}: the folder does not exist.")
-    try:
-        config = AutoConfig.from_pretrained(path)
-    except (OSError, ValueError) as exc:
-        raise GenerationError(f"Cannot read a model config at {path!r}: {exc}") from exc
-    try:
-        model = AutoModelForCausalLM.from_pretrained(path)
-    except ValueError as exc:
-        raise GenerationError(
-            f"The model at {path!r} ({config.model_type}) is not a causal language model."
-        ) from exc
-    tokenizer = AutoTokenizer.from_pretrained(path, padding_side="left")
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    model.eval()
-    return model, tokenizer
 
 
 def _resolve_model(ctx: JobContext, project: Project) -> tuple[str, int | None]:
@@ -125,7 +99,8 @@ def generate_impl(ctx: JobContext) -> None:
     else:
         path, version_id = _resolve_model(ctx, project)
         ctx.log(f"loading {path}")
-        model, tokenizer = load_causal_lm(path)
+        model, tokenizer = load_causal_lm(path, padding_side="left")
+        model.eval()
         context = getattr(model.config, "n_positions", None) or getattr(
             model.config, "max_position_embeddings", None
         )

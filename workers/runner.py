@@ -109,7 +109,7 @@ class JobContext:
             job = self._own(session)
             job.log = (job.log + f"[{stamp}] {line}\n")[-MAX_LOG_CHARS:]
 
-    def record_step(self, step: int, values: dict[str, float], *, phase: str = "train") -> None:
+    def record_step(self, step: int, values: dict[str, Any], *, phase: str = "train") -> None:
         """Store one logged step (the job page charts them). Logging the same step again (a run
         resumed from a checkpoint redoes the steps after it) replaces the earlier values."""
         with session_scope(self.session_factory) as session:
@@ -178,6 +178,7 @@ def job_impls() -> dict[str, JobImpl]:
     from app.jobs import kinds
     from workers.export import export_impl
     from workers.generate import generate_impl
+    from workers.ppo_job import ppo_impl
     from workers.selfcheck import selfcheck_impl
     from workers.train import train_impl
 
@@ -187,6 +188,7 @@ def job_impls() -> dict[str, JobImpl]:
         kinds.EXPORT: export_impl,
         kinds.TRAIN_SFT: train_impl,
         kinds.TRAIN_RM: train_impl,
+        kinds.TRAIN_PPO: ppo_impl,
     }
 
 

@@ -48,8 +48,11 @@ def job_folder(data_dir: Path, job_id: int) -> Path:
     return data_dir / "training" / f"job-{job_id}"
 
 
-def _base_model(ctx: JobContext, ref: str) -> tuple[str, int | None]:
-    """(path, registered version id or None) of the base: a version id or name, or a folder."""
+def resolve_model(
+    ctx: JobContext, ref: str, *, allowed: frozenset[ModelKind] = frozenset(ModelKind) - {ModelKind.rm},
+    role: str = "base",
+) -> tuple[str, int | None]:  # fmt: skip
+    """(path, registered version id or None) of a model: a version id or name, or a folder."""
     with session_scope(ctx.session_factory) as session:
         version = None
         if ref.isdigit():
@@ -57,9 +60,11 @@ def _base_model(ctx: JobContext, ref: str) -> tuple[str, int | None]:
         if version is None:
             version = session.scalar(select(ModelVersion).where(ModelVersion.name == ref))
         if version is not None:
-            if version.kind == ModelKind.rm:
+            if version.kind not in allowed:
+                kinds_ok = ", ".join(sorted(k.value for k in allowed))
                 raise TrainingError(
-                    f"{version.name!r} is a reward model; train from a base, sft or policy model"
+                    f"{version.name!r} is a {version.kind.value} model and cannot be the {role} "
+                    f"(it must be {kinds_ok})"
                 )
             return version.path, version.id
     folder = Path(ref).expanduser()
@@ -68,30 +73,29 @@ def _base_model(ctx: JobContext, ref: str) -> tuple[str, int | None]:
     return str(folder.resolve()), None
 
 
-def _snapshot(ctx: JobContext, options: TrainOptions, folder: Path) -> tuple[int, Path]:
-    """The job's dataset: made once, reused by a resumed attempt."""
+def snapshot(
+    ctx: JobContext, kind: str, folder: Path, *, validation_ratio: float, seed: int,
+    key: str = "export_id",
+) -> tuple[int, Path]:  # fmt: skip
+    """The job's dataset (an export of ``kind`` in ``folder``, its id kept in the job's
+    artifact ``key``): made once, reused by a resumed attempt."""
     with session_scope(ctx.session_factory) as session:
         job = session.get_one(Job, ctx.job_id)
-        export_id = job.artifacts.get("export_id")
+        export_id = job.artifacts.get(key)
         if export_id is not None:
             export = session.get(Export, export_id)
             if export is not None and Path(export.directory, "manifest.json").is_file():
                 ctx.log(f"reusing the dataset snapshot of export {export.id}")
                 return export.id, Path(export.directory)
     export_options = ExportOptions.from_dict(
-        {
-            "kind": DATASET_KIND[options.kind],
-            "format": "jsonl",
-            "validation_ratio": options.validation_ratio,
-            "seed": options.seed,
-        }
+        {"kind": kind, "format": "jsonl", "validation_ratio": validation_ratio, "seed": seed}
     )
     assert ctx.project_id is not None, "a training job belongs to a project"
     with session_scope(ctx.read_session_factory()) as session:
         project = session.get_one(Project, ctx.project_id)
         result = write_export(
             session=session, project=project, options=export_options,
-            folder=folder / "dataset", job_id=ctx.job_id,
+            folder=folder, job_id=ctx.job_id,
         )  # fmt: skip
     with session_scope(ctx.session_factory) as session:
         project = session.get_one(Project, ctx.project_id)
@@ -101,7 +105,7 @@ def _snapshot(ctx: JobContext, options: TrainOptions, folder: Path) -> tuple[int
             job_id=ctx.job_id, created_by_id=created_by,
         )  # fmt: skip
         export_id = export.id
-    ctx.set_artifacts(export_id=export_id, dataset=str(result.directory))
+    ctx.set_artifacts(**{key: export_id, key.replace("export_id", "dataset"): str(folder)})
     counts = result.counts
     ctx.log(
         f"dataset snapshot: export {export_id}, {counts[TRAIN]:,} train and "
@@ -116,21 +120,21 @@ def _rows(folder: Path, split: str) -> list[dict[str, Any]]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def _splits(
-    ctx: JobContext, folder: Path, options: TrainOptions
+def splits(
+    ctx: JobContext, folder: Path, *, validation_ratio: float, seed: int
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Train and validation rows. Validation holds the prompts of other submitters (as
     InstructGPT splits by user); when every prompt came from the held-out side or from one
     submitter, so that a side is empty, the rows are split by prompt instead, and the log says
     so."""
     train, validation = _rows(folder, TRAIN), _rows(folder, VALIDATION)
-    if options.validation_ratio > 0 and (not train or not validation):
+    if validation_ratio > 0 and (not train or not validation):
         rows = train + validation
         prompts = sorted({row["prompt_id"] for row in rows})
         if len(prompts) >= 2:
             held = {
                 p for p in prompts
-                if split_of(f"prompt:{p}", seed=options.seed, ratio=options.validation_ratio)
+                if split_of(f"prompt:{p}", seed=seed, ratio=validation_ratio)
                 == VALIDATION
             }  # fmt: skip
             if not held or len(held) == len(prompts):
@@ -176,19 +180,20 @@ def _finite(values: dict[str, float]) -> dict[str, float]:
     return {k: round(v, 6) for k, v in values.items() if math.isfinite(v)}
 
 
-def _destination(ctx: JobContext, project: Project, options: TrainOptions) -> tuple[str, Path]:
+def destination(
+    ctx: JobContext, project: Project, *, kind: str, name: str | None, out_dir: str | None
+) -> tuple[str, Path]:
     """The registered name and the saved folder, checked before any training is done."""
     with session_scope(ctx.session_factory) as session:
-        if options.name is not None:
-            taken = session.scalar(select(ModelVersion.id).where(ModelVersion.name == options.name))
+        if name is not None:
+            taken = session.scalar(select(ModelVersion.id).where(ModelVersion.name == name))
             if taken is not None:
-                raise TrainingError(f"A model named {options.name!r} already exists.")
-            name = options.name
+                raise TrainingError(f"A model named {name!r} already exists.")
         else:
             slug = re.sub(r"[^a-z0-9]+", "-", project.name.lower()).strip("-")[:60] or "project"
-            name = unique_name(session, f"{slug}-{options.kind}-job{ctx.job_id}")
-    if options.out:
-        out = Path(options.out).expanduser().resolve()
+            name = unique_name(session, f"{slug}-{kind}-job{ctx.job_id}")
+    if out_dir:
+        out = Path(out_dir).expanduser().resolve()
         if out.exists() and not _ours(out, ctx.job_id):
             raise TrainingError(
                 f"{out} already exists: give a new folder (nothing is overwritten)."
@@ -211,24 +216,38 @@ def _ours(folder: Path, job_id: int) -> bool:
     return isinstance(meta, dict) and meta.get("job_id") == job_id
 
 
+def project_unless_registered(ctx: JobContext) -> Project | None:
+    """The job's project (detached), or None when an earlier attempt of this job registered
+    its model and was lost just after (the job is then done)."""
+    with session_scope(ctx.session_factory) as session:
+        done = session.scalar(select(ModelVersion).where(ModelVersion.job_id == ctx.job_id))
+        if done is not None:
+            ctx.log(f"model {done.name!r} was already registered by this job")
+            return None
+        project = session.get_one(Project, ctx.project_id)
+        session.expunge(project)
+        return project
+
+
 def train_impl(ctx: JobContext) -> None:
     from workers.ml.training import ReportCallback, checkpoint_step, last_checkpoint, save_model
 
     kind = SFT if ctx.kind == kinds.TRAIN_SFT else RM
     options = TrainOptions.from_dict({**ctx.params, "kind": kind})  # TrainError: job fails
-    with session_scope(ctx.session_factory) as session:
-        done = session.scalar(select(ModelVersion).where(ModelVersion.job_id == ctx.job_id))
-        if done is not None:  # an earlier attempt registered it and was lost just after
-            ctx.log(f"model {done.name!r} was already registered by this job")
-            return
-        project = session.get_one(Project, ctx.project_id)
-        session.expunge(project)
+    project = project_unless_registered(ctx)
+    if project is None:
+        return
     folder = job_folder(ctx.settings.data_dir, ctx.job_id)
-    base_path, base_id = _base_model(ctx, options.base)
-    name, out = _destination(ctx, project, options)
+    base_path, base_id = resolve_model(ctx, options.base)
+    name, out = destination(ctx, project, kind=options.kind, name=options.name, out_dir=options.out)
     ctx.progress(0.0, "snapshotting the dataset")
-    export_id, dataset = _snapshot(ctx, options, folder)
-    train_rows, validation_rows = _splits(ctx, dataset, options)
+    export_id, dataset = snapshot(
+        ctx, DATASET_KIND[options.kind], folder / "dataset",
+        validation_ratio=options.validation_ratio, seed=options.seed,
+    )  # fmt: skip
+    train_rows, validation_rows = splits(
+        ctx, dataset, validation_ratio=options.validation_ratio, seed=options.seed
+    )
 
     checkpoints = folder / "checkpoints"
     if ctx.attempt == 1:  # checkpoints are for a retry of this job, nothing else
@@ -321,6 +340,7 @@ def train_impl(ctx: JobContext) -> None:
 
 def _run(train: Any, base: str, train_set: Any, validation_set: Any, checkpoints: Path,
          config: Any, reporter: Any, on_step: Any, resume: Path | None) -> Any:  # fmt: skip
+    from workers.ml.loading import ModelLoadError
     from workers.ml.reward_model import RewardModelError
     from workers.ml.rm_train import RewardDataError
     from workers.ml.sft_train import SftDataError
@@ -330,5 +350,5 @@ def _run(train: Any, base: str, train_set: Any, validation_set: Any, checkpoints
             base, train_set, validation_set, checkpoints, config,
             callbacks=[reporter], on_step=on_step, resume=resume,
         )  # fmt: skip
-    except (RewardDataError, RewardModelError, SftDataError) as exc:
+    except (ModelLoadError, RewardDataError, RewardModelError, SftDataError) as exc:
         raise TrainingError(str(exc)) from exc

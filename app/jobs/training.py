@@ -1,4 +1,4 @@
-"""The settings of an SFT or reward-model training job, checked before the job is queued.
+"""The settings of a training job (SFT, reward model, PPO), checked before the job is queued.
 
 Torch-free, so the CLI and the web app check a request without loading the ML stack; the
 worker turns the checked settings into the trainer's config (``workers/ml/training.py``).
@@ -12,6 +12,7 @@ from typing import Any, Final
 
 SFT: Final = "sft"
 RM: Final = "rm"
+PPO: Final = "ppo"
 KINDS: Final = (SFT, RM)
 #: the fields the trainer's config takes (workers/ml/training.py)
 TRAINER_FIELDS: Final = (
@@ -22,6 +23,43 @@ TRAINER_FIELDS: Final = (
 
 class TrainError(ValueError):
     """Settings a training job cannot run with; the message names every wrong field."""
+
+
+class _Checker:
+    """Reads one field at a time from a request, collecting every error (a bad field keeps
+    its default so the others are still checked)."""
+
+    def __init__(self, cls: type, data: dict[str, Any]) -> None:
+        self.cls, self.data = cls, data
+        self.errors: list[str] = []
+
+    def number(self, name: str, low: float, high: float, *, whole: bool = False) -> Any:
+        default = getattr(self.cls, name)
+        value = self.data.get(name)
+        if value is None or value == "":
+            return default
+        try:
+            parsed = float(value)
+        except (TypeError, ValueError):
+            self.errors.append(f"{name} must be a number, not {value!r}")
+            return default
+        if whole and (isinstance(value, bool) or not parsed.is_integer()):
+            self.errors.append(f"{name} must be a whole number, not {value!r}")
+            return default
+        if not math.isfinite(parsed) or not low <= parsed <= high:
+            self.errors.append(f"{name} must be between {low:g} and {high:g}, not {value!r}")
+            return default
+        return int(parsed) if whole else parsed
+
+    def name_and_out(self) -> tuple[str | None, str | None]:
+        name = str(self.data.get("name") or "").strip() or None
+        if name is not None and (len(name) > 200 or name.isdigit()):
+            self.errors.append("name must have at most 200 characters and not be a number")
+        return name, str(self.data.get("out") or "").strip() or None
+
+    def done(self) -> None:
+        if self.errors:
+            raise TrainError("; ".join(self.errors))
 
 
 @dataclass(frozen=True)
@@ -55,31 +93,15 @@ class TrainOptions:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainOptions:
-        errors: list[str] = []
+        check = _Checker(cls, data)
+        errors = check.errors
+        number = check.number
         kind = str(data.get("kind") or "")
         if kind not in KINDS:
             errors.append(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
         base = str(data.get("base") or "").strip()
         if not base:
             errors.append("base is required: a registered model (id or name) or a model folder")
-
-        def number(name: str, low: float, high: float, *, whole: bool = False) -> Any:
-            default = getattr(cls, name)
-            value = data.get(name)
-            if value is None or value == "":
-                return default
-            try:
-                parsed = float(value)
-            except (TypeError, ValueError):
-                errors.append(f"{name} must be a number, not {value!r}")
-                return default
-            if whole and (isinstance(value, bool) or not parsed.is_integer()):
-                errors.append(f"{name} must be a whole number, not {value!r}")
-                return default
-            if not math.isfinite(parsed) or not low <= parsed <= high:
-                errors.append(f"{name} must be between {low:g} and {high:g}, not {value!r}")
-                return default
-            return int(parsed) if whole else parsed
 
         values = {
             "epochs": number("epochs", 0.01, 100),
@@ -108,10 +130,101 @@ class TrainOptions:
                 k = None
         if k is not None and kind == SFT:
             errors.append("k applies to reward models (rankings of k answers), not to sft")
-        name = str(data.get("name") or "").strip() or None
-        if name is not None and (len(name) > 200 or name.isdigit()):
-            errors.append("name must have at most 200 characters and not be a number")
-        out = str(data.get("out") or "").strip() or None
-        if errors:
-            raise TrainError("; ".join(errors))
+        name, out = check.name_and_out()
+        check.done()
         return cls(kind=kind, base=base, k=k, name=name, out=out, **values)
+
+
+@dataclass(frozen=True)
+class PPOOptions:
+    """A PPO job: the policy to improve (an SFT or policy version, also the frozen reference)
+    against a reward model, on the project's prompts. Defaults follow InstructGPT and TRL."""
+
+    policy: str  # a registered version id or a folder
+    reward: str  # a registered reward model (id or name) or a folder
+    steps: int = 20  # rollout batches
+    batch_size: int = 16  # rollouts per step
+    mini_batch_size: int = 4
+    ppo_epochs: int = 4
+    learning_rate: float = 1e-5
+    max_new_tokens: int = 64
+    max_prompt_length: int = 256
+    temperature: float = 1.0
+    kl_coef: float = 0.05  # beta (the start value when adaptive)
+    kl_target: float = 0.0  # > 0: adaptive KL towards this many nats per answer
+    kl_horizon: int = 10000
+    cliprange: float = 0.2
+    cliprange_value: float = 0.2
+    vf_coef: float = 0.1
+    gamma: float = 1.0
+    lam: float = 0.95
+    score_clip: float = 5.0
+    missing_eos_penalty: float = 1.0
+    ptx_coef: float = 0.0  # PPO-ptx: weight of the LM loss on demonstrations
+    seed: int = 0
+    save_steps: int = 10
+    sample_every: int = 5
+    eval_every: int = 10
+    validation_ratio: float = 0.1
+    name: str | None = None
+    out: str | None = None
+
+    kind: str = PPO
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def trainer_config(self) -> dict[str, Any]:
+        """The fields ``workers.ml.ppo.PPOConfig`` takes."""
+        config = {
+            key: value for key, value in asdict(self).items()
+            if key not in {"policy", "reward", "name", "out", "kind", "validation_ratio"}
+        }  # fmt: skip
+        config["kl_target"] = self.kl_target or None
+        return config
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PPOOptions:
+        check = _Checker(cls, data)
+        refs = {}
+        for field in ("policy", "reward"):
+            refs[field] = str(data.get(field) or "").strip()
+            if not refs[field]:
+                check.errors.append(
+                    f"{field} is required: a registered model (id or name) or a model folder"
+                )
+        n = check.number
+        values = {
+            "steps": n("steps", 1, 100000, whole=True),
+            "batch_size": n("batch_size", 1, 4096, whole=True),
+            "mini_batch_size": n("mini_batch_size", 1, 4096, whole=True),
+            "ppo_epochs": n("ppo_epochs", 1, 64, whole=True),
+            "learning_rate": n("learning_rate", 1e-9, 1.0),
+            "max_new_tokens": n("max_new_tokens", 1, 4096, whole=True),
+            "max_prompt_length": n("max_prompt_length", 8, 131072, whole=True),
+            "temperature": n("temperature", 0.01, 10),
+            "kl_coef": n("kl_coef", 0, 100),
+            "kl_target": n("kl_target", 0, 1000),
+            "kl_horizon": n("kl_horizon", 1, 10**9, whole=True),
+            "cliprange": n("cliprange", 0.001, 10),
+            "cliprange_value": n("cliprange_value", 0.001, 1000),
+            "vf_coef": n("vf_coef", 0, 100),
+            "gamma": n("gamma", 0, 1),
+            "lam": n("lam", 0, 1),
+            "score_clip": n("score_clip", 0.01, 1000),
+            "missing_eos_penalty": n("missing_eos_penalty", 0, 1000),
+            "ptx_coef": n("ptx_coef", 0, 1000),
+            "seed": n("seed", 0, 2**32 - 1, whole=True),
+            "save_steps": n("save_steps", 0, 10**7, whole=True),
+            "sample_every": n("sample_every", 0, 10**7, whole=True),
+            "eval_every": n("eval_every", 0, 10**7, whole=True),
+            "validation_ratio": n("validation_ratio", 0, 0.9),
+        }
+        if values["batch_size"] % values["mini_batch_size"]:
+            check.errors.append(
+                f"batch_size ({values['batch_size']}) must be a multiple of mini_batch_size "
+                f"({values['mini_batch_size']})"
+            )
+        name, out = check.name_and_out()
+        check.done()
+        return cls(policy=refs["policy"], reward=refs["reward"], name=name, out=out, **values)

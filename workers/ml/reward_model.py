@@ -82,13 +82,11 @@ def last_real_token(attention_mask: torch.Tensor) -> torch.Tensor:
     return length - 1 - attention_mask.flip(-1).to(torch.long).argmax(-1)
 
 
-def reward_scores(
+def position_scores(
     model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor
 ) -> torch.Tensor:
-    """One score per row (B,)."""
-    if not is_causal(model.config):
-        out = model(input_ids=input_ids, attention_mask=attention_mask)
-        return out.logits.squeeze(-1)
+    """(B, T) the head of a causal sequence classifier applied at every position (PPO's
+    critic reads its values this way)."""
     base = getattr(model, model.base_model_prefix)
     # Positions count real tokens only, so a left-padded row reads as it would unpadded.
     positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
@@ -96,6 +94,16 @@ def reward_scores(
         input_ids=input_ids, attention_mask=attention_mask, position_ids=positions
     ).last_hidden_state
     head = model.score if hasattr(model, "score") else model.classifier
-    logits = head(hidden).squeeze(-1)  # (B, T): a score at every position
+    return head(hidden).squeeze(-1)
+
+
+def reward_scores(
+    model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor
+) -> torch.Tensor:
+    """One score per row (B,)."""
+    if not is_causal(model.config):
+        out = model(input_ids=input_ids, attention_mask=attention_mask)
+        return out.logits.squeeze(-1)
+    logits = position_scores(model, input_ids, attention_mask)  # (B, T)
     rows = torch.arange(logits.shape[0], device=logits.device)
     return logits[rows, last_real_token(attention_mask)]

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +27,7 @@ from workers.ml.training import (
     context_length,
     disable_dropout,
     fit_max_length,
-    training_arguments,
+    run_trainer,
 )
 
 
@@ -72,6 +71,17 @@ class KwiseCollator:
     def answer_too_long(self, ranking: Ranking) -> bool:
         ids = self.tokenizer(ranking.answers, add_special_tokens=False)["input_ids"]
         return any(len(x) + 2 > self.max_length for x in ids)
+
+    def lengths(self, rankings: Sequence[Ranking]) -> list[int]:
+        """Each ranking's longest answer with its prompt, in tokens (capped at max_length):
+        the width its batch pads to."""
+        texts = [text for ranking in rankings for text in self.texts(ranking)]
+        ids = self.tokenizer(texts, add_special_tokens=True)["input_ids"] if texts else []
+        k = len(rankings[0].answers) if rankings else 1
+        return [
+            min(max(len(x) for x in ids[i * k : (i + 1) * k]), self.max_length)
+            for i in range(len(rankings))
+        ]
 
     def __call__(self, batch: Sequence[Ranking]) -> dict[str, torch.Tensor]:
         texts = [text for ranking in batch for text in self.texts(ranking)]
@@ -161,7 +171,7 @@ def train_reward_model(
     epoch (reported to ``on_step`` as phase "eval"); checkpoints go to ``out_dir`` when
     ``config.save_steps`` is set, and ``resume`` continues from one. Returns the model, its
     tokenizer and the final validation figures. The model is not saved here."""
-    from transformers import PrinterCallback, Trainer, TrainerCallback, set_seed
+    from transformers import Trainer, set_seed
 
     check_rankings([*train, *validation])
     set_seed(config.seed)
@@ -201,26 +211,16 @@ def train_reward_model(
                 self.accuracy_sum, self.accuracy_n = 0.0, 0
             super().log(logs, *args, **kwargs)
 
-    class EpochEval(TrainerCallback):
-        def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            if on_step is None or not validation:
-                return
-            figures = evaluate(model, collator, validation)
-            model.train()
-            on_step(
-                state.global_step,
-                {"accuracy": figures.accuracy, "margin": figures.margin, "loss": figures.loss,
-                 "epoch": float(state.epoch or 0)},
-                "eval",
-            )  # fmt: skip
+    def epoch_figures() -> dict[str, float]:
+        if not validation:
+            return {}
+        figures = evaluate(model, collator, validation)
+        return {"accuracy": figures.accuracy, "margin": figures.margin, "loss": figures.loss}
 
-    trainer = KwiseTrainer(
-        model=model, args=training_arguments(out_dir, config), train_dataset=list(train),
-        data_collator=collator, callbacks=[*callbacks, EpochEval()],
+    seconds = run_trainer(
+        model, collator, train, lengths=collator.lengths(train), config=config,
+        out_dir=out_dir, evaluate=epoch_figures, on_step=on_step, callbacks=callbacks,
+        resume=resume, trainer_class=KwiseTrainer,
     )  # fmt: skip
-    trainer.remove_callback(PrinterCallback)  # progress goes to the job, not stdout
-    start = time.perf_counter()
-    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-    seconds = time.perf_counter() - start
     result = evaluate(model, collator, validation)
     return model, tokenizer, dataclasses.replace(result, train_seconds=seconds)

@@ -14,7 +14,6 @@ what the policy is later sampled with, and it would make TRL a runtime dependenc
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,13 +21,14 @@ from typing import Any
 
 import torch
 
+from workers.ml.loading import ModelLoadError, load_causal_lm
 from workers.ml.sampling import encode_prompt
 from workers.ml.training import (
     StepSink,
     TrainConfig,
     context_length,
     fit_max_length,
-    training_arguments,
+    run_trainer,
 )
 
 IGNORE = -100
@@ -101,27 +101,6 @@ def check_examples(examples: Sequence[Example]) -> None:
         )
 
 
-def load_causal_lm_for_training(path: str | Path) -> tuple[Any, Any]:
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
-    try:
-        config = AutoConfig.from_pretrained(path)
-    except (OSError, ValueError) as exc:
-        raise SftDataError(f"No model config at {str(path)!r}: {exc}") from exc
-    try:
-        model = AutoModelForCausalLM.from_pretrained(path)
-    except ValueError as exc:
-        raise SftDataError(
-            f"The model at {str(path)!r} ({config.model_type}) is not a causal language model, "
-            "so it cannot be fine-tuned to write answers"
-        ) from exc
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(path)
-    except (OSError, ValueError) as exc:
-        raise SftDataError(f"No usable tokenizer at {str(path)!r}: {exc}") from exc
-    return model, tokenizer
-
-
 def evaluate_sft(model: Any, collator: CompletionCollator, examples: Sequence[Example]) -> SftEval:
     """Token-weighted cross-entropy on the answers of ``examples``."""
     model.eval()
@@ -157,11 +136,14 @@ def train_sft(
 ) -> tuple[Any, Any, SftEval]:
     """Fine-tune ``base`` on ``train``; validation loss after each epoch goes to ``on_step``
     (phase "eval"). Returns the model, its tokenizer and the final validation figures."""
-    from transformers import PrinterCallback, Trainer, TrainerCallback, set_seed
+    from transformers import set_seed
 
     check_examples(train)
     set_seed(config.seed)
-    model, tokenizer = load_causal_lm_for_training(base)
+    try:
+        model, tokenizer = load_causal_lm(base)
+    except ModelLoadError as exc:
+        raise SftDataError(str(exc)) from exc
     max_length = fit_max_length(config.max_length, model)
     collator = CompletionCollator(tokenizer, max_length=max_length)
     too_long = sum(collator.answer_too_long(e) for e in [*train, *validation])
@@ -172,26 +154,16 @@ def train_sft(
             "tokens) or leave those out"
         )
 
-    class EpochEval(TrainerCallback):
-        def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            if on_step is None or not validation:
-                return
-            figures = evaluate_sft(model, collator, validation)
-            model.train()
-            on_step(
-                state.global_step,
-                {"loss": figures.loss, "perplexity": figures.perplexity,
-                 "epoch": float(state.epoch or 0)},
-                "eval",
-            )  # fmt: skip
+    def epoch_figures() -> dict[str, float]:
+        if not validation:
+            return {}
+        figures = evaluate_sft(model, collator, validation)
+        return {"loss": figures.loss, "perplexity": figures.perplexity}
 
-    trainer = Trainer(
-        model=model, args=training_arguments(out_dir, config), train_dataset=list(train),
-        data_collator=collator, callbacks=[*callbacks, EpochEval()],
+    seconds = run_trainer(
+        model, collator, train, lengths=[len(collator.encode(e)[0]) for e in train],
+        config=config, out_dir=out_dir, evaluate=epoch_figures, on_step=on_step,
+        callbacks=callbacks, resume=resume,
     )  # fmt: skip
-    trainer.remove_callback(PrinterCallback)  # progress goes to the job, not stdout
-    start = time.perf_counter()
-    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-    seconds = time.perf_counter() - start
     result = evaluate_sft(model, collator, validation)
     return model, tokenizer, SftEval(loss=result.loss, tokens=result.tokens, train_seconds=seconds)

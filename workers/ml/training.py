@@ -13,7 +13,7 @@ import math
 import re
 import shutil
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -189,3 +189,73 @@ def disable_dropout(model: Any) -> None:
     for module in model.modules():
         if isinstance(module, torch.nn.Dropout):
             module.p = 0.0
+
+
+class LengthGroupedSampler(torch.utils.data.Sampler[int]):
+    """Items of similar length in the same batch, so a batch pads less: shuffled, cut into
+    megabatches of up to 50 batches, each sorted by length (``transformers``' grouping).
+
+    Seeded per epoch (``seed + epoch``; the Trainer calls ``set_epoch``), so a run resumed
+    mid-epoch draws the same order as one that never stopped."""
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, *, seed: int) -> None:
+        self.lengths = list(lengths)
+        self.batch_size = batch_size
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self) -> Iterator[int]:
+        from transformers.trainer_pt_utils import get_length_grouped_indices
+
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return iter(get_length_grouped_indices(self.lengths, self.batch_size, generator=generator))
+
+
+def run_trainer(
+    model: Any,
+    collator: Callable[[Any], dict[str, torch.Tensor]],
+    train: Sequence[Any],
+    *,
+    lengths: Sequence[int],
+    config: TrainConfig,
+    out_dir: Path,
+    evaluate: Callable[[], dict[str, float]],
+    on_step: StepSink | None,
+    callbacks: Sequence[Any] = (),
+    resume: Path | None = None,
+    trainer_class: type | None = None,
+) -> float:
+    """Train ``model`` on ``train`` with a ``transformers`` Trainer (``trainer_class``, for a
+    custom loss), batches grouped by ``lengths``; ``evaluate()`` runs after each epoch and
+    its figures go to ``on_step`` as phase "eval". Returns the seconds spent training."""
+    from transformers import PrinterCallback, Trainer
+
+    base: type = trainer_class or Trainer
+
+    class GroupedTrainer(base):
+        def _get_train_sampler(self, train_dataset: Any = None) -> Any:
+            return LengthGroupedSampler(lengths, config.batch_size, seed=config.seed)
+
+    class EpochEval(TrainerCallback):
+        def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if on_step is None:
+                return
+            figures = evaluate()
+            model.train()
+            if figures:
+                on_step(state.global_step, {**figures, "epoch": float(state.epoch or 0)}, "eval")
+
+    trainer = GroupedTrainer(
+        model=model, args=training_arguments(out_dir, config), train_dataset=list(train),
+        data_collator=collator, callbacks=[*callbacks, EpochEval()],
+    )  # fmt: skip
+    trainer.remove_callback(PrinterCallback)  # progress goes to the job, not stdout
+    start = time.perf_counter()
+    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    return time.perf_counter() - start

@@ -1,0 +1,202 @@
+"""The PPO job: improve a policy (an SFT model) against a reward model on the project's prompts.
+
+1. The prompts are snapshotted with the export code (a prompts export, split by submitter):
+   train prompts feed the rollouts, held-out ones measure the mean score every ``eval_every``
+   steps. With PPO-ptx the demonstrations are snapshotted too (an SFT export).
+2. The policy, its frozen copy (the reference), the critic and the reward model are loaded;
+   the RM's stored reward mean and std normalise its scores (design §5).
+3. Each step's figures go to the job (the page charts them), sample answers every
+   ``sample_every`` steps; checkpoints every ``save_steps``, from which a lost worker's retry
+   resumes; a cancel stops at the next step.
+4. The policy is saved (``save_pretrained`` + ``rlhf.json``) and registered as a ``policy``
+   whose parent is the starting policy, with the reward model and the prompts snapshot named.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+from typing import Any
+
+from app.db import session_scope
+from app.jobs.models import Job
+from app.jobs.training import PPO, PPOOptions
+from app.models_registry.models import ModelKind, ModelVersion
+from app.models_registry.service import register_model
+from workers.runner import JobContext
+from workers.train import (
+    TrainingError,
+    destination,
+    job_folder,
+    project_unless_registered,
+    resolve_model,
+    snapshot,
+    splits,
+)
+
+POLICY_KINDS = frozenset({ModelKind.base, ModelKind.sft, ModelKind.policy})
+
+
+def _reward_stats(ctx: JobContext, path: str, version_id: int | None) -> tuple[float, float]:
+    """The reward mean and std stored with the RM (rlhf.json, else its registered metrics)."""
+    try:
+        meta = json.loads(Path(path, "rlhf.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        meta = {}
+    if version_id is not None and "reward_mean" not in meta:
+        with session_scope(ctx.session_factory) as session:
+            meta = session.get_one(ModelVersion, version_id).metrics or {}
+    mean, std = meta.get("reward_mean"), meta.get("reward_std")
+    if isinstance(mean, int | float) and isinstance(std, int | float) and std > 0:
+        return float(mean), float(std)
+    ctx.log("the reward model stores no reward mean/std: scores are used as they are")
+    return 0.0, 1.0
+
+
+def _finite(values: dict[str, float]) -> dict[str, float]:
+    return {k: round(v, 6) for k, v in values.items() if math.isfinite(v)}
+
+
+def ppo_impl(ctx: JobContext) -> None:
+    import torch
+
+    from workers.ml.loading import ModelLoadError, load_causal_lm
+    from workers.ml.ppo import (
+        PPOConfig,
+        PPOError,
+        PPOTrainer,
+        RewardModelScorer,
+        build_critic,
+        last_ppo_checkpoint,
+    )
+    from workers.ml.reward_model import RewardModelError
+    from workers.ml.sft_train import Example
+    from workers.ml.training import save_model
+
+    options = PPOOptions.from_dict(ctx.params)  # TrainError: the job fails with the message
+    project = project_unless_registered(ctx)
+    if project is None:
+        return
+    folder = job_folder(ctx.settings.data_dir, ctx.job_id)
+    policy_path, policy_id = resolve_model(ctx, options.policy, allowed=POLICY_KINDS, role="policy")
+    reward_path, reward_id = resolve_model(
+        ctx, options.reward, allowed=frozenset({ModelKind.rm}), role="reward model"
+    )
+    name, out = destination(ctx, project, kind=PPO, name=options.name, out_dir=options.out)
+
+    ctx.progress(0.0, "snapshotting the prompts")
+    export_id, dataset = snapshot(
+        ctx, "prompts", folder / "prompts", validation_ratio=options.validation_ratio,
+        seed=options.seed,
+    )  # fmt: skip
+    train_rows, held_rows = splits(
+        ctx, dataset, validation_ratio=options.validation_ratio, seed=options.seed
+    )
+    prompts = [row["prompt"] for row in train_rows]
+    held_out = [row["prompt"] for row in held_rows]
+    if not prompts:
+        raise TrainingError("The project has no prompts to train on: import or write some first.")
+    demonstrations: list[Any] = []
+    if options.ptx_coef > 0:
+        _, demo_folder = snapshot(
+            ctx, "sft", folder / "demonstrations", validation_ratio=0.0, seed=options.seed,
+            key="ptx_export_id",
+        )  # fmt: skip
+        rows, _ = splits(ctx, demo_folder, validation_ratio=0.0, seed=options.seed)
+        demonstrations = [Example(r["prompt"], r["completion"]) for r in rows]
+        ctx.log(f"PPO-ptx: {len(demonstrations):,} demonstrations, ptx_coef {options.ptx_coef:g}")
+
+    reward_mean, reward_std = _reward_stats(ctx, reward_path, reward_id)
+    config = PPOConfig(**options.trainer_config())
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    ctx.progress(0.01, "loading the models")
+    try:
+        policy, tokenizer = load_causal_lm(policy_path, padding_side="left")
+        reference, _ = load_causal_lm(policy_path)
+        critic, critic_source = build_critic(
+            policy_path, tokenizer, reward_path, reward_mean=reward_mean, reward_std=reward_std
+        )
+        scorer = RewardModelScorer(
+            reward_path, max_length=config.max_prompt_length + config.max_new_tokens + 16
+        ).to(device)
+        trainer = PPOTrainer(
+            policy.to(device), reference.to(device), critic.to(device), tokenizer, scorer,
+            config, prompts=prompts, reward_mean=reward_mean, reward_std=reward_std,
+            demonstrations=demonstrations,
+        )  # fmt: skip
+    except (ModelLoadError, RewardModelError, PPOError) as exc:
+        raise TrainingError(str(exc)) from exc
+    ctx.log(
+        f"PPO: policy {policy_path}, reward model {reward_path} (mean {reward_mean:.4g}, "
+        f"std {reward_std:.4g}), critic from the {critic_source}; {len(prompts):,} train and "
+        f"{len(held_out):,} held-out prompts; {config.steps} steps of {config.batch_size}"
+    )
+
+    checkpoints = folder / "checkpoints"
+    if ctx.attempt == 1:
+        shutil.rmtree(checkpoints, ignore_errors=True)
+    resume = last_ppo_checkpoint(checkpoints)
+    if resume is not None:
+        trainer.load_checkpoint(resume)
+        ctx.forget_steps_after(trainer.step_index)
+        ctx.log(f"resuming from {resume.name} (a previous attempt was lost)")
+
+    held = held_out[: config.eval_prompts]
+
+    def evaluate() -> dict[str, float]:
+        figures = _finite(trainer.evaluate(held)) if held else {}
+        if figures:
+            ctx.record_step(trainer.step_index, figures, phase="eval")
+        return figures
+
+    if trainer.step_index == 0 and config.eval_every:
+        evaluate()
+    try:
+        while trainer.step_index < config.steps:
+            stats = trainer.step()
+            step = trainer.step_index
+            ctx.record_step(step, _finite(stats.values), phase="train")
+            if stats.samples:
+                ctx.record_step(step, {"samples": stats.samples}, phase="samples")
+            if config.eval_every and step % config.eval_every == 0 and step < config.steps:
+                evaluate()
+            if config.save_steps and step % config.save_steps == 0 and step < config.steps:
+                trainer.save_checkpoint(checkpoints)
+            ctx.progress(
+                0.02 + 0.93 * step / config.steps,
+                f"step {step:,} / {config.steps:,}: score {stats.values.get('score', math.nan):.3g}",
+            )
+    except PPOError as exc:
+        raise TrainingError(str(exc)) from exc
+    final = evaluate() if config.eval_every else {}
+    metrics: dict[str, Any] = {
+        **{f"heldout_{k}": v for k, v in final.items()},
+        "steps": trainer.step_index, "kl_coef": round(trainer.kl.value, 6),
+        "reward_model_id": reward_id, "critic": critic_source,
+        "train_prompts": len(prompts), "heldout_prompts": len(held),
+    }  # fmt: skip
+    ctx.progress(0.96, "saving the policy", **{k: v for k, v in metrics.items() if v is not None})
+    save_model(
+        trainer.policy, tokenizer, out, kind="policy",
+        parent=policy_id if policy_id is not None else policy_path,
+        extra={
+            "reward_model": reward_id if reward_id is not None else reward_path,
+            "export_id": export_id, "job_id": ctx.job_id, "metrics": metrics,
+        },
+    )  # fmt: skip
+    with session_scope(ctx.session_factory) as session:
+        job = session.get_one(Job, ctx.job_id)
+        version = register_model(
+            session=session, path=str(out), kind=ModelKind.policy, name=name,
+            parent_id=policy_id, metrics=metrics, created_by_id=job.created_by_id,
+        )  # fmt: skip
+        version.job_id = ctx.job_id
+        version.export_id = export_id
+        session.flush()
+        version_id, version_name = version.id, version.name
+    ctx.set_artifacts(model_version_id=version_id, model=str(out))
+    shutil.rmtree(checkpoints, ignore_errors=True)
+    ctx.log(f"registered {version_name!r} (model version {version_id}) at {out}")
+    ctx.progress(1.0, f"registered {version_name} (model version {version_id})")
