@@ -653,7 +653,12 @@ NameOpt = Annotated[str | None, typer.Option(help="The registered model's name")
 EpochsOpt = Annotated[float, typer.Option(help="Passes over the training data")]
 BatchOpt = Annotated[int | None, typer.Option(help="Examples per step (RM: whole prompts)")]
 LrOpt = Annotated[float | None, typer.Option("--learning-rate", help="Peak learning rate")]
-MaxLenOpt = Annotated[int, typer.Option(help="Tokens per sequence (prompts are cut at the start)")]
+MaxLenOpt = Annotated[
+    int,
+    typer.Option(
+        help="Tokens per sequence, at most the model's context (prompts are cut at the start)"
+    ),
+]
 SeedOpt = Annotated[int, typer.Option(help="Seed of the data split, order and initialisation")]
 SaveOpt = Annotated[
     int, typer.Option(help="A checkpoint every N steps (a lost worker resumes from it); 0: none")
@@ -716,7 +721,7 @@ def train_sft(
     epochs: EpochsOpt = 3.0,
     batch_size: BatchOpt = None,
     learning_rate: LrOpt = None,
-    max_length: MaxLenOpt = 512,
+    max_length: MaxLenOpt = 1024,
     seed: SeedOpt = 0,
     save_steps: SaveOpt = 50,
     validation_ratio: RatioOpt = 0.1,
@@ -741,7 +746,7 @@ def train_rm(
     epochs: EpochsOpt = 1.0,
     batch_size: BatchOpt = None,
     learning_rate: LrOpt = None,
-    max_length: MaxLenOpt = 512,
+    max_length: MaxLenOpt = 1024,
     seed: SeedOpt = 0,
     save_steps: SaveOpt = 50,
     validation_ratio: RatioOpt = 0.1,

@@ -104,7 +104,17 @@ def request_cancel(*, session: Session, job: Job, stale_after: timedelta) -> Job
 
 
 #: the metrics a training job's page charts, in this order (others follow by name)
-CHART_ORDER = ("loss", "accuracy", "margin", "perplexity", "learning_rate", "grad_norm")
+CHART_ORDER = (
+    "loss", "accuracy", "margin", "perplexity",
+    "score", "reward", "kl", "kl_k3", "entropy", "clip_fraction", "approx_kl", "policy_loss",
+    "value_loss", "response_length", "eos_rate", "ptx_loss", "kl_coef",
+    "learning_rate", "grad_norm",
+)  # fmt: skip
+#: figures kept with a step but not worth a chart (bookkeeping, timings)
+NOT_CHARTED = frozenset(
+    {"epoch", "minibatches", "skipped_minibatches", "first_ratio_max_error", "score_normalised",
+     "value_clip_fraction", "ratio"}
+)  # fmt: skip
 SERIES_NAMES = {"train": "train", "eval": "validation"}
 
 
@@ -119,7 +129,20 @@ def step_series(*, session: Session, job_id: int) -> dict[str, dict[str, list[tu
     for step, phase, values in rows:
         series = SERIES_NAMES.get(phase, phase)
         for metric, value in values.items():
-            if metric != "epoch" and isinstance(value, int | float):
+            charted = metric not in NOT_CHARTED and not metric.startswith("time_")
+            if charted and isinstance(value, int | float) and not isinstance(value, bool):
                 found.setdefault(metric, {}).setdefault(series, []).append((step, float(value)))
     order = {name: i for i, name in enumerate(CHART_ORDER)}
     return dict(sorted(found.items(), key=lambda item: (order.get(item[0], 99), item[0])))
+
+
+def step_samples(*, session: Session, job_id: int, last: int = 3) -> list[tuple[int, list[Any]]]:
+    """The sample answers a PPO job logged, newest first: [(step, [{prompt, response,
+    score}, ...]), ...] for the ``last`` steps that have them."""
+    rows = session.execute(
+        select(JobStep.step, JobStep.values)
+        .where(JobStep.job_id == job_id, JobStep.phase == "samples")
+        .order_by(JobStep.step.desc())
+        .limit(last)
+    )
+    return [(step, list(values.get("samples") or [])) for step, values in rows]

@@ -17,6 +17,7 @@ from app.jobs.service import (
     get_job,
     list_jobs,
     request_cancel,
+    step_samples,
     step_series,
 )
 from app.web.charts import metric_chart
@@ -40,7 +41,8 @@ def job_detail(request: Request, session: DbSession, user: AdminUser, job_id: in
 def _detail(session: DbSession, job: Job) -> dict[str, Any]:
     series = step_series(session=session, job_id=job.id)
     charts = [metric_chart(metric, lines) for metric, lines in series.items()]
-    return {"job": job, "charts": charts}
+    samples = step_samples(session=session, job_id=job.id)
+    return {"job": job, "charts": charts, "samples": samples}
 
 
 @router.post("/selfcheck", name="job_selfcheck")
