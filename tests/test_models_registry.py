@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from app.audit.models import AuditEvent
 from app.errors import NotFoundError
+from app.exports.models import Export
 from app.models_registry.models import ModelKind, ModelVersion
 from app.models_registry.service import (
     ModelError,
@@ -310,3 +311,44 @@ async def test_page_refuses_a_labeler(client: httpx.AsyncClient, session: Sessio
         assert r.status_code == 403, path
     assert len(list_models(session=session)) == 1
     assert project.current_policy_id is None
+
+
+def _export(session: Session, project_id: int, kind: str, train: int) -> Export:
+    export = Export(project_id=project_id, kind=kind, format="jsonl",
+                    counts={"train": train, "validation": 1}, directory="/x")  # fmt: skip
+    session.add(export)
+    session.flush()
+    return export
+
+
+async def test_model_page_shows_the_lineage_with_each_dataset_snapshot(
+    client: httpx.AsyncClient, session: Session
+) -> None:
+    """base -> SFT -> RM -> policy (InstructGPT): the RM is not the policy's parent but the
+    model it was trained against, shown just before it; each step links its snapshot."""
+    project = make_project(session, name="Loop")
+    base = register_model(session=session, path="org/base", kind=ModelKind.base)
+    sft = register_model(session=session, path="org/sft", kind=ModelKind.sft, parent_id=base.id)
+    rm = register_model(session=session, path="org/rm", kind=ModelKind.rm, parent_id=sft.id)
+    ppo = register_model(session=session, path="org/ppo", kind=ModelKind.policy,
+                         parent_id=sft.id, metrics={"reward_model_id": rm.id})  # fmt: skip
+    for version, kind, n in ((sft, "sft", 11), (rm, "kwise", 22), (ppo, "prompts", 33)):
+        version.export_id = _export(session, project.id, kind, n).id
+    promote_model(session=session, model=ppo, project=project, actor_id=None)
+    session.flush()
+    await _admin(client, session)
+    r = await client.get(f"/admin/models/{ppo.id}")
+    assert r.status_code == 200
+    steps = re.findall(r'<li class="lineage-step.*?</li>', r.text, re.S)
+    names = [visible_text(step).split()[1] for step in steps]
+    assert names == ["base", "sft", "rm", "ppo"]
+    assert "reward model it was trained against" in visible_text(steps[2])
+    assert f'href="/admin/exports/{sft.export_id}"' in steps[1] and "11 train" in steps[1]
+    assert f'href="/admin/exports/{rm.export_id}"' in steps[2] and "kwise" in steps[2]
+    assert f'href="/admin/exports/{ppo.export_id}"' in steps[3] and "prompts" in steps[3]
+    assert "registered by hand" in steps[0] and "none" in visible_text(steps[0])
+    assert "Current policy of Loop" in visible_text(r.text)
+    assert f'action="/admin/models/{ppo.id}/promote"' in r.text
+    listing = await client.get("/admin/models")
+    assert f'href="/admin/models/{ppo.id}"' in listing.text
+    assert (await client.get("/admin/models/99999")).status_code == 404

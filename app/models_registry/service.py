@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from app.audit.service import record
 from app.errors import NotFoundError
+from app.exports.models import Export
 from app.models_registry.models import ModelKind, ModelVersion
 from app.projects.models import Project
 
@@ -216,3 +218,38 @@ def lineage(*, session: Session, model: ModelVersion) -> list[ModelVersion]:
         current = session.get(ModelVersion, current.parent_id) if current.parent_id else None
     chain.reverse()
     return chain
+
+
+@dataclass(frozen=True)
+class LineageStep:
+    model: ModelVersion
+    role: str  # what the step is to the model at the end of the chain
+    export: Export | None  # the dataset snapshot it was trained on
+
+
+ROLES = {
+    ModelKind.base: "base model", ModelKind.sft: "supervised fine-tuning",
+    ModelKind.rm: "reward model", ModelKind.policy: "policy",
+}  # fmt: skip
+
+
+def lineage_steps(*, session: Session, model: ModelVersion) -> list[LineageStep]:
+    """The model's history, root first, with the dataset snapshot of each step: its parents
+    (base -> SFT -> policy) and, just before a policy trained with PPO, the reward model it
+    was trained against (InstructGPT's base -> SFT -> RM -> policy)."""
+    steps: list[LineageStep] = []
+    chain = lineage(session=session, model=model)
+    in_chain = {version.id for version in chain}
+    for version in chain:
+        reward_id = (version.metrics or {}).get("reward_model_id")
+        if isinstance(reward_id, int) and reward_id not in in_chain:
+            reward = session.get(ModelVersion, reward_id)
+            if reward is not None:
+                role = "reward model it was trained against"
+                steps.append(LineageStep(reward, role, _export(session, reward)))
+        steps.append(LineageStep(version, ROLES[version.kind], _export(session, version)))
+    return steps
+
+
+def _export(session: Session, version: ModelVersion) -> Export | None:
+    return session.get(Export, version.export_id) if version.export_id else None

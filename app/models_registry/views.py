@@ -14,6 +14,7 @@ from app.models_registry.models import ModelKind, ModelVersion
 from app.models_registry.service import (
     ModelError,
     get_model,
+    lineage_steps,
     list_models,
     policy_projects,
     promote_model,
@@ -75,6 +76,18 @@ def models_list(
     project_id: int = 0,
 ) -> Response:
     return _models_page(request, session, note=_note(session, done, model_id, project_id))
+
+
+@router.get("/{model_id}", name="model_detail")
+def model_detail(request: Request, session: DbSession, user: AdminUser, model_id: int) -> Response:
+    model = get_model(session=session, ref=model_id)
+    context: dict[str, Any] = {
+        "model": model,
+        "steps": lineage_steps(session=session, model=model),
+        "used_by": policy_projects(session=session).get(model.id, []),
+        "projects": list_projects(session=session),
+    }
+    return render(request, "models/detail.html", context)
 
 
 @router.post("", name="models_register")
