@@ -8,6 +8,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -23,7 +24,7 @@ from app.labeling.models import Completion
 from app.models_registry.models import ModelKind, ModelVersion
 from app.models_registry.service import promote_model
 from app.projects.models import Project
-from tests.helpers import make_project, make_prompt, make_user, rank
+from tests.helpers import login, make_admin, make_project, make_prompt, make_user, rank
 from workers.runner import JobContext, run_job
 
 pytestmark = pytest.mark.slow
@@ -178,3 +179,22 @@ def test_a_lost_ppo_worker_resumes_from_its_last_checkpoint(
     resumed, uninterrupted = weights(job.id), weights(whole.id)
     for name, tensor in uninterrupted.items():
         torch.testing.assert_close(resumed[name], tensor, rtol=1e-5, atol=1e-6, msg=name)
+
+
+async def test_the_ppo_job_page_charts_its_figures_and_shows_sample_answers(
+    client: httpx.AsyncClient, session: Session
+) -> None:
+    project = make_project(session)
+    job = _job(session, kinds.TRAIN_PPO, project, policy="1", reward="2")
+    for step in (1, 2):
+        values = {"score": 0.5 * step, "kl": 0.1 * step, "minibatches": 8.0, "time_update": 1.0}
+        session.add(JobStep(job_id=job.id, step=step, values=values))
+    rows = [{"prompt": "Say <b>hi</b>", "response": "", "score": 1.25}]
+    session.add(JobStep(job_id=job.id, step=1, phase="samples", values={"samples": rows}))
+    session.commit()
+    await login(client, make_admin(session))
+    page = (await client.get(f"/admin/jobs/{job.id}")).text
+    assert page.count('class="metric-chart"') == 2  # score and kl; bookkeeping is not charted
+    assert page.index('aria-label="score') < page.index('aria-label="kl')
+    assert "Sample answers" in page and "Say &lt;b&gt;hi&lt;/b&gt;" in page
+    assert "(empty)" in page and "1.25" in page

@@ -85,6 +85,7 @@ class PPOConfig:
     ptx_coef: float = 0.0  # PPO-ptx: gamma_ptx
     ptx_batch_size: int = 4
     max_grad_norm: float | None = 1.0
+    forward_batch_size: int = 16  # rollouts per forward pass of the reference and the critic
     seed: int = 0
     sample_every: int = 5  # a table of sample responses every N steps
     samples: int = 4
@@ -235,7 +236,7 @@ class Rollout:
         return torch.cat([self.query_mask.float(), self.mask], dim=1).long()
 
 
-def _forward_logits(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Any:
+def forward_logits(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Any:
     positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
     return model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions).logits
 
@@ -287,9 +288,13 @@ class PPOTrainer:
             tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_ids[0]
         )
         params = [p for p in policy.parameters()] + [p for p in critic.parameters()]
-        self.optimizer = torch.optim.AdamW(params, lr=config.learning_rate, eps=1e-8)
+        # AdamW as the transformers Trainer sets it up (no weight decay), one over both models
+        self.optimizer = torch.optim.AdamW(
+            params, lr=config.learning_rate, eps=1e-8, weight_decay=0.0
+        )
         self.kl = KLController(config.kl_coef, target=config.kl_target, horizon=config.kl_horizon)
         self.step_index = 0  # steps done
+        self.timings = {"generation": 0.0, "scoring": 0.0, "update": 0.0}  # seconds, cumulative
         self.bad_in_a_row = 0
         self.demonstrations = list(demonstrations)
         self.ptx_collator: Any = None
@@ -342,6 +347,7 @@ class PPOTrainer:
     def generate(self, prompts: Sequence[str], *, seed: int) -> Rollout:
         """Sample one response per prompt and score it (no log-probs yet)."""
         cfg = self.config
+        start = time.perf_counter()
         query, query_mask = self._encode(prompts)
         self.policy.eval()
         torch.manual_seed(seed)
@@ -359,7 +365,10 @@ class PPOTrainer:
             self.tokenizer.decode(row[: int(n)], skip_special_tokens=True).strip()
             for row, n in zip(response.tolist(), mask.sum(1).tolist(), strict=True)
         ]
+        scored = time.perf_counter()
+        self.timings["generation"] += scored - start
         raw = self.scorer(list(prompts), texts).float()
+        self.timings["scoring"] += time.perf_counter() - scored
         scores = self.normalise(raw) - cfg.missing_eos_penalty * (~eos).float().cpu()
         return Rollout(
             prompts=list(prompts), responses=texts, query=query, query_mask=query_mask,
@@ -375,6 +384,7 @@ class PPOTrainer:
         """Old and reference log-probs, values, rewards and advantages; computed minibatch by
         minibatch in ``order``, the first update pass's order."""
         cfg = self.config
+        began = time.perf_counter()
         self.policy.eval()
         self.critic.eval()
         ids, attn = rollout.input_ids, rollout.attention_mask
@@ -382,11 +392,13 @@ class PPOTrainer:
         logprobs = torch.zeros_like(rollout.mask)
         ref_logprobs = torch.zeros_like(rollout.mask)
         values = torch.zeros_like(rollout.mask)
-        for start in range(0, len(order), cfg.mini_batch_size):
+        for start in range(0, len(order), cfg.mini_batch_size):  # as the first update pass
             rows = order[start : start + cfg.mini_batch_size]
-            logits = _forward_logits(self.policy, ids[rows], attn[rows])[:, p - 1 : -1]
+            logits = forward_logits(self.policy, ids[rows], attn[rows])[:, p - 1 : -1]
             logprobs[rows] = token_logprobs(logits / cfg.temperature, rollout.response[rows])
-            ref = _forward_logits(self.ref_policy, ids[rows], attn[rows])[:, p - 1 : -1]
+        for start in range(0, len(order), cfg.forward_batch_size):
+            rows = order[start : start + cfg.forward_batch_size]
+            ref = forward_logits(self.ref_policy, ids[rows], attn[rows])[:, p - 1 : -1]
             ref_logprobs[rows] = token_logprobs(ref / cfg.temperature, rollout.response[rows])
             values[rows] = token_values(self.critic, ids[rows], attn[rows])[:, p - 1 : -1]
         mask = rollout.mask
@@ -398,6 +410,7 @@ class PPOTrainer:
         advantages = masked_whiten(advantages, mask)
         rollout.logprobs, rollout.ref_logprobs, rollout.values = logprobs, ref_logprobs, values
         rollout.advantages, rollout.returns, rollout.order = advantages, returns, order
+        self.timings["scoring"] += time.perf_counter() - began
         return rollout
 
     # --- update -----------------------------------------------------------------------------
@@ -415,6 +428,7 @@ class PPOTrainer:
         assert rollout.advantages is not None and rollout.order is not None
         assert rollout.logprobs is not None and rollout.values is not None
         assert rollout.returns is not None
+        started = time.perf_counter()
         self.policy.train()
         self.critic.train()
         ids, attn = rollout.input_ids, rollout.attention_mask
@@ -428,7 +442,7 @@ class PPOTrainer:
             for start in range(0, len(order), cfg.mini_batch_size):
                 rows = order[start : start + cfg.mini_batch_size].to(self.device)
                 mask = rollout.mask[rows]
-                logits = _forward_logits(self.policy, ids[rows], attn[rows])[:, p - 1 : -1]
+                logits = forward_logits(self.policy, ids[rows], attn[rows])[:, p - 1 : -1]
                 logits = logits / cfg.temperature
                 new_logprobs = token_logprobs(logits, rollout.response[rows])
                 pg = policy_loss(
@@ -444,7 +458,7 @@ class PPOTrainer:
                 if self.ptx_collator is not None:
                     ptx = self._ptx_loss(self.step_index * 1000 + minibatch)
                     loss = loss + cfg.ptx_coef * ptx
-                    stats.setdefault("ptx_loss", []).append(float(ptx))
+                    stats.setdefault("ptx_loss", []).append(float(ptx.detach()))
                 minibatch += 1
                 self.optimizer.zero_grad(set_to_none=True)
                 if not torch.isfinite(loss):
@@ -480,6 +494,7 @@ class PPOTrainer:
         out = {name: sum(v) / len(v) for name, v in stats.items() if v}
         out["skipped_minibatches"] = float(skipped)
         out["minibatches"] = float(minibatch)
+        self.timings["update"] += time.perf_counter() - started
         return out
 
     # --- one step ---------------------------------------------------------------------------
@@ -489,19 +504,14 @@ class PPOTrainer:
         ``max_bad_steps`` steps in a row whose updates were all NaN/inf."""
         cfg = self.config
         index = self.step_index
-        timings: dict[str, float] = {}
-        start = time.perf_counter()
+        before = dict(self.timings)
         rollout = self.generate(self.batch_prompts(index), seed=cfg.seed * 1_000_003 + index)
-        timings["time_rollout"] = time.perf_counter() - start
         order = torch.randperm(
             len(rollout.prompts), generator=torch.Generator().manual_seed(cfg.seed * 7919 + index)
         ).to(self.device)
-        start = time.perf_counter()
         self.prepare(rollout, order=order)
-        timings["time_score"] = time.perf_counter() - start
-        start = time.perf_counter()
         update = self.update(rollout, seed=cfg.seed * 104729 + index)
-        timings["time_update"] = time.perf_counter() - start
+        timings = {f"time_{k}": v - before[k] for k, v in self.timings.items()}
         mask = rollout.mask
         assert rollout.logprobs is not None and rollout.ref_logprobs is not None
         k1, k3 = kl_penalties(rollout.logprobs, rollout.ref_logprobs)
