@@ -6,7 +6,10 @@ Each demo labeler ranks every answered demo prompt by the demo answer's source
 order), with a seeded chance of swapping two neighbours, so the labelers disagree a little as
 real ones do; and writes one demonstration per prompt (the best demo answer). The rows are
 ordinary rankings and demonstrations: agreement, exports and training read them like any
-other. Safe to run again: a labeler's existing ranking or demonstration is kept.
+other, and each ranking comes with its submitted task, as if the labeler had been given it by
+the queue, so the queue never offers a labeler a prompt they ranked and a prompt with
+``overlap`` rankings is full. Safe to run again: a labeler's existing ranking or
+demonstration is kept.
 """
 
 from __future__ import annotations
@@ -18,8 +21,18 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.auth.service import get_user_by_email
+from app.db import utcnow
 from app.demo.seed import DEMO_LABELERS
-from app.labeling.models import Comparison, Completion, Demonstration, Prompt
+from app.labeling.models import (
+    Assignment,
+    AssignmentState,
+    Comparison,
+    Completion,
+    Demonstration,
+    Prompt,
+    TaskKind,
+)
+from app.labeling.service import refresh_rank_full
 from app.projects.models import Project
 
 QUALITY = ("demo-large", "demo-medium", "demo-draft", "demo-small")  # best first
@@ -62,9 +75,17 @@ def simulate_feedback(*, session: Session, project: Project, seed: int = 0) -> F
                     mine[i], mine[i + 1] = mine[i + 1], mine[i]
                 shown = list(order)
                 rng.shuffle(shown)
+                now = utcnow()
+                task = Assignment(
+                    kind=TaskKind.rank, prompt_id=prompt.id, labeler_id=labeler.id,
+                    state=AssignmentState.submitted, display_order=shown, leased_at=now,
+                    expires_at=now, finished_at=now,
+                )  # fmt: skip
+                session.add(task)
+                session.flush()
                 session.add(
                     Comparison(
-                        prompt_id=prompt.id, labeler_id=labeler.id,
+                        prompt_id=prompt.id, labeler_id=labeler.id, assignment_id=task.id,
                         displayed_completion_ids=shown, ranking=[[a] for a in mine],
                         seconds_spent=float(rng.randint(40, 180)),
                     )
@@ -83,4 +104,5 @@ def simulate_feedback(*, session: Session, project: Project, seed: int = 0) -> F
             )  # fmt: skip
             summary.demonstrations += 1
     session.flush()
+    refresh_rank_full(session=session, project=project)
     return summary
