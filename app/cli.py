@@ -665,6 +665,13 @@ SaveOpt = Annotated[
 ]
 RatioOpt = Annotated[float, typer.Option(help="Share of prompt submitters held out")]
 WaitOpt = Annotated[bool, typer.Option("--wait", help="Wait for the job, with progress")]
+GroupOpt = Annotated[
+    bool,
+    typer.Option(
+        "--group-by-length",
+        help="Batch examples of similar length together: faster on mixed lengths, less random",
+    ),
+]
 
 
 def _start_training(project: str, raw: dict[str, Any], wait: bool) -> None:
@@ -725,6 +732,7 @@ def train_sft(
     seed: SeedOpt = 0,
     save_steps: SaveOpt = 50,
     validation_ratio: RatioOpt = 0.1,
+    group_by_length: GroupOpt = False,
     wait: WaitOpt = False,
 ) -> None:
     """Fine-tune BASE on the project's demonstrations (loss on the answer tokens only)."""
@@ -732,7 +740,8 @@ def train_sft(
         project,
         {"kind": "sft", "base": base, "out": out, "name": name, "epochs": epochs,
          "batch_size": batch_size, "learning_rate": learning_rate, "max_length": max_length,
-         "seed": seed, "save_steps": save_steps, "validation_ratio": validation_ratio},
+         "seed": seed, "save_steps": save_steps, "validation_ratio": validation_ratio,
+         "group_by_length": group_by_length},
         wait,
     )  # fmt: skip
 
@@ -755,6 +764,7 @@ def train_rm(
     ] = None,
     margin_coef: Annotated[float, typer.Option(help="Weight of the margin term")] = 0.0,
     center_coef: Annotated[float, typer.Option(help="Weight of reward centering")] = 0.0,
+    group_by_length: GroupOpt = False,
     wait: WaitOpt = False,
 ) -> None:
     """Train a reward model from BASE on the project's rankings (all K answers of a prompt in
@@ -764,7 +774,8 @@ def train_rm(
         {"kind": "rm", "base": base, "out": out, "name": name, "epochs": epochs,
          "batch_size": batch_size, "learning_rate": learning_rate, "max_length": max_length,
          "seed": seed, "save_steps": save_steps, "validation_ratio": validation_ratio, "k": k,
-         "margin_coef": margin_coef, "center_coef": center_coef},
+         "margin_coef": margin_coef, "center_coef": center_coef,
+         "group_by_length": group_by_length},
         wait,
     )  # fmt: skip
 

@@ -17,7 +17,7 @@ KINDS: Final = (SFT, RM)
 #: the fields the trainer's config takes (workers/ml/training.py)
 TRAINER_FIELDS: Final = (
     "epochs", "batch_size", "learning_rate", "max_length", "seed", "logging_steps",
-    "save_steps", "warmup_ratio", "weight_decay",
+    "save_steps", "warmup_ratio", "weight_decay", "group_by_length",
 )  # fmt: skip
 
 
@@ -51,6 +51,19 @@ class _Checker:
             return default
         return int(parsed) if whole else parsed
 
+    def flag(self, name: str) -> bool:
+        value = self.data.get(name)
+        if value is None or value == "":
+            return bool(getattr(self.cls, name))
+        if isinstance(value, bool):
+            return value
+        if str(value).lower() in {"1", "true", "yes", "on"}:
+            return True
+        if str(value).lower() in {"0", "false", "no", "off"}:
+            return False
+        self.errors.append(f"{name} must be true or false, not {value!r}")
+        return bool(getattr(self.cls, name))
+
     def name_and_out(self) -> tuple[str | None, str | None]:
         name = str(self.data.get("name") or "").strip() or None
         if name is not None and (len(name) > 200 or name.isdigit()):
@@ -75,6 +88,7 @@ class TrainOptions:
     save_steps: int = 50  # a checkpoint every n steps: a lost worker resumes from the last
     warmup_ratio: float = 0.0
     weight_decay: float = 0.0
+    group_by_length: bool = False  # batches of similar length: faster, less random
     margin_coef: float = 0.0  # rm
     center_coef: float = 0.0  # rm
     k: int | None = None  # rm: train on the rankings of this size only
@@ -116,6 +130,7 @@ class TrainOptions:
             "margin_coef": number("margin_coef", 0, 100),
             "center_coef": number("center_coef", 0, 100),
             "validation_ratio": number("validation_ratio", 0, 0.9),
+            "group_by_length": check.flag("group_by_length"),
         }
         k = data.get("k")
         if k in (None, ""):

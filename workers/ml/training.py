@@ -45,6 +45,7 @@ class TrainConfig:
     save_steps: int = 0  # 0: no checkpoints (tests, benchmarks)
     warmup_ratio: float = 0.0
     weight_decay: float = 0.0
+    group_by_length: bool = False  # batches of similar length: faster, less random
     extra: dict[str, Any] = field(default_factory=dict)  # any other TrainingArguments
 
 
@@ -191,17 +192,23 @@ def disable_dropout(model: Any) -> None:
             module.p = 0.0
 
 
-class LengthGroupedSampler(torch.utils.data.Sampler[int]):
-    """Items of similar length in the same batch, so a batch pads less: shuffled, cut into
-    megabatches of up to 50 batches, each sorted by length (``transformers``' grouping).
+class EpochSampler(torch.utils.data.Sampler[int]):
+    """A fresh shuffle each epoch, seeded with ``seed + epoch`` (the Trainer calls
+    ``set_epoch``), so a run resumed mid-epoch draws the same order as one that never stopped.
 
-    Seeded per epoch (``seed + epoch``; the Trainer calls ``set_epoch``), so a run resumed
-    mid-epoch draws the same order as one that never stopped."""
+    With ``group_by_length``, items of similar length share a batch, so a batch pads less:
+    the shuffle is cut into megabatches of up to 50 batches, each sorted by length
+    (``transformers``' grouping). Faster on data of mixed lengths, but batches are less
+    random: on the bench's short runs the reward model's validation loss came out higher
+    (0.085 vs 0.066 over 5 seeds), so it is off by default, as in ``transformers``."""
 
-    def __init__(self, lengths: Sequence[int], batch_size: int, *, seed: int) -> None:
+    def __init__(
+        self, lengths: Sequence[int], batch_size: int, *, seed: int, group_by_length: bool
+    ) -> None:
         self.lengths = list(lengths)
         self.batch_size = batch_size
         self.seed = seed
+        self.group_by_length = group_by_length
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -214,6 +221,8 @@ class LengthGroupedSampler(torch.utils.data.Sampler[int]):
         from transformers.trainer_pt_utils import get_length_grouped_indices
 
         generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        if not self.group_by_length:
+            return iter(torch.randperm(len(self.lengths), generator=generator).tolist())
         return iter(get_length_grouped_indices(self.lengths, self.batch_size, generator=generator))
 
 
@@ -232,7 +241,8 @@ def run_trainer(
     trainer_class: type | None = None,
 ) -> float:
     """Train ``model`` on ``train`` with a ``transformers`` Trainer (``trainer_class``, for a
-    custom loss), batches grouped by ``lengths``; ``evaluate()`` runs after each epoch and
+    custom loss), shuffled each epoch (grouped by ``lengths`` if ``config.group_by_length``);
+    ``evaluate()`` runs after each epoch and
     its figures go to ``on_step`` as phase "eval". Returns the seconds spent training."""
     from transformers import PrinterCallback, Trainer
 
@@ -240,7 +250,10 @@ def run_trainer(
 
     class GroupedTrainer(base):
         def _get_train_sampler(self, train_dataset: Any = None) -> Any:
-            return LengthGroupedSampler(lengths, config.batch_size, seed=config.seed)
+            return EpochSampler(
+                lengths, config.batch_size, seed=config.seed,
+                group_by_length=config.group_by_length,
+            )  # fmt: skip
 
     class EpochEval(TrainerCallback):
         def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
