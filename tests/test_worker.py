@@ -153,9 +153,10 @@ def test_generate_fills_the_demo_with_the_demo_model(tmp_path: Path) -> None:
         assert result.returncode == 2 and result.stderr.startswith(message), result.stderr
 
 
-def test_train_sft_and_rm_on_the_demo_register_models_a_plain_shell_loads(tmp_path: Path) -> None:
-    """`rlhf demo --feedback` then `rlhf train sft` and `rlhf train rm --wait` through a real
-    worker: each registers a model that `from_pretrained` loads in a fresh Python process."""
+def test_the_whole_loop_on_the_demo_sft_rm_ppo_promote_generate(tmp_path: Path) -> None:
+    """`rlhf demo --feedback`, then `rlhf train sft`, `rlhf train rm` and `rlhf train ppo
+    --wait` through a real worker: each registers a model that `from_pretrained` loads in a
+    fresh Python process; the PPO policy is promoted and samples the next round."""
     env = rlhf_env(f"sqlite:///{tmp_path / 'train.db'}", tmp_path / "var", RLHF_DEMO_MODE="1")
     assert rlhf(env, "db", "upgrade").returncode == 0
     demo = rlhf(env, "demo", "--feedback")
@@ -179,11 +180,24 @@ def test_train_sft_and_rm_on_the_demo_register_models_a_plain_shell_loads(tmp_pa
         rm = rlhf(env, "train", "rm", "1", "--base", "demo-sft", "--name", "demo-rm", *common)
         assert rm.returncode == 0, rm.stdout + rm.stderr
         assert "saved in" in rm.stdout
+        ppo = rlhf(env, "train", "ppo", "1", "--policy", "demo-sft", "--reward", "demo-rm",
+                   "--name", "demo-ppo", "--steps", "2", "--batch-size", "4",
+                   "--mini-batch-size", "2", "--max-new-tokens", "8", "--wait")  # fmt: skip
+        assert ppo.returncode == 0, ppo.stdout + ppo.stderr
+        promote = rlhf(env, "models", "promote", "demo-ppo", "1")
+        assert promote.returncode == 0, promote.stderr
+        generate = rlhf(env, "generate", "1", "--wait")
+        assert generate.returncode == 0, generate.stdout + generate.stderr
     models = {m["name"]: m for m in json.loads(rlhf(env, "models", "list", "--json").stdout)}
     assert models["demo-sft"]["kind"] == "sft"
     assert models["demo-sft"]["parent_id"] == models["demo-tiny-gpt2"]["id"]
     assert models["demo-rm"]["parent_id"] == models["demo-sft"]["id"]
     assert models["demo-rm"]["metrics"]["k"] == 4 and models["demo-rm"]["export_id"]
+    policy = models["demo-ppo"]
+    assert policy["kind"] == "policy" and policy["parent_id"] == models["demo-sft"]["id"]
+    assert policy["metrics"]["reward_model_id"] == models["demo-rm"]["id"]
+    shown = json.loads(rlhf(env, "projects", "show", "1", "--json").stdout)
+    assert shown["current_policy_id"] == policy["id"]
     script = (
         "import sys\n"
         "from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification\n"
@@ -191,7 +205,7 @@ def test_train_sft_and_rm_on_the_demo_register_models_a_plain_shell_loads(tmp_pa
         "print(type(AutoModelForSequenceClassification.from_pretrained(sys.argv[2])).__name__)\n"
     )
     shell = subprocess.run(
-        [sys.executable, "-c", script, models["demo-sft"]["path"], models["demo-rm"]["path"]],
+        [sys.executable, "-c", script, models["demo-ppo"]["path"], models["demo-rm"]["path"]],
         capture_output=True, text=True, timeout=120, check=True,
     )  # fmt: skip
     assert shell.stdout.split() == ["GPT2LMHeadModel", "GPT2ForSequenceClassification"]
