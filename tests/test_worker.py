@@ -123,45 +123,20 @@ def test_a_train_message_reaches_only_the_train_queue(worker_settings: Settings)
     assert counts == {kinds.QUEUE_DEFAULT: 0, kinds.QUEUE_TRAIN: 1}
 
 
-def test_generate_fills_the_demo_with_the_demo_model(tmp_path: Path) -> None:
-    """`rlhf demo` builds and promotes the tiny demo policy; `rlhf generate --wait` through a
-    real worker gives every prompt K answers (so they become ranking tasks); a rerun adds
-    nothing."""
-    env = rlhf_env(f"sqlite:///{tmp_path / 'gen.db'}", tmp_path / "var", RLHF_DEMO_MODE="1")
-    assert rlhf(env, "db", "upgrade").returncode == 0
-    demo = rlhf(env, "demo")
-    assert demo.returncode == 0 and "demo policy: demo-tiny-gpt2" in demo.stdout, demo.stderr
-    before = json.loads(rlhf(env, "projects", "show", "1", "--json").stdout)["counts"]
-    assert before["rankable_prompts"] < before["prompts"]
-    with serve_with_worker(env):
-        first = rlhf(env, "generate", "1", "--wait")
-        assert first.returncode == 0, first.stdout + first.stderr
-        after = json.loads(rlhf(env, "projects", "show", "1", "--json").stdout)["counts"]
-        assert after["rankable_prompts"] == after["prompts"] == before["prompts"]
-        assert after["completions"] == 4 * after["prompts"]
-        again = rlhf(env, "generate", "1", "--wait")
-        assert again.returncode == 0
-        assert json.loads(rlhf(env, "projects", "show", "1", "--json").stdout)["counts"] == after
-    for args, message in (
-        (["generate", "nope"], "error: no project 'nope'"),
-        (
-            ["generate", "1", "--model", str(tmp_path / "missing")],
-            "error: no registered model or model folder",
-        ),
-    ):
-        result = rlhf(env, *args)
-        assert result.returncode == 2 and result.stderr.startswith(message), result.stderr
-
-
 def test_the_whole_loop_on_the_demo_sft_rm_ppo_promote_generate(tmp_path: Path) -> None:
     """`rlhf demo --feedback`, then `rlhf train sft`, `rlhf train rm` and `rlhf train ppo
     --wait` through a real worker: each registers a model that `from_pretrained` loads in a
-    fresh Python process; the PPO policy is promoted and samples the next round."""
+    fresh Python process; the PPO policy is promoted and `rlhf generate --wait` samples the
+    next round: every prompt gets K answers (so all become ranking tasks); a rerun adds
+    nothing."""
     env = rlhf_env(f"sqlite:///{tmp_path / 'train.db'}", tmp_path / "var", RLHF_DEMO_MODE="1")
     assert rlhf(env, "db", "upgrade").returncode == 0
     demo = rlhf(env, "demo", "--feedback")
     assert demo.returncode == 0, demo.stderr
     assert "simulated feedback: 36 rankings and 12 demonstrations added" in demo.stdout
+    assert "demo policy: demo-tiny-gpt2" in demo.stdout
+    before = json.loads(rlhf(env, "projects", "show", "1", "--json").stdout)["counts"]
+    assert before["rankable_prompts"] < before["prompts"]
     common = [
         "--epochs",
         "2",
@@ -188,6 +163,12 @@ def test_the_whole_loop_on_the_demo_sft_rm_ppo_promote_generate(tmp_path: Path) 
         assert promote.returncode == 0, promote.stderr
         generate = rlhf(env, "generate", "1", "--wait")
         assert generate.returncode == 0, generate.stdout + generate.stderr
+        after = json.loads(rlhf(env, "projects", "show", "1", "--json").stdout)["counts"]
+        assert after["rankable_prompts"] == after["prompts"] == before["prompts"]
+        assert after["completions"] == 4 * after["prompts"]
+        again = rlhf(env, "generate", "1", "--wait")
+        assert again.returncode == 0
+        assert json.loads(rlhf(env, "projects", "show", "1", "--json").stdout)["counts"] == after
     models = {m["name"]: m for m in json.loads(rlhf(env, "models", "list", "--json").stdout)}
     assert models["demo-sft"]["kind"] == "sft"
     assert models["demo-sft"]["parent_id"] == models["demo-tiny-gpt2"]["id"]
@@ -210,6 +191,11 @@ def test_the_whole_loop_on_the_demo_sft_rm_ppo_promote_generate(tmp_path: Path) 
     )  # fmt: skip
     assert shell.stdout.split() == ["GPT2LMHeadModel", "GPT2ForSequenceClassification"]
     for args, message in (
+        (["generate", "nope"], "error: no project 'nope'"),
+        (
+            ["generate", "1", "--model", str(tmp_path / "missing")],
+            "error: no registered model or model folder",
+        ),
         (["train", "rm", "1", "--base", "nowhere"], "error: no registered model and no model"),
         (["train", "sft", "1", "--base", "demo-sft", "--epochs", "0"], "error: epochs must be"),
     ):
