@@ -21,16 +21,16 @@ from pathlib import Path
 from typing import Any
 
 from app.db import session_scope
-from app.jobs.models import Job
 from app.jobs.training import PPO, PPOOptions
 from app.models_registry.models import ModelKind, ModelVersion
-from app.models_registry.service import register_model
 from workers.runner import JobContext
 from workers.train import (
     TrainingError,
     destination,
+    finite,
     job_folder,
     project_unless_registered,
+    register_trained,
     resolve_model,
     snapshot,
     splits,
@@ -53,10 +53,6 @@ def _reward_stats(ctx: JobContext, path: str, version_id: int | None) -> tuple[f
         return float(mean), float(std)
     ctx.log("the reward model stores no reward mean/std: scores are used as they are")
     return 0.0, 1.0
-
-
-def _finite(values: dict[str, float]) -> dict[str, float]:
-    return {k: round(v, 6) for k, v in values.items() if math.isfinite(v)}
 
 
 def ppo_impl(ctx: JobContext) -> None:
@@ -146,7 +142,7 @@ def ppo_impl(ctx: JobContext) -> None:
     held = held_out[: config.eval_prompts]
 
     def evaluate() -> dict[str, float]:
-        figures = _finite(trainer.evaluate(held)) if held else {}
+        figures = finite(trainer.evaluate(held)) if held else {}
         if figures:
             ctx.record_step(trainer.step_index, figures, phase="eval")
         return figures
@@ -157,7 +153,7 @@ def ppo_impl(ctx: JobContext) -> None:
         while trainer.step_index < config.steps:
             stats = trainer.step()
             step = trainer.step_index
-            ctx.record_step(step, _finite(stats.values), phase="train")
+            ctx.record_step(step, finite(stats.values), phase="train")
             if stats.samples:
                 ctx.record_step(step, {"samples": stats.samples}, phase="samples")
             if config.eval_every and step % config.eval_every == 0 and step < config.steps:
@@ -186,17 +182,7 @@ def ppo_impl(ctx: JobContext) -> None:
             "export_id": export_id, "job_id": ctx.job_id, "metrics": metrics,
         },
     )  # fmt: skip
-    with session_scope(ctx.session_factory) as session:
-        job = session.get_one(Job, ctx.job_id)
-        version = register_model(
-            session=session, path=str(out), kind=ModelKind.policy, name=name,
-            parent_id=policy_id, metrics=metrics, created_by_id=job.created_by_id,
-        )  # fmt: skip
-        version.job_id = ctx.job_id
-        version.export_id = export_id
-        session.flush()
-        version_id, version_name = version.id, version.name
-    ctx.set_artifacts(model_version_id=version_id, model=str(out))
-    shutil.rmtree(checkpoints, ignore_errors=True)
-    ctx.log(f"registered {version_name!r} (model version {version_id}) at {out}")
-    ctx.progress(1.0, f"registered {version_name} (model version {version_id})")
+    register_trained(
+        ctx, out, kind=ModelKind.policy, name=name, parent_id=policy_id, metrics=metrics,
+        export_id=export_id, checkpoints=checkpoints,
+    )  # fmt: skip

@@ -176,7 +176,8 @@ def _check_sizes(rows: list[dict[str, Any]]) -> None:
         )
 
 
-def _finite(values: dict[str, float]) -> dict[str, float]:
+def finite(values: dict[str, float]) -> dict[str, float]:
+    """The finite values, rounded (a logged step stores only these)."""
     return {k: round(v, 6) for k, v in values.items() if math.isfinite(v)}
 
 
@@ -258,7 +259,7 @@ def train_impl(ctx: JobContext) -> None:
         ctx.forget_steps_after(checkpoint_step(resume))
 
     def on_step(step: int, values: dict[str, float], phase: str) -> None:
-        values = _finite(values)
+        values = finite(values)
         if values:
             ctx.record_step(step, values, phase=phase)
 
@@ -322,18 +323,30 @@ def train_impl(ctx: JobContext) -> None:
         model, tokenizer, out, kind=options.kind, parent=base_id if base_id is not None else base_path,
         extra={**extra, "export_id": export_id, "job_id": ctx.job_id, "metrics": metrics},
     )  # fmt: skip
+    register_trained(
+        ctx, out, kind=MODEL_KIND[options.kind], name=name, parent_id=base_id,
+        metrics=metrics, export_id=export_id, checkpoints=checkpoints,
+    )  # fmt: skip
+
+
+def register_trained(
+    ctx: JobContext, out: Path, *, kind: ModelKind, name: str, parent_id: int | None,
+    metrics: dict[str, Any], export_id: int, checkpoints: Path,
+) -> None:  # fmt: skip
+    """Register the saved (whole) folder as this job's model version with its parent and
+    dataset snapshot, then drop the checkpoints: nothing is left to resume."""
     with session_scope(ctx.session_factory) as session:
         job = session.get_one(Job, ctx.job_id)
         version = register_model(
-            session=session, path=str(out), kind=MODEL_KIND[options.kind], name=name,
-            parent_id=base_id, metrics=metrics, created_by_id=job.created_by_id,
+            session=session, path=str(out), kind=kind, name=name, parent_id=parent_id,
+            metrics=metrics, created_by_id=job.created_by_id,
         )  # fmt: skip
         version.job_id = ctx.job_id
         version.export_id = export_id
         session.flush()
         version_id, version_name = version.id, version.name
     ctx.set_artifacts(model_version_id=version_id, model=str(out))
-    shutil.rmtree(checkpoints, ignore_errors=True)  # the model is whole and registered
+    shutil.rmtree(checkpoints, ignore_errors=True)
     ctx.log(f"registered {version_name!r} (model version {version_id}) at {out}")
     ctx.progress(1.0, f"registered {version_name} (model version {version_id})")
 

@@ -40,12 +40,14 @@ def masked_whiten(
     return whitened * mask
 
 
+def _is_eos(responses: torch.Tensor, eos_ids: Sequence[int]) -> torch.Tensor:
+    return torch.isin(responses, torch.tensor(list(eos_ids), device=responses.device))
+
+
 def response_mask(responses: torch.Tensor, eos_ids: Sequence[int]) -> torch.Tensor:
     """1 on each response's tokens up to and including the first EOS, 0 after it (padding,
     or whatever ``generate`` put there). A response without EOS keeps every token."""
-    is_eos = torch.zeros_like(responses, dtype=torch.bool)
-    for eos in eos_ids:
-        is_eos |= responses == eos
+    is_eos = _is_eos(responses, eos_ids)
     # Tokens strictly after the first EOS: an EOS appeared at an earlier position.
     after = (is_eos.long().cumsum(1) - is_eos.long()) > 0
     return (~after).to(torch.float32)
@@ -53,10 +55,7 @@ def response_mask(responses: torch.Tensor, eos_ids: Sequence[int]) -> torch.Tens
 
 def has_eos(responses: torch.Tensor, mask: torch.Tensor, eos_ids: Sequence[int]) -> torch.Tensor:
     """(B,) True where the response ended with EOS within its length limit."""
-    is_eos = torch.zeros_like(responses, dtype=torch.bool)
-    for eos in eos_ids:
-        is_eos |= responses == eos
-    return (is_eos & mask.bool()).any(1)
+    return (_is_eos(responses, eos_ids) & mask.bool()).any(1)
 
 
 def last_index(mask: torch.Tensor) -> torch.Tensor:
