@@ -97,3 +97,27 @@ def test_accuracy_counts_ties_in_reward_as_wrong() -> None:
 def test_shapes_must_match() -> None:
     with pytest.raises(ValueError, match="must both be"):
         kwise_loss(torch.zeros(2, 4), torch.zeros(2, 3))
+
+
+def test_mixed_sizes_padded_and_masked_equal_each_ranking_on_its_own() -> None:
+    """Rankings of K = 2, 3 and 4 in one batch: the padding slots take part in no pair (even
+    with a garbage reward and a better place there), and the loss is the mean of the
+    per-prompt losses, as if each ranking were alone."""
+    torch.manual_seed(1)
+    sizes = [2, 4, 3]
+    rankings = [(torch.randn(k), torch.randperm(k)) for k in sizes]
+    rewards = torch.full((3, 4), 100.0)  # padding: a huge reward...
+    places = torch.full((3, 4), -1)  # ...and the best place, which must not count
+    valid = torch.zeros((3, 4), dtype=torch.bool)
+    for i, (r, p) in enumerate(rankings):
+        rewards[i, : len(r)], places[i, : len(p)], valid[i, : len(r)] = r, p, True
+    rewards.requires_grad_(True)
+    stats = kwise_loss(rewards, places, valid=valid, center_coef=0.1)
+    alone = torch.stack([_one_pair_at_a_time(r[None], p[None]) for r, p in rankings]).mean()
+    center = 0.1 * torch.cat([r for r, _ in rankings]).pow(2).mean()
+    assert stats.loss.item() == pytest.approx((alone + center).item(), rel=1e-6)
+    assert stats.pairs == sum(k * (k - 1) // 2 for k in sizes)
+    stats.loss.backward()
+    assert rewards.grad is not None
+    assert (rewards.grad[~valid] == 0).all()
+    assert (rewards.grad[valid] != 0).all()

@@ -14,6 +14,7 @@ from workers.ml.rm_train import (
     RewardConfig,
     RewardDataError,
     check_rankings,
+    prepare_rankings,
     train_reward_model,
 )
 from workers.ml.synthetic import corpus, please_rankings
@@ -54,12 +55,84 @@ def test_the_answer_is_never_cut_the_prompt_is(tiny: Path) -> None:
 def test_bad_rankings_are_refused_with_a_reason() -> None:
     with pytest.raises(RewardDataError, match="no rankings"):
         check_rankings([])
+    with pytest.raises(RewardDataError, match="at least 2 answers"):
+        check_rankings([Ranking("p", ["a"], [0])])
     mixed = [Ranking("p", ["a", "b"], [0, 1]), Ranking("q", ["a", "b", "c"], [0, 1, 2])]
-    with pytest.raises(RewardDataError, match="different sizes"):
-        check_rankings(mixed)
+    assert check_rankings(mixed) == {2: 1, 3: 1}
 
 
-def test_answers_longer_than_max_length_are_refused(tiny: Path, tmp_path: Path) -> None:
-    long = [Ranking("p", ["cat " * 200, "dog"], [0, 1])] * 4
-    with pytest.raises(RewardDataError, match="longer than max_length"):
+def test_mixed_k_trains_in_one_run(tiny: Path, tmp_path: Path) -> None:
+    """Imported pairs (K=2) beside K=4 rankings: one run, batches mixing the sizes, learns
+    the rule on both, and every validation pair of either size is counted."""
+    pairs = [Ranking(r.prompt, r.answers[:2], r.places[:2]) for r in please_rankings(300, seed=5)]
+    pairs = [r for r in pairs if len(set(r.places)) == 2][:120]
+    train = please_rankings(120, seed=1) + pairs
+    validation = please_rankings(30, seed=2) + [
+        r for r in (Ranking(x.prompt, x.answers[:2], x.places[:2])
+                    for x in please_rankings(80, seed=6)) if len(set(r.places)) == 2
+    ][:30]  # fmt: skip
+    config = RewardConfig(epochs=4, batch_size=8, learning_rate=2e-3, max_length=64)
+    _model, _tokenizer, result = train_reward_model(tiny, train, validation, tmp_path, config)
+    assert result.sizes == {2: 120, 4: 120}
+    assert result.pairs == 30 * 4 + 30 * 1
+    assert result.accuracy > 0.9, result
+
+
+def test_collator_encodes_only_real_answers_of_mixed_sizes(tiny: Path) -> None:
+    from workers.ml.reward_model import load_reward_model
+
+    _, tokenizer = load_reward_model(tiny)
+    collator = KwiseCollator(tokenizer, max_length=64, causal=True)
+    batch = collator(
+        [Ranking("p", ["a", "b"], [0, 1]), Ranking("q", ["c", "d", "e", "f"], [1, 0, 2, 2])]
+    )
+    assert batch["input_ids"].shape[0] == 6  # 2 + 4 answers, no padding answer
+    assert batch["valid"].tolist() == [[True, True, False, False], [True] * 4]
+    assert batch["places"][1].tolist() == [1, 0, 2, 2]
+
+
+def test_long_answers_are_left_out_of_their_rankings_by_default(tiny: Path) -> None:
+    from workers.ml.reward_model import load_reward_model
+
+    _, tokenizer = load_reward_model(tiny)
+    collator = KwiseCollator(tokenizer, max_length=32, causal=True)
+    long = "cat " * 200
+    rankings = [
+        Ranking("p", [long, "dog", "please sit"], [0, 1, 2]),  # keeps 2 places
+        Ranking("q", [long, "dog"], [0, 1]),  # left with one answer: dropped
+        Ranking("r", ["dog", "cat"], [0, 0]),  # all tied: no pair
+    ]
+    kept, left_out, cut = prepare_rankings(rankings, collator)
+    assert [(r.prompt, r.answers, r.places) for r in kept] == [("p", ["dog", "please sit"], [1, 2])]
+    assert cut == 0
+    assert left_out.metrics() == {
+        "left_out": 3,
+        "left_out_reasons": {
+            "answers longer than max_length (32 tokens) left out of their rankings": 1,
+            "rankings left with fewer than 2 ranked places once answers longer than max_length "
+            "(32 tokens) were left out": 1,
+            "rankings with every answer tied (no pair)": 1,
+        },
+    }
+    kept, left_out, cut = prepare_rankings(rankings, collator, long_answers="truncate")
+    assert [r.prompt for r in kept] == ["p", "q"]
+    assert cut == 2 and left_out.total == 1  # only the all-tied ranking
+    first = kept[0].answers[0]
+    assert long.startswith(first) and 0 < len(first) < len(long)
+    assert len(tokenizer(first, add_special_tokens=False)["input_ids"]) <= collator.answer_budget
+    batch = collator(kept)
+    assert batch["input_ids"].shape[1] <= 32
+    text = tokenizer.decode(batch["input_ids"][0][batch["attention_mask"][0].bool()])
+    assert text.endswith(first + tokenizer.eos_token)  # the cut answer is whole in the input
+
+
+def test_a_run_with_every_answer_too_long_fails_naming_the_option(
+    tiny: Path, tmp_path: Path
+) -> None:
+    long = [Ranking("p", ["cat " * 200, "dog " * 100], [0, 1])] * 4
+    with pytest.raises(RewardDataError, match="--long-answers truncate") as error:
         train_reward_model(tiny, long, long, tmp_path, RewardConfig(max_length=32))
+    assert "None of the 4 training rankings can be used" in str(error.value)
+    config = RewardConfig(max_length=32, long_answers="truncate", epochs=1)
+    _model, _tokenizer, result = train_reward_model(tiny, long, long, tmp_path, config)
+    assert result.truncated == 16 and result.train_rankings == 4 and result.pairs == 4

@@ -199,23 +199,30 @@ def test_a_project_without_rankings_or_demonstrations_says_so(
     assert "no demonstrations to train on" in _failed(session, session_factory, settings, sft)
 
 
-def test_rankings_of_mixed_sizes_name_the_sizes_and_k_picks_one(
+def test_rankings_of_mixed_sizes_train_in_one_run_and_k_picks_one(
     session: Session, session_factory: sessionmaker[Session], settings: Settings, tiny: Path
 ) -> None:
     project = _with_rankings(session, n=6, k=4)
     labeler = make_user(session)
     for i in range(3):  # imported pairs: rankings of 2 answers
         prompt = make_prompt(session, project, text=f"Pair {i}?", answers=2)
+        prompt.submitter_id = make_user(session).id
         rank(session, prompt, labeler, [0, 1])
-    job = _job(session, kinds.TRAIN_RM, project, base=str(tiny))
-    error = _failed(session, session_factory, settings, job)
-    assert "3 of 2 answers, 6 of 4 answers" in error and "--k 4" in error
+    job = _job(session, kinds.TRAIN_RM, project, base=str(tiny), epochs=1, validation_ratio=0.3)
+    assert _run(session_factory, settings, job) == JobStatus.succeeded, job.error
+    session.refresh(job)
+    metrics = job.metrics
+    assert metrics["train_rankings"] + metrics["validation_rankings"] == 9
+    sizes = {int(k): n for k, n in metrics["k"].items()}  # both sizes, in one run
+    assert sum(sizes.values()) == metrics["train_rankings"] and set(sizes) <= {2, 4}
+    assert metrics["left_out"] == 0
 
     picked = _job(session, kinds.TRAIN_RM, project, base=str(tiny), k=4, epochs=1)
     assert _run(session_factory, settings, picked) == JobStatus.succeeded
     session.refresh(picked)
     assert picked.metrics["k"] == 4
     assert picked.metrics["train_rankings"] + picked.metrics["validation_rankings"] == 6
+    assert picked.metrics["left_out_reasons"] == {"rankings of another size than --k 4": 3}
 
 
 def test_a_base_that_cannot_be_trained_is_refused_before_training(
@@ -233,25 +240,91 @@ def test_a_base_that_cannot_be_trained_is_refused_before_training(
     )
 
 
-def test_answers_longer_than_max_length_are_named(
-    session: Session, session_factory: sessionmaker[Session], settings: Settings, tiny: Path
-) -> None:
+def _with_long_pairs(session: Session, n_long: int, n_short: int) -> Project:
+    """K=2 rankings: ``n_long`` whose better answer is far longer than 32 tokens, then
+    ``n_short`` short ones; each prompt from its own submitter."""
+    from app.labeling.models import Completion, text_sha256
+
     project = make_project(session, k=2)
     labeler = make_user(session)
-    for i in range(3):
+    for i in range(n_long + n_short):
         prompt = make_prompt(session, project, text=f"Q{i}", answers=0)
+        prompt.submitter_id = make_user(session).id
         for j in range(2):
-            from app.labeling.models import Completion, text_sha256
-
-            body = f"{j} " + "a very long answer " * 40
+            body = f"{j} " + ("a very long answer " * 40 if i < n_long and j == 0 else "short")
             session.add(Completion(prompt_id=prompt.id, text=body, text_sha256=text_sha256(body),
                                    origin="import:test"))  # fmt: skip
         session.flush()
         session.refresh(prompt)
         rank(session, prompt, labeler, [0, 1])
+    return project
+
+
+def test_long_answers_are_left_out_and_counted_and_truncate_keeps_them(
+    session: Session, session_factory: sessionmaker[Session], settings: Settings, tiny: Path
+) -> None:
+    project = _with_long_pairs(session, n_long=3, n_short=5)
+    job = _job(session, kinds.TRAIN_RM, project, base=str(tiny), max_length=32, epochs=1,
+               validation_ratio=0.3)  # fmt: skip
+    assert _run(session_factory, settings, job) == JobStatus.succeeded, job.error
+    session.refresh(job)
+    reason = (
+        "rankings left with fewer than 2 ranked places once answers longer than max_length "
+        "(32 tokens) were left out"
+    )
+    assert job.metrics["left_out"] == 3
+    assert job.metrics["left_out_reasons"] == {reason: 3}
+    assert job.metrics["train_rankings"] + job.metrics["validation_rankings"] == 5
+    assert f"left out 3: 3 {reason}" in job.log
+
+    cut = _job(session, kinds.TRAIN_RM, project, base=str(tiny), max_length=32, epochs=1,
+               validation_ratio=0.3, long_answers="truncate")  # fmt: skip
+    assert _run(session_factory, settings, cut) == JobStatus.succeeded, cut.error
+    session.refresh(cut)
+    assert cut.metrics["left_out"] == 0 and cut.metrics["truncated"] == 3
+    assert cut.metrics["train_rankings"] + cut.metrics["validation_rankings"] == 8
+    assert "cut 3 answers from the right" in cut.log
+
+
+def test_a_job_left_with_nothing_fails_naming_the_option(
+    session: Session, session_factory: sessionmaker[Session], settings: Settings, tiny: Path
+) -> None:
+    project = _with_long_pairs(session, n_long=3, n_short=0)
     job = _job(session, kinds.TRAIN_RM, project, base=str(tiny), max_length=32)
     error = _failed(session, session_factory, settings, job)
-    assert "3 rankings have an answer longer than max_length (32 tokens)" in error
+    assert "can be used" in error and "--long-answers truncate" in error
+    assert "--max-length" in error
+
+
+def test_sft_leaves_out_long_demonstrations_and_says_when_data_is_too_small(
+    session: Session, session_factory: sessionmaker[Session], settings: Settings, tiny: Path
+) -> None:
+    project = _with_demonstrations(session, n=3)
+    prompt = make_prompt(session, project, text="Tell me everything.", answers=0)
+    prompt.submitter_id = make_user(session).id
+    session.add(Demonstration(prompt_id=prompt.id, author_id=prompt.submitter_id,
+                              text="Everything there is to know. " * 30))  # fmt: skip
+    session.flush()
+    job = _job(session, kinds.TRAIN_SFT, project, base=str(tiny), max_length=40, epochs=1,
+               validation_ratio=0.0)  # fmt: skip
+    assert _run(session_factory, settings, job) == JobStatus.succeeded, job.error
+    session.refresh(job)
+    metrics = job.metrics
+    assert metrics["left_out_reasons"] == {"demonstrations longer than max_length (40 tokens)": 1}
+    assert metrics["train_examples"] == 3
+    warnings = metrics["data_warnings"]
+    assert any("Only 3 training demonstrations" in w for w in warnings)
+    assert any("No validation set" in w for w in warnings)
+    assert "warning: Only 3 training demonstrations" in job.log
+
+    one = _with_demonstrations(session, n=1)  # 1 example, 0 validation rows
+    single = _job(session, kinds.TRAIN_SFT, one, base=str(tiny), epochs=1)
+    assert _run(session_factory, settings, single) == JobStatus.succeeded, single.error
+    session.refresh(single)
+    assert any(
+        "Only 0 validation demonstrations: too few to validate on" in w
+        for w in single.metrics["data_warnings"]
+    )
 
 
 def test_bad_settings_are_refused_with_every_field_named() -> None:

@@ -26,11 +26,13 @@ from app.models_registry.models import ModelKind, ModelVersion
 from workers.runner import JobContext
 from workers.train import (
     TrainingError,
+    data_warnings,
     destination,
     finite,
     job_folder,
     project_unless_registered,
     register_trained,
+    report_data,
     resolve_model,
     snapshot,
     splits,
@@ -68,7 +70,6 @@ def ppo_impl(ctx: JobContext) -> None:
         last_ppo_checkpoint,
     )
     from workers.ml.reward_model import RewardModelError
-    from workers.ml.sft_train import Example
     from workers.ml.training import save_model
 
     options = PPOOptions.from_dict(ctx.params)  # TrainError: the job fails with the message
@@ -94,22 +95,23 @@ def ppo_impl(ctx: JobContext) -> None:
     held_out = [row["prompt"] for row in held_rows]
     if not prompts:
         raise TrainingError("The project has no prompts to train on: import or write some first.")
-    demonstrations: list[Any] = []
+    demo_rows: list[dict[str, Any]] = []
     if options.ptx_coef > 0:
         _, demo_folder = snapshot(
             ctx, "sft", folder / "demonstrations", validation_ratio=0.0, seed=options.seed,
             key="ptx_export_id",
         )  # fmt: skip
-        rows, _ = splits(ctx, demo_folder, validation_ratio=0.0, seed=options.seed)
-        demonstrations = [Example(r["prompt"], r["completion"]) for r in rows]
-        ctx.log(f"PPO-ptx: {len(demonstrations):,} demonstrations, ptx_coef {options.ptx_coef:g}")
+        demo_rows, _ = splits(ctx, demo_folder, validation_ratio=0.0, seed=options.seed)
 
     reward_mean, reward_std = _reward_stats(ctx, reward_path, reward_id)
-    config = PPOConfig(**options.trainer_config())
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     ctx.progress(0.01, "loading the models")
     try:
         policy, tokenizer = load_causal_lm(policy_path, padding_side="left")
+        config = PPOConfig(**fit_lengths(ctx, options.trainer_config(), policy))
+        prompts, held_out, demonstrations, data = _usable_data(
+            ctx, tokenizer, options, config, prompts, held_out, demo_rows
+        )
         reference, _ = load_causal_lm(policy_path)
         critic, critic_source = build_critic(
             policy_path, tokenizer, reward_path, reward_mean=reward_mean, reward_std=reward_std
@@ -172,6 +174,7 @@ def ppo_impl(ctx: JobContext) -> None:
         "steps": trainer.step_index, "kl_coef": round(trainer.kl.value, 6),
         "reward_model_id": reward_id, "critic": critic_source,
         "train_prompts": len(prompts), "heldout_prompts": len(held),
+        "max_prompt_length": config.max_prompt_length, **data,
     }  # fmt: skip
     ctx.progress(0.96, "saving the policy", **{k: v for k, v in metrics.items() if v is not None})
     save_model(
@@ -186,3 +189,76 @@ def ppo_impl(ctx: JobContext) -> None:
         ctx, out, kind=ModelKind.policy, name=name, parent_id=policy_id, metrics=metrics,
         export_id=export_id, checkpoints=checkpoints,
     )  # fmt: skip
+
+
+def fit_lengths(ctx: JobContext, config: dict[str, Any], policy: Any) -> dict[str, Any]:
+    """The PPO settings with ``max_prompt_length`` lowered so that a prompt and its answer
+    fit the policy's context (a longer input has no position to sample at)."""
+    from workers.ml.training import context_length
+
+    context = context_length(policy.config)
+    new_tokens = config["max_new_tokens"]
+    if context is None or config["max_prompt_length"] + new_tokens <= context:
+        return config
+    if context - new_tokens < 8:
+        raise TrainingError(
+            f"max_new_tokens ({new_tokens:,}) leaves no room for a prompt in the policy's "
+            f"context of {context:,} tokens: lower --max-new-tokens."
+        )
+    ctx.log(
+        f"max_prompt_length lowered from {config['max_prompt_length']:,} to "
+        f"{context - new_tokens:,}: the policy reads {context:,} tokens, answers included"
+    )
+    return {**config, "max_prompt_length": context - new_tokens}
+
+
+def _usable_data(
+    ctx: JobContext, tokenizer: Any, options: Any, config: Any, prompts: list[str],
+    held_out: list[str], demo_rows: list[dict[str, Any]],
+) -> tuple[list[str], list[str], list[Any], dict[str, Any]]:  # fmt: skip
+    """The prompts (train and held out) and PPO-ptx demonstrations that fit, under the job's
+    long-input policy; what was left out and too small is logged and returned as metrics."""
+    from workers.ml.long_inputs import too_long_message
+    from workers.ml.ppo import fit_prompts
+    from workers.ml.sft_train import CompletionCollator, Example, prepare_examples
+
+    length, policy = config.max_prompt_length, options.long_answers
+    given = len(prompts)
+    prompts, left_out, cut = fit_prompts(
+        tokenizer, prompts, max_prompt_length=length, long_answers=policy
+    )
+    held_out, held_left_out, held_cut = fit_prompts(
+        tokenizer, held_out, max_prompt_length=length, long_answers=policy
+    )
+    left_out.update(held_left_out)
+    if not prompts:
+        raise TrainingError(
+            too_long_message(
+                what="training prompts",
+                total=given,
+                max_length=length,
+                context=None,
+                left_out=left_out,
+            ).replace("--max-length", "--max-prompt-length")
+        )
+    demonstrations: list[Any] = []
+    if demo_rows:
+        collator = CompletionCollator(tokenizer, max_length=length + config.max_new_tokens)
+        demonstrations, demo_left_out, demo_cut = prepare_examples(
+            [Example(r["prompt"], r["completion"]) for r in demo_rows], collator,
+            long_answers=policy,
+        )  # fmt: skip
+        left_out.update(demo_left_out)
+        cut += demo_cut
+        ctx.log(f"PPO-ptx: {len(demonstrations):,} demonstrations, ptx_coef {options.ptx_coef:g}")
+    warnings = data_warnings(
+        what="prompts", train=len(prompts), validation=len(held_out),
+        validation_ratio=options.validation_ratio,
+    )  # fmt: skip
+    data = report_data(
+        ctx, left_out, warnings, truncated=cut + held_cut,
+        what="prompts and demonstrations",
+    )  # fmt: skip
+    if data:
+        ctx.progress(0.01, "loading the models", **data)
+    return prompts, held_out, demonstrations, data

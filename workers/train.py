@@ -34,6 +34,7 @@ from app.jobs.training import RM, SFT, TrainOptions
 from app.models_registry.models import ModelKind, ModelVersion
 from app.models_registry.service import register_model, unique_name
 from app.projects.models import Project
+from workers.ml.long_inputs import DataReport, LeftOut
 from workers.runner import JobContext
 
 DATASET_KIND = {SFT: "sft", RM: "kwise"}
@@ -148,12 +149,15 @@ def splits(
     return train, validation
 
 
-def _rankings(rows: list[dict[str, Any]], k: int | None) -> list[Any]:
+def _rankings(rows: list[dict[str, Any]], k: int | None, left_out: Any) -> list[Any]:
+    """The K-wise export's rows as rankings (only those of ``k`` answers when it is given: the
+    others are counted in ``left_out``)."""
     from workers.ml.rm_train import Ranking
 
     rankings = []
     for row in rows:
         if k is not None and len(row["completions"]) != k:
+            left_out.add(f"rankings of another size than --k {k}")
             continue
         places = [0] * len(row["completions"])
         for place, group in enumerate(row["ranking"]):
@@ -163,17 +167,55 @@ def _rankings(rows: list[dict[str, Any]], k: int | None) -> list[Any]:
     return rankings
 
 
-def _check_sizes(rows: list[dict[str, Any]]) -> None:
-    sizes: dict[int, int] = {}
-    for row in rows:
-        sizes[len(row["completions"])] = sizes.get(len(row["completions"]), 0) + 1
-    if len(sizes) > 1:
-        found = ", ".join(f"{n:,} of {k} answers" for k, n in sorted(sizes.items()))
-        most = max(sizes, key=lambda k: sizes[k])
-        raise TrainingError(
-            f"The project's rankings have different sizes ({found}); one batch holds whole "
-            f"prompts with the same number of answers. Train on one size: --k {most}."
+#: fewer training rows than this: the job says it is too little to learn from (it still runs;
+#: a job fails only with no usable row at all)
+FEW_TRAIN_ROWS = 16
+#: fewer validation rows than this: the job says its validation figures mean nothing
+FEW_VALIDATION_ROWS = 2
+
+
+def data_warnings(*, what: str, train: int, validation: int, validation_ratio: float) -> list[str]:
+    """Plain sentences for a job whose data is too small to learn from or to validate on
+    (design §10): logged, shown on the job page and printed by the CLI."""
+    warnings = []
+    if train < FEW_TRAIN_ROWS:
+        warnings.append(
+            f"Only {train:,} training {what}: too few to learn from (the model will mostly "
+            "memorise them); collect more before trusting this model."
         )
+    if validation_ratio == 0:
+        warnings.append(
+            "No validation set (--validation-ratio 0): nothing measures whether the model learned."
+        )
+    elif validation < FEW_VALIDATION_ROWS:
+        warnings.append(
+            f"Only {validation:,} validation {what}: too few to validate on, so the validation "
+            "figures mean nothing; add data (prompts from more submitters) or raise "
+            "--validation-ratio."
+        )
+    return warnings
+
+
+def report_data(
+    ctx: JobContext, left_out: Any, warnings: list[str], *, truncated: int = 0,
+    what: str = "answers",
+) -> dict[str, Any]:  # fmt: skip
+    """Log what was left out, cut and too small, and return it as the job's metrics
+    (``left_out``, ``left_out_reasons``, ``truncated``, ``data_warnings``)."""
+    if left_out:
+        ctx.log(f"left out {left_out.total:,}: {left_out.describe()}")
+    if truncated:
+        ctx.log(
+            f"cut {truncated:,} {what} from the right to fit max_length (--long-answers truncate)"
+        )
+    for warning in warnings:
+        ctx.log(f"warning: {warning}")
+    metrics: dict[str, Any] = left_out.metrics()
+    if truncated:
+        metrics["truncated"] = truncated
+    if warnings:
+        metrics["data_warnings"] = warnings
+    return metrics
 
 
 def finite(values: dict[str, float]) -> dict[str, float]:
@@ -267,6 +309,23 @@ def train_impl(ctx: JobContext) -> None:
         on_step, lambda fraction, message: ctx.progress(0.05 + 0.9 * fraction, message)
     )
     ctx.log(f"training {options.kind} from {base_path}")
+    what = "demonstrations" if options.kind == SFT else "rankings"
+    left_out = LeftOut()
+    data: dict[str, Any] = {}
+
+    def on_data(report: DataReport) -> None:
+        """Log and show what the trainer kept, left out and cut before it trains."""
+        left_out.update(report.left_out)
+        warnings = data_warnings(
+            what=what, train=report.train, validation=report.validation,
+            validation_ratio=options.validation_ratio,
+        )  # fmt: skip
+        data.update(
+            report_data(ctx, left_out, warnings, truncated=report.truncated, what="answers")
+        )
+        ctx.log(f"training on {report.train:,} {what}, validating on {report.validation:,}")
+        ctx.progress(0.05, f"training on {report.train:,} {what}", **data)
+
     metrics: dict[str, Any]
     if options.kind == SFT:
         from workers.ml.sft_train import Example, train_sft
@@ -277,37 +336,37 @@ def train_impl(ctx: JobContext) -> None:
 
         model, tokenizer, result = _run(
             train_sft, base_path, examples(train_rows), examples(validation_rows), checkpoints,
-            TrainConfig(**options.trainer_config()), reporter, on_step, resume,
+            TrainConfig(**options.trainer_config()), reporter, on_step, resume, on_data,
         )  # fmt: skip
         metrics = {
             "validation_loss": result.loss, "validation_perplexity": result.perplexity,
-            "validation_tokens": result.tokens, "train_examples": len(train_rows),
-            "validation_examples": len(validation_rows),
+            "validation_tokens": result.tokens, "train_examples": result.train_examples,
+            "validation_examples": result.validation_examples,
         }  # fmt: skip
         extra: dict[str, Any] = {}
     else:
-        from workers.ml.rm_train import RewardConfig, check_rankings, train_reward_model
+        from workers.ml.rm_train import RewardConfig, train_reward_model
 
-        if options.k is None:
-            _check_sizes(train_rows + validation_rows)
-        train_set = _rankings(train_rows, options.k)
-        validation_set = _rankings(validation_rows, options.k)
+        train_set = _rankings(train_rows, options.k, left_out)
+        validation_set = _rankings(validation_rows, options.k, left_out)
         if not train_set:
             raise TrainingError(
                 "The project has no rankings to train a reward model on"
-                + (f" with {options.k} answers" if options.k else "")
+                + (f" with {options.k} answers (--k {options.k})" if options.k else "")
                 + ": rank some answers first (or import preferences)."
             )
-        k = check_rankings(train_set + validation_set)
         model, tokenizer, result = _run(
             train_reward_model, base_path, train_set, validation_set, checkpoints,
-            RewardConfig(**options.trainer_config()), reporter, on_step, resume,
+            RewardConfig(**options.trainer_config()), reporter, on_step, resume, on_data,
         )  # fmt: skip
+        # one K, or the sizes trained on together (K -> rankings)
+        k: Any = next(iter(result.sizes)) if len(result.sizes) == 1 else result.sizes
         metrics = {
             "validation_accuracy": result.accuracy, "validation_margin": result.margin,
             "validation_loss": result.loss, "validation_pairs": result.pairs,
             "reward_mean": result.reward_mean, "reward_std": result.reward_std,
-            "k": k, "train_rankings": len(train_set), "validation_rankings": len(validation_set),
+            "k": k, "train_rankings": result.train_rankings,
+            "validation_rankings": result.validation_rankings,
         }  # fmt: skip
         # PPO normalises scores with these (design §5)
         extra = {"reward_mean": result.reward_mean, "reward_std": result.reward_std, "k": k}
@@ -317,6 +376,7 @@ def train_impl(ctx: JobContext) -> None:
         if not (isinstance(v, float) and not math.isfinite(v))
     }
     metrics["train_seconds"] = round(result.train_seconds, 2)
+    metrics.update(data)
     ctx.progress(0.96, "saving the model", **metrics)
 
     save_model(
@@ -352,7 +412,8 @@ def register_trained(
 
 
 def _run(train: Any, base: str, train_set: Any, validation_set: Any, checkpoints: Path,
-         config: Any, reporter: Any, on_step: Any, resume: Path | None) -> Any:  # fmt: skip
+         config: Any, reporter: Any, on_step: Any, resume: Path | None,
+         on_data: Any) -> Any:  # fmt: skip
     from workers.ml.loading import ModelLoadError
     from workers.ml.reward_model import RewardModelError
     from workers.ml.rm_train import RewardDataError
@@ -361,7 +422,7 @@ def _run(train: Any, base: str, train_set: Any, validation_set: Any, checkpoints
     try:
         return train(
             base, train_set, validation_set, checkpoints, config,
-            callbacks=[reporter], on_step=on_step, resume=resume,
+            callbacks=[reporter], on_step=on_step, resume=resume, on_data=on_data,
         )  # fmt: skip
     except (ModelLoadError, RewardDataError, RewardModelError, SftDataError) as exc:
         raise TrainingError(str(exc)) from exc

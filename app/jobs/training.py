@@ -10,6 +10,8 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any, Final
 
+from workers.ml.long_inputs import DROP, LONG_ANSWERS
+
 SFT: Final = "sft"
 RM: Final = "rm"
 PPO: Final = "ppo"
@@ -17,7 +19,7 @@ KINDS: Final = (SFT, RM)
 #: the fields the trainer's config takes (workers/ml/training.py)
 TRAINER_FIELDS: Final = (
     "epochs", "batch_size", "learning_rate", "max_length", "seed", "logging_steps",
-    "save_steps", "warmup_ratio", "weight_decay", "group_by_length",
+    "save_steps", "warmup_ratio", "weight_decay", "group_by_length", "long_answers",
 )  # fmt: skip
 
 
@@ -64,6 +66,15 @@ class _Checker:
         self.errors.append(f"{name} must be true or false, not {value!r}")
         return bool(getattr(self.cls, name))
 
+    def choice(self, name: str, choices: tuple[str, ...]) -> str:
+        value = self.data.get(name)
+        if value is None or value == "":
+            return str(getattr(self.cls, name))
+        if value not in choices:
+            self.errors.append(f"{name} must be one of {', '.join(choices)}, not {value!r}")
+            return str(getattr(self.cls, name))
+        return str(value)
+
     def name_and_out(self) -> tuple[str | None, str | None]:
         name = str(self.data.get("name") or "").strip() or None
         if name is not None and (len(name) > 200 or name.isdigit()):
@@ -89,6 +100,7 @@ class TrainOptions:
     warmup_ratio: float = 0.0
     weight_decay: float = 0.0
     group_by_length: bool = False  # batches of similar length: faster, less random
+    long_answers: str = DROP  # an answer longer than max_length: drop it, or truncate it
     margin_coef: float = 0.0  # rm
     center_coef: float = 0.0  # rm
     k: int | None = None  # rm: train on the rankings of this size only
@@ -131,6 +143,7 @@ class TrainOptions:
             "center_coef": number("center_coef", 0, 100),
             "validation_ratio": number("validation_ratio", 0, 0.9),
             "group_by_length": check.flag("group_by_length"),
+            "long_answers": check.choice("long_answers", LONG_ANSWERS),
         }
         k = data.get("k")
         if k in (None, ""):
@@ -176,6 +189,9 @@ class PPOOptions:
     score_clip: float = 5.0
     missing_eos_penalty: float = 1.0
     ptx_coef: float = 0.0  # PPO-ptx: weight of the LM loss on demonstrations
+    #: a prompt longer than max_prompt_length: drop it, or truncate it (cut from the left);
+    #: PPO-ptx demonstrations follow the same policy
+    long_answers: str = DROP
     seed: int = 0
     save_steps: int = 10
     sample_every: int = 5
@@ -193,7 +209,8 @@ class PPOOptions:
         """The fields ``workers.ml.ppo.PPOConfig`` takes."""
         config = {
             key: value for key, value in asdict(self).items()
-            if key not in {"policy", "reward", "name", "out", "kind", "validation_ratio"}
+            if key
+            not in {"policy", "reward", "name", "out", "kind", "validation_ratio", "long_answers"}
         }  # fmt: skip
         config["kl_target"] = self.kl_target or None
         return config
@@ -234,6 +251,7 @@ class PPOOptions:
             "sample_every": n("sample_every", 0, 10**7, whole=True),
             "eval_every": n("eval_every", 0, 10**7, whole=True),
             "validation_ratio": n("validation_ratio", 0, 0.9),
+            "long_answers": check.choice("long_answers", LONG_ANSWERS),
         }
         if values["batch_size"] % values["mini_batch_size"]:
             check.errors.append(

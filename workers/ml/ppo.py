@@ -41,6 +41,7 @@ from typing import Any
 
 import torch
 
+from workers.ml.long_inputs import DROP, LONG_ANSWERS, LeftOut
 from workers.ml.ppo_math import (
     KLController,
     entropy_from_logits,
@@ -100,6 +101,27 @@ class PPOConfig:
                 f"batch_size ({self.batch_size}) must be a multiple of mini_batch_size "
                 f"({self.mini_batch_size})"
             )
+
+
+def fit_prompts(
+    tokenizer: Any, prompts: Sequence[str], *, max_prompt_length: int, long_answers: str = DROP
+) -> tuple[list[str], LeftOut, int]:
+    """The prompts a rollout can start from, what was left out and how many will be cut: a
+    prompt longer than ``max_prompt_length`` tokens is left out (``drop``) or kept, to be cut
+    from the left when it is encoded (``truncate``), the long-input policy of design §10."""
+    if long_answers not in LONG_ANSWERS:
+        raise PPOError(f"long_answers must be one of {', '.join(LONG_ANSWERS)}")
+    kept, left_out, cut = [], LeftOut(), 0
+    for prompt in prompts:
+        if len(encode_prompt(tokenizer, prompt)) > max_prompt_length:
+            if long_answers == DROP:
+                left_out.add(
+                    f"prompts longer than max_prompt_length ({max_prompt_length:,} tokens)"
+                )
+                continue
+            cut += 1
+        kept.append(prompt)
+    return kept, left_out, cut
 
 
 #: (prompts, responses) -> raw reward-model scores, (B,)

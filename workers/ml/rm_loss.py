@@ -28,9 +28,13 @@ class PairStats:
     pairs: int
 
 
-def pair_mask(places: torch.Tensor) -> torch.Tensor:
-    """(B, K, K): True where answer i is placed above answer j (a smaller place is better)."""
-    return places[:, :, None] < places[:, None, :]
+def pair_mask(places: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, K, K): True where answer i is placed above answer j (a smaller place is better);
+    with ``valid`` (B, K), padding slots of shorter rankings take part in no pair."""
+    mask = places[:, :, None] < places[:, None, :]
+    if valid is not None:
+        mask = mask & valid[:, :, None] & valid[:, None, :]
+    return mask
 
 
 def kwise_loss(
@@ -39,14 +43,17 @@ def kwise_loss(
     *,
     margin_coef: float = 0.0,
     center_coef: float = 0.0,
+    valid: torch.Tensor | None = None,
 ) -> PairStats:
-    """``rewards`` and ``places`` are (B prompts, K answers); see the module docstring."""
+    """``rewards`` and ``places`` are (B prompts, K answers); see the module docstring. A
+    batch may mix rankings of different sizes: each is padded to the batch's largest K and
+    ``valid`` (B, K) says which slots hold an answer."""
     if rewards.shape != places.shape or rewards.dim() != 2:
         raise ValueError(
             f"rewards {tuple(rewards.shape)} and places {tuple(places.shape)} must both be "
             "(prompts, K)"
         )
-    mask = pair_mask(places)
+    mask = pair_mask(places, valid)
     diff = rewards[:, :, None] - rewards[:, None, :]  # r_i - r_j
     gap = (places[:, None, :] - places[:, :, None]).to(rewards.dtype)  # place_j - place_i
     per_pair = -F.logsigmoid(diff - margin_coef * gap)
@@ -56,7 +63,8 @@ def kwise_loss(
     # Every prompt all ties: nothing to learn, but a zero that keeps the graph.
     loss = per_prompt[has_pairs].mean() if has_pairs.any() else rewards.sum() * 0.0
     if center_coef:
-        loss = loss + center_coef * (rewards**2).mean()
+        squares = rewards**2 if valid is None else (rewards**2)[valid]
+        loss = loss + center_coef * squares.mean()
     pair_diffs = diff[mask]
     pairs = int(mask.sum())
     with torch.no_grad():

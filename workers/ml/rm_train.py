@@ -1,16 +1,23 @@
 """Reward-model training with InstructGPT's K-wise batching, on ``transformers.Trainer``.
 
-A dataset item is one ranking: a prompt, its K answers and their places. The collator turns
-a batch of B rankings into B*K sequences (prompt formatted by ``format_prompt``, the same as
-generation and PPO, then the answer and EOS), truncated **from the left** so the answer is
-never cut; the trainer scores them once each (``reward_scores``) and takes ``kwise_loss``
-over every pair of each prompt.
+A dataset item is one ranking: a prompt, its K answers and their places; K may differ from
+ranking to ranking. The collator turns a batch of rankings into the flat list of their answers
+(prompt formatted by ``format_prompt``, the same as generation and PPO, then the answer and
+EOS), truncated **from the left** so the answer is never cut; the trainer scores each answer
+once (``reward_scores``), lays the scores out per ranking (padded to the batch's largest K,
+masked) and takes ``kwise_loss`` over every pair of each prompt. An answer too long to fit
+even then is left out or cut (``long_inputs``).
+
+Decision, mixed K: padding only the (B, K) score grid, not the encoder's input, costs nothing
+(no padded answer is ever scored), so batches simply mix sizes; grouping batches by K would
+add a constraint on the shuffle for no saving.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +26,15 @@ from typing import Any
 import torch
 
 from workers.ml.formatting import format_prompt
+from workers.ml.long_inputs import (
+    DROP,
+    LONG_ANSWERS,
+    DataReport,
+    DataSink,
+    LeftOut,
+    cut_text,
+    too_long_message,
+)
 from workers.ml.reward_model import is_causal, load_reward_model, reward_scores
 from workers.ml.rm_loss import kwise_loss
 from workers.ml.training import (
@@ -42,46 +58,57 @@ class Ranking:
     places: list[int]  # 0 = best; equal places tie
 
 
-def check_rankings(rankings: Sequence[Ranking]) -> int:
-    """K, the same for every ranking; raises ``RewardDataError`` otherwise."""
+def check_rankings(rankings: Sequence[Ranking]) -> dict[int, int]:
+    """How many rankings there are of each size (K -> count); raises ``RewardDataError`` when
+    there are none or one has fewer than 2 answers. Sizes may differ: a batch pads to its
+    largest K and masks the rest (InstructGPT trained on K = 4..9 together)."""
     if not rankings:
         raise RewardDataError("there are no rankings to train on: rank some answers first")
-    sizes = sorted({len(r.answers) for r in rankings})
-    if len(sizes) > 1:
-        raise RewardDataError(
-            f"rankings of different sizes ({', '.join(map(str, sizes))} answers): a reward "
-            "model batch holds whole prompts with the same K; export one K at a time"
-        )
-    if sizes[0] < 2:
+    sizes = Counter(len(r.answers) for r in rankings)
+    if min(sizes) < 2:
         raise RewardDataError("a ranking needs at least 2 answers")
-    return sizes[0]
+    return dict(sorted(sizes.items()))
+
+
+def by_ranking(scores: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """The flat scores of a batch's answers (ranking after ranking) laid out as (B, K max),
+    zero in the padding slots that ``valid`` marks False; gradients flow to each score."""
+    return scores.new_zeros(valid.shape).masked_scatter(valid, scores)
 
 
 class KwiseCollator:
+    """A batch of rankings (of any sizes) as the flat list of their answers, each formatted
+    after its prompt and cut from the left to ``max_length``, plus ``places`` and ``valid``
+    (B, K max) for the loss. Padding slots are never scored: only real answers are encoded."""
+
     def __init__(self, tokenizer: Any, *, max_length: int, causal: bool) -> None:
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.causal = causal
+
+    @property
+    def answer_budget(self) -> int:
+        """The most tokens an answer may have: room is kept for the special tokens, EOS (causal
+        models) and at least one prompt token."""
+        special = self.tokenizer.num_special_tokens_to_add()
+        return self.max_length - special - (1 if self.causal else 0) - 1
 
     def texts(self, ranking: Ranking) -> list[str]:
         head = format_prompt(self.tokenizer, ranking.prompt)
         tail = (self.tokenizer.eos_token or "") if self.causal else ""
         return [head + answer + tail for answer in ranking.answers]
 
-    def answer_too_long(self, ranking: Ranking) -> bool:
-        ids = self.tokenizer(ranking.answers, add_special_tokens=False)["input_ids"]
-        return any(len(x) + 2 > self.max_length for x in ids)
-
     def lengths(self, rankings: Sequence[Ranking]) -> list[int]:
         """Each ranking's longest answer with its prompt, in tokens (capped at max_length):
         the width its batch pads to."""
         texts = [text for ranking in rankings for text in self.texts(ranking)]
         ids = self.tokenizer(texts, add_special_tokens=True)["input_ids"] if texts else []
-        k = len(rankings[0].answers) if rankings else 1
-        return [
-            min(max(len(x) for x in ids[i * k : (i + 1) * k]), self.max_length)
-            for i in range(len(rankings))
-        ]
+        out, at = [], 0
+        for ranking in rankings:
+            k = len(ranking.answers)
+            out.append(min(max(len(x) for x in ids[at : at + k]), self.max_length))
+            at += k
+        return out
 
     def __call__(self, batch: Sequence[Ranking]) -> dict[str, torch.Tensor]:
         texts = [text for ranking in batch for text in self.texts(ranking)]
@@ -94,11 +121,56 @@ class KwiseCollator:
             )  # fmt: skip
         finally:
             self.tokenizer.truncation_side = side
+        width = max(len(r.answers) for r in batch)
+        places = torch.zeros((len(batch), width), dtype=torch.long)
+        valid = torch.zeros((len(batch), width), dtype=torch.bool)
+        for i, ranking in enumerate(batch):
+            places[i, : len(ranking.places)] = torch.tensor(ranking.places, dtype=torch.long)
+            valid[i, : len(ranking.places)] = True
         return {
             "input_ids": encoded["input_ids"],
             "attention_mask": encoded["attention_mask"],
-            "places": torch.tensor([r.places for r in batch], dtype=torch.long),
+            "places": places,
+            "valid": valid,
         }
+
+
+def prepare_rankings(
+    rankings: Sequence[Ranking], collator: KwiseCollator, *, long_answers: str = DROP
+) -> tuple[list[Ranking], LeftOut, int]:
+    """The rankings the reward model can learn from, what was left out (``LeftOut``) and how
+    many answers were cut. An answer longer than ``collator.answer_budget`` tokens is left out
+    of its ranking (``drop``) or cut from the right (``truncate``); a ranking left with fewer
+    than two places (nothing to compare) is left out whole."""
+    if long_answers not in LONG_ANSWERS:
+        raise RewardDataError(f"long_answers must be one of {', '.join(LONG_ANSWERS)}")
+    tokenizer, budget = collator.tokenizer, collator.answer_budget
+    answers = [answer for ranking in rankings for answer in ranking.answers]
+    sizes = tokenizer(answers, add_special_tokens=False)["input_ids"] if answers else []
+    limit = f"max_length ({collator.max_length:,} tokens)"
+    left_out, cut, at = LeftOut(), 0, 0
+    kept: list[Ranking] = []
+    for ranking in rankings:
+        lengths = [len(ids) for ids in sizes[at : at + len(ranking.answers)]]
+        at += len(ranking.answers)
+        texts, places, dropped = [], [], 0
+        for answer, place, length in zip(ranking.answers, ranking.places, lengths, strict=True):
+            if length > budget and long_answers == DROP:
+                dropped += 1
+                continue
+            if length > budget:
+                answer, cut = cut_text(tokenizer, answer, budget), cut + 1
+            texts.append(answer)
+            places.append(place)
+        if len(set(places)) < 2:
+            left_out.add(
+                f"rankings left with fewer than 2 ranked places once answers longer than {limit} "
+                "were left out" if dropped else "rankings with every answer tied (no pair)"
+            )  # fmt: skip
+            continue
+        left_out.add(f"answers longer than {limit} left out of their rankings", dropped)
+        kept.append(Ranking(prompt=ranking.prompt, answers=texts, places=places))
+    return kept, left_out, cut
 
 
 @dataclass
@@ -119,6 +191,11 @@ class RewardEval:
     reward_mean: float  # over every validation answer: PPO normalises scores with these
     reward_std: float
     train_seconds: float = 0.0  # the optimisation itself (not loading or evaluating)
+    left_out: LeftOut = dataclasses.field(default_factory=LeftOut)  # train and validation
+    truncated: int = 0  # answers cut to fit (--long-answers truncate)
+    train_rankings: int = 0  # after what was left out
+    validation_rankings: int = 0
+    sizes: dict[int, int] = dataclasses.field(default_factory=dict)  # K -> rankings trained on
 
 
 def evaluate(
@@ -134,11 +211,12 @@ def evaluate(
         for start in range(0, len(rankings), batch_prompts):
             chunk = list(rankings[start : start + batch_prompts])
             batch = collator(chunk)
-            r = reward_scores(
+            flat = reward_scores(
                 model, batch["input_ids"].to(device), batch["attention_mask"].to(device)
-            ).view(len(chunk), -1)
-            stats = kwise_loss(r.float().cpu(), batch["places"])
-            scores.append(r.float().cpu().flatten())
+            ).float().cpu()  # fmt: skip
+            r = by_ranking(flat, batch["valid"])
+            stats = kwise_loss(r, batch["places"], valid=batch["valid"])
+            scores.append(flat)
             if stats.pairs:
                 correct += round(float(stats.accuracy) * stats.pairs)
                 margin_sum += float(stats.margin) * stats.pairs
@@ -166,11 +244,14 @@ def train_reward_model(
     callbacks: Sequence[Any] = (),
     on_step: StepSink | None = None,
     resume: Path | None = None,
+    on_data: DataSink | None = None,
 ) -> tuple[Any, Any, RewardEval]:
-    """Train on ``train`` (whole rankings per batch), evaluating on ``validation`` after each
-    epoch (reported to ``on_step`` as phase "eval"); checkpoints go to ``out_dir`` when
-    ``config.save_steps`` is set, and ``resume`` continues from one. Returns the model, its
-    tokenizer and the final validation figures. The model is not saved here."""
+    """Train on ``train`` (whole rankings per batch, of any sizes), evaluating on
+    ``validation`` after each epoch (reported to ``on_step`` as phase "eval"); checkpoints go
+    to ``out_dir`` when ``config.save_steps`` is set, and ``resume`` continues from one.
+    Answers too long for ``config.max_length`` are handled by ``config.long_answers``
+    (``prepare_rankings``); the job fails only when no ranking is left to train on. Returns the
+    model, its tokenizer and the final validation figures. The model is not saved here."""
     from transformers import Trainer, set_seed
 
     check_rankings([*train, *validation])
@@ -179,13 +260,24 @@ def train_reward_model(
     disable_dropout(model)
     max_length = fit_max_length(config.max_length, model)
     collator = KwiseCollator(tokenizer, max_length=max_length, causal=is_causal(model.config))
-    too_long = sum(collator.answer_too_long(r) for r in [*train, *validation])
-    if too_long:
+    given = len(train)
+    train, left_out, cut = prepare_rankings(train, collator, long_answers=config.long_answers)
+    validation, held_left_out, held_cut = prepare_rankings(
+        validation, collator, long_answers=config.long_answers
+    )
+    left_out.update(held_left_out)
+    if not train:
         raise RewardDataError(
-            f"{too_long} rankings have an answer longer than max_length ({max_length} "
-            f"tokens): raise max_length (the model reads up to {context_length(model.config) or '?'} "
-            "tokens) or leave those out"
+            too_long_message(
+                what="training rankings",
+                total=given,
+                max_length=max_length,
+                context=context_length(model.config),
+                left_out=left_out,
+            )
         )
+    if on_data is not None:
+        on_data(DataReport(len(train), len(validation), left_out, cut + held_cut))
 
     class KwiseTrainer(Trainer):
         accuracy_sum, accuracy_n = 0.0, 0
@@ -194,10 +286,10 @@ def train_reward_model(
             self, model: Any, inputs: dict[str, torch.Tensor], return_outputs: bool = False,
             num_items_in_batch: Any = None,
         ) -> Any:  # fmt: skip
-            places = inputs["places"]
+            places, valid = inputs["places"], inputs["valid"]
             r = reward_scores(model, inputs["input_ids"], inputs["attention_mask"])
             stats = kwise_loss(
-                r.view(places.shape), places,
+                by_ranking(r, valid), places, valid=valid,
                 margin_coef=config.margin_coef, center_coef=config.center_coef,
             )  # fmt: skip
             if stats.pairs:
@@ -223,4 +315,8 @@ def train_reward_model(
         resume=resume, trainer_class=KwiseTrainer,
     )  # fmt: skip
     result = evaluate(model, collator, validation)
-    return model, tokenizer, dataclasses.replace(result, train_seconds=seconds)
+    return model, tokenizer, dataclasses.replace(
+        result, train_seconds=seconds, left_out=left_out, truncated=cut + held_cut,
+        train_rankings=len(train), validation_rankings=len(validation),
+        sizes=check_rankings(train),
+    )  # fmt: skip

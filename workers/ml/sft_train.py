@@ -15,13 +15,21 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from workers.ml.loading import ModelLoadError, load_causal_lm
+from workers.ml.long_inputs import (
+    DROP,
+    LONG_ANSWERS,
+    DataReport,
+    DataSink,
+    LeftOut,
+    too_long_message,
+)
 from workers.ml.sampling import encode_prompt
 from workers.ml.training import (
     StepSink,
@@ -49,6 +57,10 @@ class SftEval:
     loss: float  # mean cross-entropy per answer token on validation (nan without validation)
     tokens: int  # answer tokens it was computed on
     train_seconds: float = 0.0
+    left_out: LeftOut = field(default_factory=LeftOut)  # train and validation
+    truncated: int = 0  # demonstrations cut to fit (--long-answers truncate)
+    train_examples: int = 0  # after what was left out
+    validation_examples: int = 0
 
     @property
     def perplexity(self) -> float:
@@ -75,7 +87,10 @@ class CompletionCollator:
         return len(self.answer_ids(example)) >= self.max_length  # at least 1 prompt token
 
     def encode(self, example: Example) -> tuple[list[int], list[int]]:
-        answer = self.answer_ids(example)
+        """Prompt ids cut from the left, then the answer and EOS. An answer that does not fit
+        (``--long-answers truncate``) is cut from the right, losing its EOS: the model is not
+        taught to stop where the cut fell."""
+        answer = self.answer_ids(example)[: self.max_length - 1]
         prompt = encode_prompt(self.tokenizer, example.prompt)
         prompt = prompt[-(self.max_length - len(answer)) :]
         return [*prompt, *answer], [IGNORE] * len(prompt) + answer
@@ -91,6 +106,27 @@ class CompletionCollator:
             labels[i, : len(ids)] = torch.tensor(target)
             mask[i, : len(ids)] = 1
         return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
+
+
+def prepare_examples(
+    examples: Sequence[Example], collator: CompletionCollator, *, long_answers: str = DROP
+) -> tuple[list[Example], LeftOut, int]:
+    """The demonstrations that fit ``collator.max_length`` (at least one prompt token beside
+    the answer and EOS), what was left out and how many were cut: a longer one is left out
+    (``drop``) or kept and cut from the right by the collator (``truncate``)."""
+    if long_answers not in LONG_ANSWERS:
+        raise SftDataError(f"long_answers must be one of {', '.join(LONG_ANSWERS)}")
+    left_out, kept, cut = LeftOut(), [], 0
+    for example in examples:
+        if collator.answer_too_long(example):
+            if long_answers == DROP:
+                left_out.add(
+                    f"demonstrations longer than max_length ({collator.max_length:,} tokens)"
+                )
+                continue
+            cut += 1
+        kept.append(example)
+    return kept, left_out, cut
 
 
 def check_examples(examples: Sequence[Example]) -> None:
@@ -133,6 +169,7 @@ def train_sft(
     callbacks: Sequence[Any] = (),
     on_step: StepSink | None = None,
     resume: Path | None = None,
+    on_data: DataSink | None = None,
 ) -> tuple[Any, Any, SftEval]:
     """Fine-tune ``base`` on ``train``; validation loss after each epoch goes to ``on_step``
     (phase "eval"). Returns the model, its tokenizer and the final validation figures."""
@@ -146,13 +183,24 @@ def train_sft(
         raise SftDataError(str(exc)) from exc
     max_length = fit_max_length(config.max_length, model)
     collator = CompletionCollator(tokenizer, max_length=max_length)
-    too_long = sum(collator.answer_too_long(e) for e in [*train, *validation])
-    if too_long:
+    given = len(train)
+    train, left_out, cut = prepare_examples(train, collator, long_answers=config.long_answers)
+    validation, held_left_out, held_cut = prepare_examples(
+        validation, collator, long_answers=config.long_answers
+    )
+    left_out.update(held_left_out)
+    if not train:
         raise SftDataError(
-            f"{too_long} demonstrations are longer than max_length ({max_length} tokens): "
-            f"raise max_length (the model reads up to {context_length(model.config) or '?'} "
-            "tokens) or leave those out"
+            too_long_message(
+                what="training demonstrations",
+                total=given,
+                max_length=max_length,
+                context=context_length(model.config),
+                left_out=left_out,
+            )
         )
+    if on_data is not None:
+        on_data(DataReport(len(train), len(validation), left_out, cut + held_cut))
 
     def epoch_figures() -> dict[str, float]:
         if not validation:
@@ -166,4 +214,7 @@ def train_sft(
         callbacks=callbacks, resume=resume,
     )  # fmt: skip
     result = evaluate_sft(model, collator, validation)
-    return model, tokenizer, SftEval(loss=result.loss, tokens=result.tokens, train_seconds=seconds)
+    return model, tokenizer, SftEval(
+        loss=result.loss, tokens=result.tokens, train_seconds=seconds, left_out=left_out,
+        truncated=cut + held_cut, train_examples=len(train), validation_examples=len(validation),
+    )  # fmt: skip

@@ -46,6 +46,7 @@ class TrainConfig:
     warmup_ratio: float = 0.0
     weight_decay: float = 0.0
     group_by_length: bool = False  # batches of similar length: faster, less random
+    long_answers: str = "drop"  # an answer that does not fit: "drop" it or "truncate" it
     extra: dict[str, Any] = field(default_factory=dict)  # any other TrainingArguments
 
 

@@ -1,0 +1,95 @@
+"""One policy for inputs longer than a model reads (design §10), shared by every trainer.
+
+Prompts are cut from the left (their end, the question and the assistant marker, is what the
+model continues). An answer that does not fit even then is either left out (``drop``, the
+default, as TRL filters long rows) or cut from the right (``truncate``). What is left out is
+counted by reason, in the unit the reason names (answers, rankings, demonstrations, prompts),
+so a job can say in its log and metrics what it did not train on and why.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+DROP: Final = "drop"
+TRUNCATE: Final = "truncate"
+LONG_ANSWERS: Final = (DROP, TRUNCATE)
+
+
+class LeftOut:
+    """What a job left out, reason -> count (each reason names its unit)."""
+
+    def __init__(self, reasons: Mapping[str, int] | None = None) -> None:
+        self.reasons: Counter[str] = Counter(reasons or {})
+
+    def add(self, reason: str, count: int = 1) -> None:
+        if count:
+            self.reasons[reason] += count
+
+    def update(self, other: LeftOut | Mapping[str, int]) -> None:
+        for reason, count in (other.reasons if isinstance(other, LeftOut) else other).items():
+            self.add(reason, count)
+
+    @property
+    def total(self) -> int:
+        return sum(self.reasons.values())
+
+    def __bool__(self) -> bool:
+        return self.total > 0
+
+    def metrics(self) -> dict[str, Any]:
+        """``left_out`` and ``left_out_reasons`` for a job's metrics (design §10)."""
+        return {"left_out": self.total, "left_out_reasons": dict(self.reasons.most_common())}
+
+    def describe(self) -> str:
+        return "; ".join(f"{count:,} {reason}" for reason, count in self.reasons.most_common())
+
+
+@dataclass(frozen=True)
+class DataReport:
+    """What a trainer will train on, told before training starts (``on_data``)."""
+
+    train: int  # usable training rows (rankings, demonstrations, prompts)
+    validation: int
+    left_out: LeftOut = field(default_factory=LeftOut)
+    truncated: int = 0  # answers cut from the right to fit
+
+
+#: called once the data is prepared, before training
+DataSink = Callable[[DataReport], None]
+
+
+def long_answer_reason(max_length: int) -> str:
+    return f"answers longer than max_length ({max_length:,} tokens) left out"
+
+
+def cut_text(tokenizer: Any, text: str, tokens: int) -> str:
+    """``text`` cut from the right to its first ``tokens`` tokens (as the tokenizer reads it
+    alone), at a character boundary of the original, so nothing is re-spelled."""
+    if tokens <= 0:
+        return ""
+    if getattr(tokenizer, "is_fast", False):
+        encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        offsets = encoded["offset_mapping"]
+        if len(offsets) <= tokens:
+            return text
+        return text[: offsets[tokens - 1][1]]
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    if len(ids) <= tokens:
+        return text
+    return str(tokenizer.decode(ids[:tokens]))
+
+
+def too_long_message(
+    *, what: str, total: int, max_length: int, context: int | None, left_out: LeftOut
+) -> str:
+    """The error of a job left with nothing to train on: what happened and what to change."""
+    reads = f"the model reads up to {context:,} tokens" if context else "the model's context"
+    return (
+        f"None of the {total:,} {what} can be used: {left_out.describe()}. "
+        f"Use --long-answers truncate to cut long answers to max_length, or raise --max-length "
+        f"(now {max_length:,}; {reads})."
+    )
