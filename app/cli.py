@@ -665,6 +665,14 @@ SaveOpt = Annotated[
 ]
 RatioOpt = Annotated[float, typer.Option(help="Share of prompt submitters held out")]
 WaitOpt = Annotated[bool, typer.Option("--wait", help="Wait for the job, with progress")]
+LongOpt = Annotated[
+    str,
+    typer.Option(
+        "--long-answers",
+        help="An answer longer than --max-length: drop (leave it out, counted in the job's "
+        "left_out) or truncate (cut it from the right)",
+    ),
+]
 GroupOpt = Annotated[
     bool,
     typer.Option(
@@ -713,10 +721,27 @@ def _start_training(project: str, raw: dict[str, Any], wait: bool) -> None:
         job_id, status = job.id, job.status
     typer.echo(f"job {job_id} {status.value}")
     if wait:
-        wait_for_job(job_id)
-        with db_session() as session:
-            artifacts = get_job(session=session, job_id=job_id).artifacts
+        try:
+            wait_for_job(job_id)
+        finally:
+            with db_session() as session:
+                job = get_job(session=session, job_id=job_id)
+                artifacts, metrics = job.artifacts, job.metrics
+            echo_data_report(metrics)
         typer.echo(f"model version {artifacts['model_version_id']} saved in {artifacts['model']}")
+
+
+def echo_data_report(metrics: dict[str, Any]) -> None:
+    """What a training job left out, cut, and warned about its data (design §10)."""
+    if metrics.get("left_out"):
+        reasons = metrics.get("left_out_reasons") or {}
+        typer.echo(f"left out {metrics['left_out']:,}:")
+        for reason, count in reasons.items():
+            typer.echo(f"  {count:>7,}  {reason}")
+    if metrics.get("truncated"):
+        typer.echo(f"cut to fit: {metrics['truncated']:,} (--long-answers truncate)")
+    for warning in metrics.get("data_warnings") or []:
+        typer.echo(f"warning: {warning}", err=True)
 
 
 @train_app.command("sft")
@@ -733,6 +758,7 @@ def train_sft(
     save_steps: SaveOpt = 50,
     validation_ratio: RatioOpt = 0.1,
     group_by_length: GroupOpt = False,
+    long_answers: LongOpt = "drop",
     wait: WaitOpt = False,
 ) -> None:
     """Fine-tune BASE on the project's demonstrations (loss on the answer tokens only)."""
@@ -741,7 +767,7 @@ def train_sft(
         {"kind": "sft", "base": base, "out": out, "name": name, "epochs": epochs,
          "batch_size": batch_size, "learning_rate": learning_rate, "max_length": max_length,
          "seed": seed, "save_steps": save_steps, "validation_ratio": validation_ratio,
-         "group_by_length": group_by_length},
+         "group_by_length": group_by_length, "long_answers": long_answers},
         wait,
     )  # fmt: skip
 
@@ -762,6 +788,7 @@ def train_rm(
     k: Annotated[
         int | None, typer.Option("--k", help="Train on the rankings of K answers only")
     ] = None,
+    long_answers: LongOpt = "drop",
     margin_coef: Annotated[float, typer.Option(help="Weight of the margin term")] = 0.0,
     center_coef: Annotated[float, typer.Option(help="Weight of reward centering")] = 0.0,
     group_by_length: GroupOpt = False,
@@ -775,7 +802,7 @@ def train_rm(
          "batch_size": batch_size, "learning_rate": learning_rate, "max_length": max_length,
          "seed": seed, "save_steps": save_steps, "validation_ratio": validation_ratio, "k": k,
          "margin_coef": margin_coef, "center_coef": center_coef,
-         "group_by_length": group_by_length},
+         "group_by_length": group_by_length, "long_answers": long_answers},
         wait,
     )  # fmt: skip
 
@@ -796,6 +823,17 @@ def train_ppo(
     ppo_epochs: Annotated[int, typer.Option(help="Passes over each batch")] = 4,
     learning_rate: Annotated[float, typer.Option("--learning-rate", help="Learning rate")] = 1e-5,
     max_new_tokens: Annotated[int, typer.Option(help="Longest answer, in tokens")] = 64,
+    max_prompt_length: Annotated[
+        int, typer.Option(help="Longest prompt, in tokens (lowered to fit the policy's context)")
+    ] = 256,
+    long_answers: Annotated[
+        str,
+        typer.Option(
+            "--long-answers",
+            help="A prompt longer than --max-prompt-length: drop (leave it out) or truncate "
+            "(cut its start); PPO-ptx demonstrations likewise",
+        ),
+    ] = "drop",
     temperature: Annotated[float, typer.Option(help="Sampling temperature")] = 1.0,
     kl_coef: Annotated[
         float, typer.Option(help="KL penalty beta (start value if adaptive)")
@@ -820,7 +858,8 @@ def train_ppo(
         {"kind": "ppo", "policy": policy, "reward": reward, "out": out, "name": name,
          "steps": steps, "batch_size": batch_size, "mini_batch_size": mini_batch_size,
          "ppo_epochs": ppo_epochs, "learning_rate": learning_rate,
-         "max_new_tokens": max_new_tokens, "temperature": temperature, "kl_coef": kl_coef,
+         "max_new_tokens": max_new_tokens, "max_prompt_length": max_prompt_length,
+         "long_answers": long_answers, "temperature": temperature, "kl_coef": kl_coef,
          "kl_target": kl_target, "missing_eos_penalty": missing_eos_penalty,
          "ptx_coef": ptx_coef, "seed": seed, "save_steps": save_steps},
         wait,
@@ -949,8 +988,11 @@ def jobs_show(
     for key in ("progress_message", "error", "attempts", "created_at", "started_at", "finished_at"):
         if data[key] not in (None, ""):
             typer.echo(f"  {key.replace('_', ' '):<17} {data[key]}")
+    report = {"left_out", "left_out_reasons", "truncated", "data_warnings"}
     for key, value in {**data["metrics"], **data["artifacts"]}.items():
-        typer.echo(f"  {key:<17} {value}")
+        if key not in report:
+            typer.echo(f"  {key:<17} {value}")
+    echo_data_report(data["metrics"])
 
 
 def wait_for_job(job_id: int, *, poll_seconds: float = 0.5) -> None:

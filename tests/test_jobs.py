@@ -14,7 +14,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.config import Settings
 from app.db import utcnow
 from app.jobs import kinds
+from app.jobs.errors import JobFailure, failure_message
 from app.jobs.models import Job, JobStatus
+from app.jobs.schemas import JobOut
 from app.jobs.service import JobError, commit_and_enqueue, create_job, request_cancel
 from workers.runner import (
     JobBusyElsewhere,
@@ -83,9 +85,64 @@ def test_a_failing_job_records_the_error(
     )  # fmt: skip
     session.refresh(job)
     assert status == job.status == JobStatus.failed
-    assert job.error == "RuntimeError: the disk is full"
+    assert job.error == "The job stopped on an unexpected error: RuntimeError: the disk is full"
     assert job.progress == pytest.approx(0.3)
-    assert "Traceback" in job.log
+    assert job.error_detail is not None and job.error_detail.startswith("Traceback")
+    assert "RuntimeError: the disk is full" in job.error_detail
+    assert job.error_detail in job.log  # the log keeps the traceback too
+
+
+class NothingToTrainOn(JobFailure, RuntimeError):
+    """Like workers/train.py's TrainingError: a job explaining why it stops."""
+
+
+def test_a_job_that_explains_its_failure_says_it_in_its_own_words(
+    session: Session, session_factory: sessionmaker[Session], settings: Settings
+) -> None:
+    job = _job(session)
+    message = "No rankings left to train on: 3 answers longer than max_length; raise it."
+
+    def explained(ctx: JobContext) -> None:
+        batch: dict[str, list[int]] = {}
+        try:
+            batch["input_ids"]
+        except KeyError as exc:
+            raise NothingToTrainOn(message) from exc
+
+    status = run_job(
+        job_id=job.id, session_factory=session_factory, settings=settings,
+        impls={kinds.SELFCHECK: explained},
+    )  # fmt: skip
+    session.refresh(job)
+    assert status == JobStatus.failed
+    assert job.error == message  # no class name, no "unexpected"
+    assert job.error_detail is not None
+    assert "KeyError: 'input_ids'" in job.error_detail  # the cause, for whoever digs
+    assert "NothingToTrainOn" in job.error_detail
+    # `rlhf jobs show ID --json` (and the API) keep `error` and add the traceback.
+    shown = JobOut.model_validate(job).model_dump(mode="json")
+    assert shown["error"] == message and shown["error_detail"] == job.error_detail
+    # Run again (a retry): the new run starts with neither.
+    job.status = JobStatus.queued
+    session.commit()
+    assert run_job(job_id=job.id, session_factory=session_factory, settings=settings) == (
+        JobStatus.succeeded
+    )
+    session.refresh(job)
+    assert job.error is None and job.error_detail is None
+
+
+@pytest.mark.parametrize(
+    ("exc", "message"),
+    [
+        (NothingToTrainOn("Add rankings first."), "Add rankings first."),
+        (NothingToTrainOn(""), "The job stopped on an unexpected error: NothingToTrainOn"),
+        (KeyError("x"), "The job stopped on an unexpected error: KeyError: 'x'"),
+        (MemoryError(), "The job stopped on an unexpected error: MemoryError"),
+    ],
+)
+def test_failure_message(exc: BaseException, message: str) -> None:
+    assert failure_message(exc) == message
 
 
 def test_unknown_kind_fails_with_a_clear_message(

@@ -198,3 +198,35 @@ async def test_the_ppo_job_page_charts_its_figures_and_shows_sample_answers(
     assert page.index('aria-label="score') < page.index('aria-label="kl')
     assert "Sample answers" in page and "Say &lt;b&gt;hi&lt;/b&gt;" in page
     assert "(empty)" in page and "1.25" in page
+
+
+def test_a_short_context_policy_fits_its_prompts_and_long_prompts_are_left_out(
+    session: Session, session_factory: sessionmaker[Session], settings: Settings, tiny: Path,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    """A policy reading 64 tokens: max_prompt_length (256 by default) is lowered to leave room
+    for the answer, and prompts longer than that are left out and counted (drop), or kept and
+    cut from the left (truncate)."""
+    from workers.ml.tiny import build_tiny_causal_lm
+
+    project, _base, reward = _models(session, session_factory, settings, tiny)
+    for i in range(2):
+        long = make_prompt(session, project, text=f"Question {i}: " + "say please " * 60, answers=0)
+        long.submitter_id = make_user(session).id
+    session.flush()
+    short = build_tiny_causal_lm(tmp_path / "short", texts=TEXTS, n_embd=32, n_positions=64)
+    params = {**PARAMS, "steps": 2, "save_steps": 0, "eval_every": 0}
+    job = _job(session, kinds.TRAIN_PPO, project, policy=str(short), reward=reward.name, **params)
+    assert _run(session_factory, settings, job) == JobStatus.succeeded, job.error
+    session.refresh(job)
+    assert job.metrics["max_prompt_length"] == 64 - 8
+    assert job.metrics["left_out_reasons"] == {
+        "prompts longer than max_prompt_length (56 tokens)": 2
+    }
+    assert "max_prompt_length lowered from 256 to 56" in job.log
+
+    cut = _job(session, kinds.TRAIN_PPO, project, policy=str(short), reward=reward.name,
+               long_answers="truncate", **params)  # fmt: skip
+    assert _run(session_factory, settings, cut) == JobStatus.succeeded, cut.error
+    session.refresh(cut)
+    assert cut.metrics["left_out"] == 0 and cut.metrics["truncated"] == 2

@@ -17,10 +17,11 @@ from typing import TYPE_CHECKING
 from sqlalchemy import func, select
 
 from app.db import session_scope
+from app.jobs.errors import JobFailure
 from app.labeling.models import Completion, Prompt, text_sha256
 from app.models_registry.models import ModelVersion
 from app.projects.models import Project
-from workers.ml.loading import load_causal_lm
+from workers.ml.loading import ModelLoadError, load_causal_lm
 from workers.runner import JobContext
 
 if TYPE_CHECKING:
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
 MAX_ROUNDS = 3
 
 
-class GenerationError(RuntimeError):
+class GenerationError(JobFailure, RuntimeError):
     """The job cannot run (no model, not a causal LM); said on the job page as it is."""
 
 
@@ -99,7 +100,10 @@ def generate_impl(ctx: JobContext) -> None:
     else:
         path, version_id = _resolve_model(ctx, project)
         ctx.log(f"loading {path}")
-        model, tokenizer = load_causal_lm(path, padding_side="left")
+        try:
+            model, tokenizer = load_causal_lm(path, padding_side="left")
+        except ModelLoadError as exc:
+            raise GenerationError(str(exc)) from exc
         model.eval()
         context = getattr(model.config, "n_positions", None) or getattr(
             model.config, "max_position_embeddings", None

@@ -28,11 +28,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
 from app.db import SQLITE_IMMEDIATE, session_scope, utcnow
+from app.jobs.errors import failure_message
 from app.jobs.models import Job, JobStatus, JobStep
 
 log = logging.getLogger(__name__)
 
 MAX_LOG_CHARS = 200_000
+MAX_ERROR_DETAIL_CHARS = 50_000  # a traceback's end names the failing line; keep that
 MAX_ATTEMPTS = 3
 
 
@@ -217,7 +219,7 @@ def _claim(
         job.attempts += 1
         job.started_at = job.started_at or now
         job.heartbeat_at = now
-        job.error = None
+        job.error = job.error_detail = None
         return job.attempts
 
 
@@ -228,6 +230,7 @@ def _finish(
     session_factory: sessionmaker[Session],
     status: JobStatus,
     error: str | None = None,
+    error_detail: str | None = None,
     log_line: str = "",
 ) -> None:
     with session_scope(session_factory) as session:
@@ -238,6 +241,7 @@ def _finish(
         job.finished_at = utcnow()
         job.heartbeat_at = job.finished_at
         job.error = error
+        job.error_detail = error_detail[-MAX_ERROR_DETAIL_CHARS:] if error_detail else None
         if status == JobStatus.succeeded:
             job.progress = 1.0
         if log_line:
@@ -282,10 +286,14 @@ def run_job(
         return JobStatus.running
     except Exception as exc:
         log.exception("job %s (%s) failed", job_id, ctx.kind)
+        # The message first, in plain words (a JobFailure's own); the traceback apart, folded
+        # below it on the job page, and in the log as before.
+        detail = traceback.format_exc()
         finish(
             status=JobStatus.failed,
-            error=f"{type(exc).__name__}: {exc}",
-            log_line=traceback.format_exc(),
+            error=failure_message(exc),
+            error_detail=detail,
+            log_line=detail,
         )
         return JobStatus.failed
     finish(status=JobStatus.succeeded)

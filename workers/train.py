@@ -29,6 +29,7 @@ from app.exports.options import ExportOptions
 from app.exports.rows import TRAIN, VALIDATION, split_of
 from app.exports.service import record_export, write_export
 from app.jobs import kinds
+from app.jobs.errors import JobFailure
 from app.jobs.models import Job
 from app.jobs.training import RM, SFT, TrainOptions
 from app.models_registry.models import ModelKind, ModelVersion
@@ -41,7 +42,7 @@ DATASET_KIND = {SFT: "sft", RM: "kwise"}
 MODEL_KIND = {SFT: ModelKind.sft, RM: ModelKind.rm}
 
 
-class TrainingError(RuntimeError):
+class TrainingError(JobFailure, RuntimeError):
     """The job cannot train (no data, a wrong base model); said on the job page as it is."""
 
 

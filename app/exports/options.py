@@ -7,12 +7,14 @@ from dataclasses import asdict, dataclass, field
 from datetime import date
 from typing import Any
 
+from app.jobs.errors import JobFailure
+
 KINDS = ("pairwise", "kwise", "sft", "prompts")
 FORMATS = ("jsonl", "parquet", "hf")
 GOLD_CHOICES = ("include", "exclude", "only")
 
 
-class ExportError(ValueError):
+class ExportError(JobFailure, ValueError):
     """An export that cannot be made as asked; the message says why (shown as it is)."""
 
 

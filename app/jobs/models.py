@@ -45,7 +45,9 @@ class Job(Base):
     metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
     artifacts: Mapped[dict[str, Any]] = mapped_column(default=dict)
     log: Mapped[str] = mapped_column(Text, default="")
+    # A failed job's message in plain words (app/jobs/errors.py), and the traceback behind it.
     error: Mapped[str | None] = mapped_column(Text)
+    error_detail: Mapped[str | None] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(default=0)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     celery_task_id: Mapped[str | None] = mapped_column(String(64))

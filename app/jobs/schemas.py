@@ -21,6 +21,7 @@ class JobOut(BaseModel):
     metrics: dict[str, Any]
     artifacts: dict[str, Any]
     error: str | None
+    error_detail: str | None  # the traceback of an unexpected error, or of a JobFailure
     attempts: int
     created_at: datetime
     started_at: datetime | None

@@ -10,6 +10,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any, Final
 
+from app.jobs.errors import JobFailure
 from workers.ml.long_inputs import DROP, LONG_ANSWERS
 
 SFT: Final = "sft"
@@ -23,7 +24,7 @@ TRAINER_FIELDS: Final = (
 )  # fmt: skip
 
 
-class TrainError(ValueError):
+class TrainError(JobFailure, ValueError):
     """Settings a training job cannot run with; the message names every wrong field."""
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
@@ -42,7 +43,37 @@ def _detail(session: DbSession, job: Job) -> dict[str, Any]:
     series = step_series(session=session, job_id=job.id)
     charts = [metric_chart(metric, lines) for metric, lines in series.items()]
     samples = step_samples(session=session, job_id=job.id)
-    return {"job": job, "charts": charts, "samples": samples}
+    notes = DataNotes.of(job.metrics)
+    metrics = {k: v for k, v in job.metrics.items() if k not in DataNotes.KEYS}
+    return {"job": job, "charts": charts, "samples": samples, "notes": notes, "metrics": metrics}
+
+
+@dataclass(frozen=True)
+class DataNotes:
+    """What a training job says about its data (design §10), from its metrics: the rows it
+    left out, by reason, and its warnings (too little data to learn or validate on). The page
+    shows them in words above the charts, not in the metrics list."""
+
+    KEYS: ClassVar[frozenset[str]] = frozenset({"left_out", "left_out_reasons", "data_warnings"})
+
+    left_out: int = 0
+    reasons: tuple[tuple[str, int], ...] = ()
+    warnings: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, metrics: dict[str, Any]) -> DataNotes:
+        left_out = metrics.get("left_out")
+        reasons = metrics.get("left_out_reasons")
+        warnings = metrics.get("data_warnings")
+        return cls(
+            left_out=left_out if type(left_out) is int and left_out > 0 else 0,
+            reasons=tuple((str(r), n) for r, n in reasons.items() if isinstance(n, int) and n)
+            if isinstance(reasons, dict)
+            else (),
+            warnings=tuple(str(w) for w in warnings if str(w).strip())
+            if isinstance(warnings, list)
+            else (),
+        )
 
 
 @router.post("/selfcheck", name="job_selfcheck")
