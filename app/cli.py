@@ -896,6 +896,13 @@ def agreement(
         str | None, typer.Option(help="Only prompts this labeler ranked (their email)")
     ] = None,
     gold: Annotated[str, typer.Option(help="all, gold or non-gold prompts")] = "all",
+    include_imported: Annotated[
+        bool,
+        typer.Option(
+            "--include-imported",
+            help="Count imported preferences (import:<file>) as raters in the figures",
+        ),
+    ] = False,
 ) -> None:
     """Inter-annotator agreement and each labeler's figures (the admin dashboard's numbers)."""
     from app.agreement.service import AgreementFilters, build_report
@@ -905,7 +912,9 @@ def agreement(
     with db_session() as session:
         found = get_project(session=session, ref=project)
         key = f"user:{find_user(session=session, email=labeler).id}" if labeler else None
-        filters = AgreementFilters.parse(since=since, until=until, labeler=key, gold=gold)
+        filters = AgreementFilters.parse(
+            since=since, until=until, labeler=key, gold=gold, include_imported=include_imported
+        )
         data = build_report(session=session, project=found, filters=filters).as_dict()
     if json_out:
         print_json(data)
@@ -937,6 +946,14 @@ def agreement(
                 f"  {row['labeler'][:28]:<28} {row['n_comparisons']:>8} "
                 f"{_percent(row['pairwise_agreement']):>9} {_percent(row['gold_agreement']):>7} "
                 f"{_percent(row['skip_rate']):>6}"
+            )
+    if data["imported"]:  # pseudo-labelers of imported files: not people, shown apart
+        typer.echo("")
+        typer.echo(f"  {'rankings':>8} {'agreement':>9} {'gold':>7}  imported (not people)")
+        for row in data["imported"]:
+            typer.echo(
+                f"  {row['n_comparisons']:>8} {_percent(row['pairwise_agreement']):>9} "
+                f"{_percent(row['gold_agreement']):>7}  {row['labeler']}"
             )
 
 

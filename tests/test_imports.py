@@ -24,7 +24,15 @@ from app.imports.parse import MAX_ROW_BYTES, ImportFileError
 from app.imports.service import ImportSummary, import_file, validate_file, write_rejects
 from app.labeling.models import Comparison, Completion, Demonstration, Prompt, text_sha256
 from app.projects.models import Project
-from tests.helpers import csrf_token, login, make_admin, make_project, make_user, visible_text
+from tests.helpers import (
+    csrf_token,
+    login,
+    make_admin,
+    make_project,
+    make_user,
+    rank,
+    visible_text,
+)
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 GOOD = '{"prompt": "A fine prompt"}'
@@ -459,6 +467,54 @@ def test_two_different_pairs_for_one_prompt_are_two_rankings(
     assert run_import(session, project, path).comparisons_added == 0
 
 
+PAIRS = [
+    {"prompt": "Dialogue", "chosen": "A", "rejected": "B"},
+    {"prompt": "Dialogue", "chosen": "C", "rejected": "D"},  # ranked by import:pairs.jsonl#2
+    {"prompt": "Capital?", "id": "c1", "chosen": "Canberra.", "rejected": "Sydney."},
+]
+
+
+def test_the_same_preferences_under_another_file_name_add_nothing(
+    session: Session, tmp_path: Path
+) -> None:
+    # Design §10: a preference is matched by its prompt and answer texts, whoever imported it.
+    project = make_project(session)
+    first = run_import(session, project, write_jsonl(tmp_path, PAIRS, name="pairs.jsonl"))
+    assert (first.comparisons_added, first.comparisons_in_other_files) == (3, 0)
+    before = [count(session, m, project) for m in (Prompt, Completion, Comparison)]
+    copy = run_import(session, project, write_jsonl(tmp_path, PAIRS, name="pairs_copy.jsonl"))
+    assert [count(session, m, project) for m in (Prompt, Completion, Comparison)] == before
+    assert (copy.comparisons_added, copy.comparisons_duplicate) == (0, 3)
+    assert (copy.comparisons_in_other_files, copy.other_files) == (3, {"pairs.jsonl"})
+    assert copy.counts()["comparisons_in_other_files"] == 3
+    # The same file again is a duplicate of its own rows, not of another file's.
+    again = run_import(session, project, write_jsonl(tmp_path, PAIRS, name="pairs.jsonl"))
+    assert (again.comparisons_added, again.comparisons_duplicate) == (0, 3)
+    assert (again.comparisons_in_other_files, again.other_files) == (0, set())
+
+
+def test_the_other_order_or_other_answers_are_a_new_preference(
+    session: Session, tmp_path: Path
+) -> None:
+    project = make_project(session)
+    run_import(session, project, write_jsonl(tmp_path, PAIRS[:1], name="pairs.jsonl"))
+    prompt = session.scalars(select(Prompt).where(Prompt.project_id == project.id)).one()
+    rank(session, prompt, make_user(session), [1, 0])  # a person: "B" above "A"
+    rows = [
+        {"prompt": "Dialogue", "chosen": "B", "rejected": "A"},  # as the person, not an import
+        {"prompt": "Dialogue", "chosen": "A", "rejected": "E"},  # another answer
+        {"prompt": "Dialogue", "chosen": "A", "rejected": "B"},  # as pairs.jsonl has it
+    ]
+    summary = run_import(session, project, write_jsonl(tmp_path, rows, name="more.jsonl"))
+    assert (summary.comparisons_added, summary.comparisons_in_other_files) == (2, 1)
+    labelers = session.scalars(
+        select(Comparison.labeler_external)
+        .where(Comparison.labeler_id.is_(None))
+        .order_by(Comparison.id)
+    ).all()
+    assert labelers == ["import:pairs.jsonl", "import:more.jsonl", "import:more.jsonl#2"]
+
+
 # --- skipping invalid rows --------------------------------------------------------------------
 
 
@@ -571,7 +627,7 @@ def _shared(name: str) -> Path:
 
 
 def test_the_shared_alpaca_eval_and_hh_files_import_with_the_expected_counts(
-    session: Session,
+    session: Session, tmp_path: Path
 ) -> None:
     project = make_project(session)
     alpaca = _shared("alpaca_eval_k4_dev.jsonl")
@@ -597,6 +653,11 @@ def test_the_shared_alpaca_eval_and_hh_files_import_with_the_expected_counts(
     )
     assert count(session, Comparison, project) == summary.comparisons_added
     assert run_import(session, project, hh).comparisons_added == 0
+    renamed = tmp_path / "hh_copy.jsonl"
+    renamed.write_bytes(hh.read_bytes())
+    copy = run_import(session, project, renamed)
+    assert (copy.comparisons_added, copy.comparisons_in_other_files) == (0, len(pairs))
+    assert count(session, Comparison, project) == summary.comparisons_added
 
 
 # --- the upload page --------------------------------------------------------------------------
@@ -652,6 +713,27 @@ async def test_an_upload_is_imported_and_audited(
         4,
     )
     assert list((settings.data_dir / "uploads").iterdir()) == []  # the upload is not kept
+
+
+async def test_an_upload_of_a_renamed_copy_says_its_preferences_are_already_there(
+    client: httpx.AsyncClient, session: Session
+) -> None:
+    project = make_project(session)
+    token = await _as_admin(client, session, project)
+    for name in ("pairs.jsonl", "pairs (1).jsonl"):
+        upload = (name, _jsonl_bytes(PAIRS), "application/jsonl")
+        r = await client.post(_url(project), data={"csrf_token": token}, files={"file": upload})
+        assert r.status_code == 200, r.text
+    page = page_text(r)
+    assert "0 preferences added" in page and "3 preferences already there" in page
+    assert "3 of them brought by pairs.jsonl" in page
+    assert count(session, Comparison, project) == 3
+    event = session.scalars(
+        select(AuditEvent)
+        .where(AuditEvent.action == "project.import")
+        .order_by(AuditEvent.id.desc())
+    ).first()
+    assert event is not None and event.details["comparisons_in_other_files"] == 3
 
 
 async def test_an_upload_with_bad_rows_lists_them_and_writes_nothing(

@@ -137,7 +137,11 @@ async def test_the_page_says_what_the_job_left_out_of_its_data(
     assert "Warning: Labeler &lt;script&gt;alert(1)&lt;/script&gt; ranked alone." in text
     assert "<script>alert" not in page and "<b>import" not in page
     # Near the status, above the facts, charts and the metrics list.
-    assert page.index("job-status-line") < page.index("Left out of training (4)") < page.index("Created")
+    assert (
+        page.index("job-status-line")
+        < page.index("Left out of training (4)")
+        < page.index("Created")
+    )
     assert page.index("Only 1 validation row") < page.index(">Metrics<")
     assert page.count('role="note"') == 2  # the left-out note and the warnings
     # The metrics list: figures as they are, other values readable, the notes' keys gone.

@@ -152,6 +152,8 @@ def test_the_whole_loop_on_the_demo_sft_rm_ppo_promote_generate(tmp_path: Path) 
         sft = rlhf(env, "train", "sft", "1", "--base", "demo-tiny-gpt2", "--name", "demo-sft",
                    *common)  # fmt: skip
         assert sft.returncode == 0, sft.stdout + sft.stderr
+        # 12 demonstrations: the job runs, and says (stderr) it is too little to learn from
+        assert "warning: Only" in sft.stderr and "training demonstrations" in sft.stderr
         rm = rlhf(env, "train", "rm", "1", "--base", "demo-sft", "--name", "demo-rm", *common)
         assert rm.returncode == 0, rm.stdout + rm.stderr
         assert "saved in" in rm.stdout
@@ -198,6 +200,10 @@ def test_the_whole_loop_on_the_demo_sft_rm_ppo_promote_generate(tmp_path: Path) 
         ),
         (["train", "rm", "1", "--base", "nowhere"], "error: no registered model and no model"),
         (["train", "sft", "1", "--base", "demo-sft", "--epochs", "0"], "error: epochs must be"),
+        (
+            ["train", "rm", "1", "--base", "demo-sft", "--long-answers", "cut"],
+            "error: long_answers must be one of drop, truncate, not 'cut'",
+        ),
     ):
         result = rlhf(env, *args)
         assert result.returncode == 2 and result.stderr.startswith(message), result.stderr

@@ -1,6 +1,13 @@
 """A project's agreement figures: load its current comparisons into arrays (``RankTable``),
 compute every metric of ``metrics`` once, and keep the result until new comparisons, skips or
-gold rankings arrive (``project_agreement``)."""
+gold rankings arrive (``project_agreement``).
+
+Imported preferences are ranked by pseudo-labelers (``import:<file>``), not people (design
+§10): by default the figures, the labelers and the prompts to review are people's alone, and
+each pseudo-labeler gets a row of its own apart (``AgreementReport.imported``), measured
+against the people who ranked the same prompts. ``include_imported`` counts them as raters in
+the project's figures too. Their answers were never shown to anyone, so position bias leaves
+them out either way."""
 
 from __future__ import annotations
 
@@ -17,9 +24,10 @@ from sqlalchemy import ColumnElement, Float, Select, Text, cast, func, select
 from sqlalchemy.orm import Session
 
 from app.agreement import metrics
-from app.agreement.metrics import Floats, Ints, Metric
+from app.agreement.metrics import Bools, Floats, Ints, Metric
 from app.auth.models import User
 from app.db import within_days
+from app.imports.service import is_import_labeler
 from app.labeling.models import (
     Assignment,
     AssignmentState,
@@ -38,6 +46,8 @@ LOWEST_PROMPTS = 10
 
 
 GOLD_CHOICES: tuple[GoldFilter, ...] = ("all", "gold", "non-gold")
+TRUE_WORDS = ("1", "true", "yes", "on")
+FALSE_WORDS = ("", "0", "false", "no", "off")
 
 
 class FilterError(ValueError):
@@ -50,6 +60,7 @@ class AgreementFilters:
     until: date | None = None  # inclusive
     labeler: str | None = None  # a labeler key ("user:3", "external:import:file.jsonl")
     gold: GoldFilter = "all"
+    include_imported: bool = False  # imported preferences count as raters in the figures
 
     @classmethod
     def parse(
@@ -59,6 +70,7 @@ class AgreementFilters:
         until: str | None = None,
         labeler: str | None = None,
         gold: str | None = None,
+        include_imported: str | bool | None = None,
     ) -> AgreementFilters:
         """From text (query string, form or command line); empty means "no filter"."""
 
@@ -79,7 +91,20 @@ class AgreementFilters:
         labeler = (labeler or "").strip() or None
         if labeler and not labeler.startswith(("user:", "external:")):
             raise FilterError(f"labeler must be user:ID or external:NAME, not {labeler!r}")
-        return cls(since=first, until=last, labeler=labeler, gold=gold)
+        if isinstance(include_imported, str):
+            flag = include_imported.strip().lower()
+            if flag not in TRUE_WORDS + FALSE_WORDS:
+                raise FilterError(
+                    f"include_imported must be 1 or 0 (true or false), not {include_imported!r}"
+                )
+            include_imported = flag in TRUE_WORDS
+        return cls(
+            since=first,
+            until=last,
+            labeler=labeler,
+            gold=gold,
+            include_imported=bool(include_imported),
+        )
 
     @property
     def active(self) -> bool:
@@ -88,6 +113,11 @@ class AgreementFilters:
 
 def labeler_key(labeler_id: int | None, external: str | None) -> str:
     return f"user:{labeler_id}" if labeler_id is not None else f"external:{external}"
+
+
+def is_imported_key(key: str) -> bool:
+    """Whether a labeler key names an import's pseudo-labeler ("external:import:<file>")."""
+    return key.startswith("external:") and is_import_labeler(key.removeprefix("external:"))
 
 
 @dataclass
@@ -113,6 +143,37 @@ class RankTable:
     @property
     def n_prompts(self) -> int:
         return len(self.prompt_ids)
+
+    def imported_rows(self) -> Bools:
+        """(n,) whether each row is an import pseudo-labeler's ranking."""
+        imported = np.array([is_imported_key(k) for k in self.labeler_keys], dtype=bool)
+        return imported[self.labeler] if len(self.labeler) else np.zeros(0, dtype=bool)
+
+    def people_only(self) -> RankTable:
+        """The same table without the imported rankings, and without the prompts only
+        imports ranked (so they count nowhere: not in the figures, not among prompts)."""
+        rows = np.flatnonzero(~self.imported_rows())
+        used, prompt = np.unique(self.prompt[rows], return_inverse=True)
+        labelers = np.unique(self.labeler[rows])
+        new_labeler = np.full(len(self.labeler_keys), -1, dtype=np.int64)
+        new_labeler[labelers] = np.arange(len(labelers))
+        return RankTable(
+            prompt_ids=self.prompt_ids[used],
+            answer_ids=self.answer_ids[used],
+            lengths=self.lengths[used],
+            gold=self.gold[used],
+            prompt=prompt.astype(np.int64).reshape(-1),
+            labeler=new_labeler[self.labeler[rows]],
+            labeler_keys=[self.labeler_keys[i] for i in labelers],
+            comparison_ids=self.comparison_ids[rows],
+            ranks=self.ranks[rows],
+            first_shown=self.first_shown[rows],
+            ratings=self.ratings[rows],
+            flags={name: flagged[rows] for name, flagged in self.flags.items()},
+            seconds=self.seconds[rows],
+            created=self.created[rows],
+            not_rankable={k: n for k, n in self.not_rankable.items() if not is_imported_key(k)},
+        )
 
 
 def _comparison_filter(project: Project, filters: AgreementFilters) -> list[ColumnElement[bool]]:
@@ -465,6 +526,8 @@ class AgreementReport:
     first_shown_chance: float | None
     longer_wins: float | None
     consensus_method: str = CONSENSUS_METHOD
+    # The import pseudo-labelers, apart from the people (in the figures only when included).
+    imported: list[LabelerRow] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON of ``rlhf agreement --json`` and ``GET /api/v1/projects/{id}/agreement``."""
@@ -477,6 +540,7 @@ class AgreementReport:
                 "until": f.until.isoformat() if f.until else None,
                 "labeler": f.labeler,
                 "gold": f.gold,
+                "include_imported": f.include_imported,
             },
             "n_comparisons": self.n_comparisons,
             "n_prompts": self.n_prompts,
@@ -538,6 +602,7 @@ class AgreementReport:
                 for p in self.lowest
             ],
             "labelers": [row.as_dict() for row in self.labelers],
+            "imported": [row.as_dict() for row in self.imported],
         }
 
 
@@ -587,7 +652,15 @@ def compute_report(
     now: datetime | None = None,
 ) -> AgreementReport:
     """Every figure of the dashboard from the arrays. ``names``: labeler key -> (name, user
-    id); ``skips``: labeler key -> (skipped, submitted) rank tasks."""
+    id); ``skips``: labeler key -> (skipped, submitted) rank tasks.
+
+    The project's figures rest on people's rankings unless ``filters.include_imported``;
+    the import pseudo-labelers' own rows are measured on the whole table either way."""
+    everyone = table
+    imported_rows = table.imported_rows()
+    if imported_rows.any() and not filters.include_imported:
+        table = table.people_only()
+        imported_rows = np.zeros(len(table.prompt), dtype=bool)
     n_prompts = table.n_prompts
     weights = metrics.bootstrap_weights(n_prompts)
     signs = metrics.pair_signs(table.ranks)
@@ -604,8 +677,6 @@ def compute_report(
     tau_b = metrics.mean_tau_b(signs, a, b, table.prompt, n_prompts, weights)
     kendall_w = metrics.mean_kendall_w(table.ranks, table.prompt, n_prompts, weights)
 
-    # Each labeler against the rest, and against gold.
-    loo_agreed, loo_counted = metrics.leave_one_out_agreement(table.ranks, table.prompt, n_prompts)
     gold_agreed, gold_counted = metrics.agreement_with_reference(
         table.ranks, table.gold[table.prompt]
     )
@@ -618,75 +689,16 @@ def compute_report(
         )  # fmt: skip
     else:
         gold = Metric.missing("no ranking of a prompt with a gold ranking yet", unit="pairs")
-    first_best, chance = metrics.position_bias(table.ranks, table.first_shown)
+    # Imported answers were never shown to anyone: no position to be biased by.
+    shown = ~imported_rows
+    first_best, chance = metrics.position_bias(table.ranks[shown], table.first_shown[shown])
     longer_won, length_pairs = metrics.length_bias(table.ranks, table.lengths[table.prompt])
 
-    n_labelers = len(table.labeler_keys)
-
-    def by_labeler(values: Floats) -> Floats:
-        return metrics.per_prompt_sums(table.labeler, n_labelers, values)[:, 0]
-
-    rows_per = by_labeler(np.ones(len(table.prompt)))
-    loo = np.stack([by_labeler(loo_agreed), by_labeler(loo_counted)], axis=1)
-    gold_by = np.stack([by_labeler(gold_agreed), by_labeler(gold_counted)], axis=1)
-    first_by = by_labeler(first_best.astype(np.float64))
-    chance_by = by_labeler(chance)
-    longer_by = np.stack([by_labeler(longer_won), by_labeler(length_pairs)], axis=1)
-    order = np.argsort(table.labeler, kind="stable")
-    bounds = np.searchsorted(table.labeler[order], np.arange(n_labelers + 1))
-    seconds_sorted = table.seconds[order]
-    created_sorted = table.created[order]
-
-    keys = list(table.labeler_keys) + [k for k in table.not_rankable if k not in table.labeler_keys]
-    labelers = []
-    for i, key in enumerate(keys):
-        ranked = int(rows_per[i]) if i < n_labelers else 0
-        nr = table.not_rankable.get(key, 0)
-        if filters.labeler and key != filters.labeler:
-            continue
-        name, user_id = names.get(key, (key.removeprefix("external:"), None))
-        if i < n_labelers:
-            secs = seconds_sorted[bounds[i] : bounds[i + 1]]
-            secs = secs[~np.isnan(secs)]
-            last = created_sorted[bounds[i] : bounds[i + 1]].max()
-            agreed, counted = loo[i]
-            agreement = (
-                Metric(float(agreed / counted), int(counted), "pairs")
-                if counted
-                else Metric.missing("no prompt shared with another labeler yet", unit="pairs")
-            )
-            g_agreed, g_counted = gold_by[i]
-            gold_metric = (
-                Metric(float(g_agreed / g_counted), int(g_counted), "pairs")
-                if g_counted
-                else Metric.missing("no gold prompt ranked yet", unit="pairs")
-            )
-            skipped, submitted = skips.get(key, (0, 0))
-            labelers.append(
-                LabelerRow(
-                    key=key, name=name, user_id=user_id, n_comparisons=ranked + nr,
-                    agreement=agreement, gold_agreement=gold_metric,
-                    median_seconds=float(np.median(secs)) if secs.size else None,
-                    skip_rate=_rate(skipped, skipped + submitted),
-                    not_rankable_share=_rate(nr, ranked + nr),
-                    first_shown_best=_rate(first_by[i], ranked),
-                    first_shown_chance=_rate(chance_by[i], ranked),
-                    longer_wins=_rate(*longer_by[i]), n_length_pairs=int(longer_by[i][1]),
-                    last_active=datetime.fromtimestamp(float(last), UTC),
-                )
-            )  # fmt: skip
-        else:
-            skipped, submitted = skips.get(key, (0, 0))
-            labelers.append(
-                LabelerRow(
-                    key=key, name=name, user_id=user_id, n_comparisons=nr,
-                    agreement=Metric.missing("only 'not rankable' answers so far", unit="pairs"),
-                    gold_agreement=Metric.missing("no gold prompt ranked yet", unit="pairs"),
-                    median_seconds=None, skip_rate=_rate(skipped, skipped + submitted),
-                    not_rankable_share=1.0, first_shown_best=None, first_shown_chance=None,
-                    longer_wins=None, n_length_pairs=0, last_active=None,
-                )
-            )  # fmt: skip
+    rows = _labeler_rows(table, filters=filters, names=names, skips=skips)
+    labelers = [row for row in rows if not is_imported_key(row.key)]
+    if everyone is not table:  # the pseudo-labelers beside the people: on the whole table
+        rows = _labeler_rows(everyone, filters=filters, names=names, skips=skips)
+    imported = [row for row in rows if is_imported_key(row.key)]
 
     # Agreement week by week: a pair of rankings counts in the week of the later one.
     weekly: list[WeekPoint] = []
@@ -730,6 +742,7 @@ def compute_report(
 
     n_rows = len(table.prompt)
     total_pairs = float(length_pairs.sum())
+    people = {k for k in [*table.labeler_keys, *table.not_rankable] if not is_imported_key(k)}
     return AgreementReport(
         project_id=project.id,
         filters=filters,
@@ -737,7 +750,7 @@ def compute_report(
         n_comparisons=n_rows + sum(table.not_rankable.values()),
         n_prompts=n_prompts,
         n_prompts_with_overlap=int((np.bincount(table.prompt, minlength=n_prompts) >= 2).sum()),
-        n_labelers=len(keys),
+        n_labelers=len(people),
         micro=micro,
         macro=macro,
         n_tied_pairs_left_out=int(pairwise["n_tied_pairs_left_out"]),  # type: ignore[call-overload]
@@ -748,10 +761,98 @@ def compute_report(
         weekly=weekly,
         lowest=lowest,
         labelers=labelers,
-        first_shown_best=_rate(float(first_best.sum()), n_rows),
-        first_shown_chance=_rate(float(chance.sum()), n_rows),
+        first_shown_best=_rate(float(first_best.sum()), len(first_best)),
+        first_shown_chance=_rate(float(chance.sum()), len(chance)),
         longer_wins=_rate(float(longer_won.sum()), total_pairs),
+        imported=imported,
     )
+
+
+def _labeler_rows(
+    table: RankTable,
+    *,
+    filters: AgreementFilters,
+    names: dict[str, tuple[str, int | None]],
+    skips: dict[str, tuple[int, int]],
+) -> list[LabelerRow]:
+    """Each labeler of the table (only ``filters.labeler`` when set): agreement with the
+    others of the same prompts (leave-one-out), with gold, time, skips and biases."""
+    n_prompts = table.n_prompts
+    loo_agreed, loo_counted = metrics.leave_one_out_agreement(table.ranks, table.prompt, n_prompts)
+    gold_agreed, gold_counted = metrics.agreement_with_reference(
+        table.ranks, table.gold[table.prompt]
+    )
+    first_best, chance = metrics.position_bias(table.ranks, table.first_shown)
+    longer_won, length_pairs = metrics.length_bias(table.ranks, table.lengths[table.prompt])
+    n_labelers = len(table.labeler_keys)
+
+    def by_labeler(values: Floats) -> Floats:
+        return metrics.per_prompt_sums(table.labeler, n_labelers, values)[:, 0]
+
+    rows_per = by_labeler(np.ones(len(table.prompt)))
+    loo = np.stack([by_labeler(loo_agreed), by_labeler(loo_counted)], axis=1)
+    gold_by = np.stack([by_labeler(gold_agreed), by_labeler(gold_counted)], axis=1)
+    first_by = by_labeler(first_best.astype(np.float64))
+    chance_by = by_labeler(chance)
+    longer_by = np.stack([by_labeler(longer_won), by_labeler(length_pairs)], axis=1)
+    order = np.argsort(table.labeler, kind="stable")
+    bounds = np.searchsorted(table.labeler[order], np.arange(n_labelers + 1))
+    seconds_sorted = table.seconds[order]
+    created_sorted = table.created[order]
+
+    keys = list(table.labeler_keys) + [k for k in table.not_rankable if k not in table.labeler_keys]
+    labelers = []
+    for i, key in enumerate(keys):
+        ranked = int(rows_per[i]) if i < n_labelers else 0
+        nr = table.not_rankable.get(key, 0)
+        if filters.labeler and key != filters.labeler:
+            continue
+        name, user_id = names.get(key, (key.removeprefix("external:"), None))
+        if i < n_labelers:
+            secs = seconds_sorted[bounds[i] : bounds[i + 1]]
+            secs = secs[~np.isnan(secs)]
+            last = created_sorted[bounds[i] : bounds[i + 1]].max()
+            agreed, counted = loo[i]
+            agreement = (
+                Metric(float(agreed / counted), int(counted), "pairs")
+                if counted
+                else Metric.missing("no prompt shared with another labeler yet", unit="pairs")
+            )
+            g_agreed, g_counted = gold_by[i]
+            gold_metric = (
+                Metric(float(g_agreed / g_counted), int(g_counted), "pairs")
+                if g_counted
+                else Metric.missing("no gold prompt ranked yet", unit="pairs")
+            )
+            skipped, submitted = skips.get(key, (0, 0))
+            # An import's answers were never shown: it has no position bias to measure.
+            shown_to_them = not is_imported_key(key)
+            labelers.append(
+                LabelerRow(
+                    key=key, name=name, user_id=user_id, n_comparisons=ranked + nr,
+                    agreement=agreement, gold_agreement=gold_metric,
+                    median_seconds=float(np.median(secs)) if secs.size else None,
+                    skip_rate=_rate(skipped, skipped + submitted),
+                    not_rankable_share=_rate(nr, ranked + nr),
+                    first_shown_best=_rate(first_by[i], ranked) if shown_to_them else None,
+                    first_shown_chance=_rate(chance_by[i], ranked) if shown_to_them else None,
+                    longer_wins=_rate(*longer_by[i]), n_length_pairs=int(longer_by[i][1]),
+                    last_active=datetime.fromtimestamp(float(last), UTC),
+                )
+            )  # fmt: skip
+        else:
+            skipped, submitted = skips.get(key, (0, 0))
+            labelers.append(
+                LabelerRow(
+                    key=key, name=name, user_id=user_id, n_comparisons=nr,
+                    agreement=Metric.missing("only 'not rankable' answers so far", unit="pairs"),
+                    gold_agreement=Metric.missing("no gold prompt ranked yet", unit="pairs"),
+                    median_seconds=None, skip_rate=_rate(skipped, skipped + submitted),
+                    not_rankable_share=1.0, first_shown_best=None, first_shown_chance=None,
+                    longer_wins=None, n_length_pairs=0, last_active=None,
+                )
+            )  # fmt: skip
+    return labelers
 
 
 # --- Loading, and the cache ----------------------------------------------------------------

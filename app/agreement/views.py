@@ -60,13 +60,16 @@ def agreement_page(
     until: str = "",
     labeler: str = "",
     gold: str = "all",
+    include_imported: str = "",
     sort: str = DEFAULT_SORT,
     dir: str = "asc",
 ) -> Response:
     project = get_project(session=session, ref=project_id)
     filter_error = None
     try:
-        filters = AgreementFilters.parse(since=since, until=until, labeler=labeler, gold=gold)
+        filters = AgreementFilters.parse(
+            since=since, until=until, labeler=labeler, gold=gold, include_imported=include_imported
+        )
     except FilterError as exc:
         filter_error = str(exc)
         filters = AgreementFilters()
@@ -74,11 +77,18 @@ def agreement_page(
     sort = sort if sort in SORT_COLUMNS else DEFAULT_SORT
     direction = "desc" if dir == "desc" else "asc"
     rows = sort_labelers(report.labelers, sort, direction)
-    kept = {"since": since, "until": until, "labeler": labeler, "gold": gold}
+    kept = {
+        "since": since,
+        "until": until,
+        "labeler": labeler,
+        "gold": gold,
+        "include_imported": "1" if filters.include_imported else "",
+    }
     path = f"/admin/projects/{project.id}/agreement"
+    filtered = {k: v for k, v in kept.items() if v and v != "all"}
     sort_urls = {
         name: f"{path}?" + urlencode({
-            **{k: v for k, v in kept.items() if v and v != "all"},
+            **filtered,
             "sort": name,
             "dir": "desc" if name == sort and direction == "asc" else "asc",
         })
@@ -89,7 +99,8 @@ def agreement_page(
         "project": project,
         "report": report,
         "filters": filters,
-        "form": {"since": since, "until": until, "labeler": labeler, "gold": gold},
+        "form": kept,
+        "include_imported_url": f"{path}?" + urlencode({**filtered, "include_imported": "1"}),
         "filter_error": filter_error,
         # From the whole project whatever the filter: a DISTINCT query, not a second report.
         "labeler_choices": labeler_choices(session=session, project=project),
@@ -133,7 +144,7 @@ def labeler_page(
 ) -> Response:
     project = get_project(session=session, ref=project_id)
     report = project_agreement(session=session, project=project, filters=AgreementFilters())
-    row = next((r for r in report.labelers if r.key == key), None)
+    row = next((r for r in [*report.labelers, *report.imported] if r.key == key), None)
     prompts = side_by_side(session=session, project=project, key=key) if row else []
     return render(
         request,

@@ -7,11 +7,14 @@ each row's ``id`` (to find duplicates) and a 16-byte fingerprint per prompt (to 
 
 Importing the same file again adds nothing twice: a row's prompt is the project's prompt with
 the same ``id``, else (no ``id``) one with the same text; completions are unique per prompt by
-text hash (as the database requires); demonstrations and preferences are recognised by their
-text and the file name they came from. The project's prompts are read once per import, not
-looked up batch by batch: no index covers a prompt's text, and on Postgres a lookup of 1,000
-ids by a generic plan scans the project's prompts, so per-batch lookups made a large import
-quadratic (100,000 rows: minutes instead of seconds).
+text hash (as the database requires); demonstrations are recognised by their text and the file
+name they came from. A preference is recognised by its prompt and its two answers, whichever
+file brought it: a copy of a file under another name adds nothing either (design §10).
+
+The project's prompts are read once per import, not looked up batch by batch: no index covers
+a prompt's text, and on Postgres a lookup of 1,000 ids by a generic plan scans the project's
+prompts, so per-batch lookups made a large import quadratic (100,000 rows: minutes instead of
+seconds).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
-from sqlalchemy import Table, insert, or_, select
+from sqlalchemy import Table, insert, select
 from sqlalchemy.orm import Session
 
 from app.db import Base, utcnow
@@ -49,6 +52,19 @@ from app.projects.models import Project
 BATCH_ROWS = 1000
 BATCH_BYTES = 32 * 1024 * 1024  # rows may be up to 5 MiB each: batches are cut by size too
 SOURCE_CHARS = 180  # of the file name in "import:<name>", leaving room for a "#2" suffix
+IMPORT_LABELER_PREFIX = "import:"  # the external labeler of imported preferences: not a person
+
+
+def is_import_labeler(external: str | None) -> bool:
+    """Whether an external labeler name is an import's pseudo-labeler (``import:<file>``)."""
+    return external is not None and external.startswith(IMPORT_LABELER_PREFIX)
+
+
+def import_file_name(external: str) -> str:
+    """The file an import pseudo-labeler stands for: ``import:hh.jsonl#2`` -> ``hh.jsonl``."""
+    name = external.removeprefix(IMPORT_LABELER_PREFIX)
+    head, hash_, n = name.rpartition("#")
+    return head if hash_ and n.isdigit() else name
 
 
 @dataclass
@@ -67,7 +83,9 @@ class ImportSummary:
     demonstrations_added: int = 0
     demonstrations_duplicate: int = 0
     comparisons_added: int = 0
-    comparisons_duplicate: int = 0
+    comparisons_duplicate: int = 0  # already stored (by this file before, or by another)
+    comparisons_in_other_files: int = 0  # ... of which another file had imported
+    other_files: set[str] = field(default_factory=set)  # the names of those files
 
     @property
     def rows_imported(self) -> int:
@@ -87,6 +105,7 @@ class ImportSummary:
             "demonstrations_duplicate": self.demonstrations_duplicate,
             "comparisons_added": self.comparisons_added,
             "comparisons_duplicate": self.comparisons_duplicate,
+            "comparisons_in_other_files": self.comparisons_in_other_files,
         }
 
 
@@ -264,7 +283,7 @@ class _Writer:
         self.stored_texts = stored_texts
         self.project_id = project.id
         self.summary = summary
-        self.label = f"import:{source_name[:SOURCE_CHARS]}"
+        self.label = f"{IMPORT_LABELER_PREFIX}{source_name[:SOURCE_CHARS]}"
         self.submitter = source_name[:MAX_NAME_CHARS]
         self.now = utcnow()
 
@@ -418,7 +437,11 @@ class _Writer:
     ) -> None:
         """A preference is a K=2 ranking by the external labeler ``import:<file>``. A
         comparison is one per prompt and labeler, so a second, different pair for the same
-        prompt in the same file (HH-RLHF has some) is ranked by ``import:<file>#2``."""
+        prompt in the same file (HH-RLHF has some) is ranked by ``import:<file>#2``.
+
+        A preference already stored by any import (this file's or another's: the same prompt,
+        the same two answers, the same one preferred) is not stored again; answers are one
+        per prompt and text, so the same texts give the same ranking of the same ids."""
         prefs = [
             (row, pid)
             for row, pid in zip(rows, prompt_ids, strict=True)
@@ -426,6 +449,7 @@ class _Writer:
         ]
         if not prefs:
             return
+        # Per prompt: every import pseudo-labeler's ranking (labeler -> ranking).
         rankings: dict[int, dict[str, Any]] = {pid: {} for _, pid in prefs}
         old = set(rankings) & existing
         if old:
@@ -434,10 +458,7 @@ class _Writer:
             ).where(
                 Comparison.prompt_id.in_(old),
                 Comparison.is_latest.is_(True),
-                or_(
-                    Comparison.labeler_external == self.label,
-                    Comparison.labeler_external.startswith(f"{self.label}#", autoescape=True),
-                ),
+                Comparison.labeler_external.startswith(IMPORT_LABELER_PREFIX, autoescape=True),
             )
             for pid, labeler, ranking in self.session.execute(stmt):
                 rankings[pid][labeler] = ranking
@@ -448,8 +469,12 @@ class _Writer:
             rejected = completion_ids[(prompt_id, text_sha256(row.rejected))]
             ranking = [[chosen], [rejected]]
             taken = rankings[prompt_id]
-            if ranking in taken.values():
+            stored_by = next((who for who, r in taken.items() if r == ranking), None)
+            if stored_by is not None:
                 self.summary.comparisons_duplicate += 1
+                if not self._ours(stored_by):
+                    self.summary.comparisons_in_other_files += 1
+                    self.summary.other_files.add(import_file_name(stored_by))
                 continue
             n = 1
             while (labeler := self.label if n == 1 else f"{self.label}#{n}") in taken:
@@ -469,6 +494,11 @@ class _Writer:
         if new:
             self.session.execute(insert(_table(Comparison)), new)
         self.summary.comparisons_added += len(new)
+
+    def _ours(self, labeler: str) -> bool:
+        """Whether a pseudo-labeler is this file's (``import:<file>`` or ``...#<n>``)."""
+        rest = labeler.removeprefix(self.label)
+        return rest != labeler and (not rest or (rest[0] == "#" and rest[1:].isdigit()))
 
 
 def _table(model: type[Base]) -> Table:

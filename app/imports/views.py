@@ -50,7 +50,7 @@ ROW_SHAPES: list[tuple[str, str, dict[str, Any]]] = [
     (
         "Preference",
         "Which of two answers is better; stored as a ranking of the two by the labeler "
-        "import:<file name>.",
+        "import:<file name>. A preference already imported, from any file, is not added again.",
         {"prompt": "Is the sky green?", "chosen": "No, it is usually blue.", "rejected": "Yes."},
     ),
 ]
