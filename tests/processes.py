@@ -12,7 +12,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.conftest import TEST_SECRET
@@ -51,6 +51,7 @@ class Server:
     url: str
     process: subprocess.Popen[str]
     output: str = ""
+    env: dict[str, str] = field(default_factory=dict)  # what `rlhf` needs to reach it
 
 
 @contextmanager
@@ -63,7 +64,7 @@ def serve_with_worker(env: dict[str, str]) -> Iterator[Server]:
         env=env, cwd=CWD, start_new_session=True,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
-    server = Server(url=f"http://127.0.0.1:{port}", process=process)
+    server = Server(url=f"http://127.0.0.1:{port}", process=process, env=env)
     try:
         deadline = time.monotonic() + 60
         while True:

@@ -282,3 +282,28 @@ def test_an_export_of_the_demo_downloads(page, demo_server: Server, tmp_path: Pa
     lines = Path(download_info.value.path()).read_text().splitlines()
     assert len(lines) == manifest["counts"]["train"] >= 6  # a ranking of 4 gives 6 pairs
     assert all({"prompt", "chosen", "rejected"} <= set(json.loads(line)) for line in lines)
+
+
+def test_a_failed_training_job_says_why_first_with_the_traceback_folded(
+    page, demo_server: Server, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """An admin starts an RM job on the demo before anyone ranked: the job page says so in
+    plain words, and the traceback is there only when "Technical details" is opened."""
+    (tmp_path / "not-a-model").mkdir()
+    started = rlhf(demo_server.env, "train", "rm", "1", "--base", str(tmp_path / "not-a-model"))
+    assert started.returncode == 0, started.stderr
+    job_id = started.stdout.split()[1]
+    log_in(page, demo_server, "admin@demo.local", "demo-admin")
+    page.wait_for_url("**/admin")
+    page.goto(f"{demo_server.url}/admin/jobs/{job_id}")
+    status = page.locator("#job-status")
+    status.get_by_text("failed", exact=True).wait_for(timeout=90_000)
+    alert = page.get_by_role("alert")
+    message = alert.locator(".job-error-message").inner_text()
+    assert message.startswith("Failed:") and "Error:" not in message, message
+    assert "no rankings to train a reward model on: rank some answers first" in message
+    traceback = alert.locator(".job-error-detail pre")
+    assert not traceback.is_visible()  # folded
+    alert.get_by_text("Technical details").click()
+    assert traceback.is_visible() and "Traceback" in traceback.inner_text()
+    shot(page, "job-failed")

@@ -89,7 +89,8 @@ def test_a_failing_job_records_the_error(
     assert job.progress == pytest.approx(0.3)
     assert job.error_detail is not None and job.error_detail.startswith("Traceback")
     assert "RuntimeError: the disk is full" in job.error_detail
-    assert job.error_detail in job.log  # the log keeps the traceback too
+    # the log ends with the message; the traceback is kept once, in error_detail
+    assert job.log.endswith(f"failed: {job.error}\n") and "Traceback" not in job.log
 
 
 class NothingToTrainOn(JobFailure, RuntimeError):

@@ -287,13 +287,14 @@ def run_job(
     except Exception as exc:
         log.exception("job %s (%s) failed", job_id, ctx.kind)
         # The message first, in plain words (a JobFailure's own); the traceback apart, folded
-        # below it on the job page, and in the log as before.
+        # below it on the job page; the log ends with the message (stamped like every line).
         detail = traceback.format_exc()
+        message = failure_message(exc)
         finish(
             status=JobStatus.failed,
-            error=failure_message(exc),
+            error=message,
             error_detail=detail,
-            log_line=detail,
+            log_line=f"[{utcnow():%H:%M:%S}] failed: {message}\n",
         )
         return JobStatus.failed
     finish(status=JobStatus.succeeded)
