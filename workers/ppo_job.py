@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import shutil
@@ -218,29 +219,17 @@ def _usable_data(
 ) -> tuple[list[str], list[str], list[Any], dict[str, Any]]:  # fmt: skip
     """The prompts (train and held out) and PPO-ptx demonstrations that fit, under the job's
     long-input policy; what was left out and too small is logged and returned as metrics."""
-    from workers.ml.long_inputs import too_long_message
+    from workers.ml.long_inputs import prepare_splits
     from workers.ml.ppo import fit_prompts
     from workers.ml.sft_train import CompletionCollator, Example, prepare_examples
 
     length, policy = config.max_prompt_length, options.long_answers
-    given = len(prompts)
-    prompts, left_out, cut = fit_prompts(
-        tokenizer, prompts, max_prompt_length=length, long_answers=policy
-    )
-    held_out, held_left_out, held_cut = fit_prompts(
-        tokenizer, held_out, max_prompt_length=length, long_answers=policy
-    )
-    left_out.update(held_left_out)
-    if not prompts:
-        raise TrainingError(
-            too_long_message(
-                what="training prompts",
-                total=given,
-                max_length=length,
-                context=None,
-                left_out=left_out,
-            ).replace("--max-length", "--max-prompt-length")
-        )
+    prompts, held_out, report = prepare_splits(
+        functools.partial(fit_prompts, tokenizer, max_prompt_length=length, long_answers=policy),
+        prompts, held_out, what="training prompts", max_length=length, context=None,
+        error=TrainingError, option="--max-prompt-length",
+    )  # fmt: skip
+    left_out, cut = report.left_out, report.truncated
     demonstrations: list[Any] = []
     if demo_rows:
         collator = CompletionCollator(tokenizer, max_length=length + config.max_new_tokens)
@@ -256,7 +245,7 @@ def _usable_data(
         validation_ratio=options.validation_ratio,
     )  # fmt: skip
     data = report_data(
-        ctx, left_out, warnings, truncated=cut + held_cut,
+        ctx, left_out, warnings, truncated=cut,
         what="prompts and demonstrations",
     )  # fmt: skip
     if data:

@@ -10,9 +10,11 @@ so a job can say in its log and metrics what it did not train on and why.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, TypeVar
+
+T = TypeVar("T")
 
 DROP: Final = "drop"
 TRUNCATE: Final = "truncate"
@@ -84,12 +86,44 @@ def cut_text(tokenizer: Any, text: str, tokens: int) -> str:
 
 
 def too_long_message(
-    *, what: str, total: int, max_length: int, context: int | None, left_out: LeftOut
-) -> str:
+    *, what: str, total: int, max_length: int, context: int | None, left_out: LeftOut,
+    option: str = "--max-length",
+) -> str:  # fmt: skip
     """The error of a job left with nothing to train on: what happened and what to change."""
     reads = f"the model reads up to {context:,} tokens" if context else "the model's context"
     return (
         f"None of the {total:,} {what} can be used: {left_out.describe()}. "
-        f"Use --long-answers truncate to cut long answers to max_length, or raise --max-length "
+        f"Use --long-answers truncate to cut long answers to max_length, or raise {option} "
         f"(now {max_length:,}; {reads})."
     )
+
+
+#: a trainer's long-input step: rows -> (rows kept, what was left out, how many were cut)
+Prepare = Callable[[Sequence[T]], tuple[list[T], LeftOut, int]]
+
+
+def prepare_splits(
+    prepare: Prepare[T], train: Sequence[T], validation: Sequence[T], *, what: str,
+    max_length: int, context: int | None, error: type[Exception],
+    on_data: DataSink | None = None, option: str = "--max-length",
+) -> tuple[list[T], list[T], DataReport]:  # fmt: skip
+    """Both splits through ``prepare``; raises ``error`` (naming the options to change) when no
+    training row is left, else tells ``on_data`` what will be trained on before training."""
+    kept, left_out, cut = prepare(train)
+    held, held_left_out, held_cut = prepare(validation)
+    left_out.update(held_left_out)
+    if not kept:
+        raise error(
+            too_long_message(
+                what=what,
+                total=len(train),
+                max_length=max_length,
+                context=context,
+                left_out=left_out,
+                option=option,
+            )
+        )
+    report = DataReport(len(kept), len(held), left_out, cut + held_cut)
+    if on_data is not None:
+        on_data(report)
+    return kept, held, report

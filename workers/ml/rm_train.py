@@ -16,6 +16,7 @@ add a constraint on the shuffle for no saving.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections import Counter
 from collections.abc import Sequence
@@ -29,11 +30,10 @@ from workers.ml.formatting import format_prompt
 from workers.ml.long_inputs import (
     DROP,
     LONG_ANSWERS,
-    DataReport,
     DataSink,
     LeftOut,
     cut_text,
-    too_long_message,
+    prepare_splits,
 )
 from workers.ml.reward_model import is_causal, load_reward_model, reward_scores
 from workers.ml.rm_loss import kwise_loss
@@ -260,24 +260,11 @@ def train_reward_model(
     disable_dropout(model)
     max_length = fit_max_length(config.max_length, model)
     collator = KwiseCollator(tokenizer, max_length=max_length, causal=is_causal(model.config))
-    given = len(train)
-    train, left_out, cut = prepare_rankings(train, collator, long_answers=config.long_answers)
-    validation, held_left_out, held_cut = prepare_rankings(
-        validation, collator, long_answers=config.long_answers
-    )
-    left_out.update(held_left_out)
-    if not train:
-        raise RewardDataError(
-            too_long_message(
-                what="training rankings",
-                total=given,
-                max_length=max_length,
-                context=context_length(model.config),
-                left_out=left_out,
-            )
-        )
-    if on_data is not None:
-        on_data(DataReport(len(train), len(validation), left_out, cut + held_cut))
+    train, validation, data = prepare_splits(
+        functools.partial(prepare_rankings, collator=collator, long_answers=config.long_answers),
+        train, validation, what="training rankings", max_length=max_length,
+        context=context_length(model.config), error=RewardDataError, on_data=on_data,
+    )  # fmt: skip
 
     class KwiseTrainer(Trainer):
         accuracy_sum, accuracy_n = 0.0, 0
@@ -316,7 +303,7 @@ def train_reward_model(
     )  # fmt: skip
     result = evaluate(model, collator, validation)
     return model, tokenizer, dataclasses.replace(
-        result, train_seconds=seconds, left_out=left_out, truncated=cut + held_cut,
+        result, train_seconds=seconds, left_out=data.left_out, truncated=data.truncated,
         train_rankings=len(train), validation_rankings=len(validation),
         sizes=check_rankings(train),
     )  # fmt: skip

@@ -13,6 +13,7 @@ what the policy is later sampled with, and it would make TRL a runtime dependenc
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -25,10 +26,9 @@ from workers.ml.loading import ModelLoadError, load_causal_lm
 from workers.ml.long_inputs import (
     DROP,
     LONG_ANSWERS,
-    DataReport,
     DataSink,
     LeftOut,
-    too_long_message,
+    prepare_splits,
 )
 from workers.ml.sampling import encode_prompt
 from workers.ml.training import (
@@ -183,24 +183,11 @@ def train_sft(
         raise SftDataError(str(exc)) from exc
     max_length = fit_max_length(config.max_length, model)
     collator = CompletionCollator(tokenizer, max_length=max_length)
-    given = len(train)
-    train, left_out, cut = prepare_examples(train, collator, long_answers=config.long_answers)
-    validation, held_left_out, held_cut = prepare_examples(
-        validation, collator, long_answers=config.long_answers
-    )
-    left_out.update(held_left_out)
-    if not train:
-        raise SftDataError(
-            too_long_message(
-                what="training demonstrations",
-                total=given,
-                max_length=max_length,
-                context=context_length(model.config),
-                left_out=left_out,
-            )
-        )
-    if on_data is not None:
-        on_data(DataReport(len(train), len(validation), left_out, cut + held_cut))
+    train, validation, data = prepare_splits(
+        functools.partial(prepare_examples, collator=collator, long_answers=config.long_answers),
+        train, validation, what="training demonstrations", max_length=max_length,
+        context=context_length(model.config), error=SftDataError, on_data=on_data,
+    )  # fmt: skip
 
     def epoch_figures() -> dict[str, float]:
         if not validation:
@@ -215,6 +202,6 @@ def train_sft(
     )  # fmt: skip
     result = evaluate_sft(model, collator, validation)
     return model, tokenizer, SftEval(
-        loss=result.loss, tokens=result.tokens, train_seconds=seconds, left_out=left_out,
-        truncated=cut + held_cut, train_examples=len(train), validation_examples=len(validation),
+        loss=result.loss, tokens=result.tokens, train_seconds=seconds, left_out=data.left_out,
+        truncated=data.truncated, train_examples=len(train), validation_examples=len(validation),
     )  # fmt: skip
