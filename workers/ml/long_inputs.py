@@ -74,12 +74,14 @@ def cut_text(tokenizer: Any, text: str, tokens: int) -> str:
     if tokens <= 0:
         return ""
     if getattr(tokenizer, "is_fast", False):
-        encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        encoded = tokenizer(
+            text, add_special_tokens=False, return_offsets_mapping=True, verbose=False
+        )
         offsets = encoded["offset_mapping"]
         if len(offsets) <= tokens:
             return text
         return text[: offsets[tokens - 1][1]]
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    ids = tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
     if len(ids) <= tokens:
         return text
     return str(tokenizer.decode(ids[:tokens]))

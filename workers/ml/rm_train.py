@@ -102,7 +102,11 @@ class KwiseCollator:
         """Each ranking's longest answer with its prompt, in tokens (capped at max_length):
         the width its batch pads to."""
         texts = [text for ranking in rankings for text in self.texts(ranking)]
-        ids = self.tokenizer(texts, add_special_tokens=True)["input_ids"] if texts else []
+        ids = (
+            self.tokenizer(texts, add_special_tokens=True, verbose=False)["input_ids"]
+            if texts
+            else []
+        )
         out, at = [], 0
         for ranking in rankings:
             k = len(ranking.answers)
@@ -146,7 +150,9 @@ def prepare_rankings(
         raise RewardDataError(f"long_answers must be one of {', '.join(LONG_ANSWERS)}")
     tokenizer, budget = collator.tokenizer, collator.answer_budget
     answers = [answer for ranking in rankings for answer in ranking.answers]
-    sizes = tokenizer(answers, add_special_tokens=False)["input_ids"] if answers else []
+    sizes = (
+        tokenizer(answers, add_special_tokens=False, verbose=False)["input_ids"] if answers else []
+    )
     limit = f"max_length ({collator.max_length:,} tokens)"
     left_out, cut, at = LeftOut(), 0, 0
     kept: list[Ranking] = []

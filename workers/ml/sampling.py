@@ -107,7 +107,7 @@ def encode_prompt(tokenizer: Any, prompt: str) -> list[int]:
     # would give the model an input it never saw in training.
     add_special = not getattr(tokenizer, "chat_template", None)
     text = format_prompt(tokenizer, prompt)
-    return list(tokenizer(text, add_special_tokens=add_special)["input_ids"])
+    return list(tokenizer(text, add_special_tokens=add_special, verbose=False)["input_ids"])
 
 
 def _encode_prompts(

@@ -80,7 +80,9 @@ class CompletionCollator:
         )
 
     def answer_ids(self, example: Example) -> list[int]:
-        ids = self.tokenizer(example.completion, add_special_tokens=False)["input_ids"]
+        ids = self.tokenizer(example.completion, add_special_tokens=False, verbose=False)[
+            "input_ids"
+        ]
         return [*ids, self.tokenizer.eos_token_id]
 
     def answer_too_long(self, example: Example) -> bool:
