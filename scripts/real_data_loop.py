@@ -118,7 +118,7 @@ def main() -> None:
     run(env, "import", PROJECT, str(alpaca))
 
     rows = [json.loads(line) for line in alpaca.read_text(encoding="utf-8").splitlines()]
-    rng = random.Random(0)  # noqa: S311 - sampling rows, not secrets
+    rng = random.Random(0)  # sampling rows, not secrets
     demos = folder / "demonstrations.jsonl"
     with demos.open("w", encoding="utf-8") as f:
         for row in rng.sample(rows, args.demonstrations):
