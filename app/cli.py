@@ -957,10 +957,11 @@ def agreement(
             )
 
 
-def _job_json(job: Any) -> dict[str, Any]:
-    from app.jobs.schemas import JobOut
+def _job_json(job: Any, *, summary: bool = False) -> dict[str, Any]:
+    from app.jobs.schemas import JobOut, JobSummaryOut
 
-    return JobOut.model_validate(job).model_dump(mode="json")
+    schema = JobSummaryOut if summary else JobOut
+    return schema.model_validate(job).model_dump(mode="json")
 
 
 @jobs_app.command("list")
@@ -972,7 +973,7 @@ def jobs_list(
     from app.jobs.service import list_jobs
 
     with db_session() as session:
-        rows = [_job_json(j) for j in list_jobs(session=session, limit=limit)]
+        rows = [_job_json(j, summary=True) for j in list_jobs(session=session, limit=limit)]
     if json_out:
         print_json(rows)
         return
@@ -1005,9 +1006,10 @@ def jobs_show(
     for key in ("progress_message", "error", "attempts", "created_at", "started_at", "finished_at"):
         if data[key] not in (None, ""):
             typer.echo(f"  {key.replace('_', ' '):<17} {data[key]}")
-    report = {"left_out", "left_out_reasons", "truncated", "data_warnings"}
+    from app.jobs.training import DATA_REPORT_KEYS
+
     for key, value in {**data["metrics"], **data["artifacts"]}.items():
-        if key not in report:
+        if key not in DATA_REPORT_KEYS:
             typer.echo(f"  {key:<17} {value}")
     echo_data_report(data["metrics"])
 

@@ -493,6 +493,27 @@ def test_the_same_preferences_under_another_file_name_add_nothing(
     assert (again.comparisons_in_other_files, again.other_files) == (0, set())
 
 
+def test_the_same_demonstrations_under_another_file_name_add_nothing(
+    session: Session, tmp_path: Path
+) -> None:
+    rows = [{"prompt": "Boil an egg?", "completion": "Nine minutes in boiling water."},
+            {"prompt": "Capital?", "completion": "Canberra."}]  # fmt: skip
+    project = make_project(session)
+    first = run_import(session, project, write_jsonl(tmp_path, rows, name="demos.jsonl"))
+    assert first.demonstrations_added == 2
+    copy = run_import(session, project, write_jsonl(tmp_path, rows, name="demos (1).jsonl"))
+    assert (copy.demonstrations_added, copy.demonstrations_duplicate) == (0, 2)
+    assert count(session, Demonstration, project) == 2
+    # A new answer to the same prompt is a new demonstration, whatever the file.
+    more = [{"prompt": "Capital?", "completion": "Canberra, since 1913."}]
+    assert (
+        run_import(
+            session, project, write_jsonl(tmp_path, more, name="more.jsonl")
+        ).demonstrations_added
+        == 1
+    )
+
+
 def test_the_other_order_or_other_answers_are_a_new_preference(
     session: Session, tmp_path: Path
 ) -> None:

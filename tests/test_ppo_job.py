@@ -230,3 +230,19 @@ def test_a_short_context_policy_fits_its_prompts_and_long_prompts_are_left_out(
     assert _run(session_factory, settings, cut) == JobStatus.succeeded, cut.error
     session.refresh(cut)
     assert cut.metrics["left_out"] == 0 and cut.metrics["truncated"] == 2
+    assert "cut 2 prompts from the left to fit max_prompt_length" in cut.log
+
+    # PPO-ptx whose every demonstration is too long: said, with the options, before training
+    from app.labeling.models import Demonstration
+
+    session.add(Demonstration(prompt_id=long.id, author_id=long.submitter_id,
+                              text="please " * 200))  # fmt: skip
+    session.flush()
+    ptx = _job(session, kinds.TRAIN_PPO, project, policy=str(short), reward=reward.name,
+               ptx_coef=0.5, **params)  # fmt: skip
+    assert _run(session_factory, settings, ptx) == JobStatus.failed
+    session.refresh(ptx)
+    assert ptx.error is not None and ptx.error.startswith(
+        "PPO-ptx (--ptx-coef) has no demonstration to learn from: all 1 are longer than "
+        "max_prompt_length + max_new_tokens (64 tokens). Use --long-answers truncate"
+    )

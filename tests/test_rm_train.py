@@ -55,8 +55,6 @@ def test_the_answer_is_never_cut_the_prompt_is(tiny: Path) -> None:
 def test_bad_rankings_are_refused_with_a_reason() -> None:
     with pytest.raises(RewardDataError, match="no rankings"):
         check_rankings([])
-    with pytest.raises(RewardDataError, match="at least 2 answers"):
-        check_rankings([Ranking("p", ["a"], [0])])
     mixed = [Ranking("p", ["a", "b"], [0, 1]), Ranking("q", ["a", "b", "c"], [0, 1, 2])]
     assert check_rankings(mixed) == {2: 1, 3: 1}
 
@@ -101,22 +99,23 @@ def test_long_answers_are_left_out_of_their_rankings_by_default(tiny: Path) -> N
         Ranking("p", [long, "dog", "please sit"], [0, 1, 2]),  # keeps 2 places
         Ranking("q", [long, "dog"], [0, 1]),  # left with one answer: dropped
         Ranking("r", ["dog", "cat"], [0, 0]),  # all tied: no pair
+        Ranking("s", ["dog"], [0]),  # one answer: no pair either, and no reason to refuse
     ]
     kept, left_out, cut = prepare_rankings(rankings, collator)
     assert [(r.prompt, r.answers, r.places) for r in kept] == [("p", ["dog", "please sit"], [1, 2])]
     assert cut == 0
     assert left_out.metrics() == {
-        "left_out": 3,
+        "left_out": 4,
         "left_out_reasons": {
+            "rankings with fewer than 2 ranked places (no pair)": 2,
             "answers longer than max_length (32 tokens) left out of their rankings": 1,
             "rankings left with fewer than 2 ranked places once answers longer than max_length "
             "(32 tokens) were left out": 1,
-            "rankings with every answer tied (no pair)": 1,
         },
     }
     kept, left_out, cut = prepare_rankings(rankings, collator, long_answers="truncate")
     assert [r.prompt for r in kept] == ["p", "q"]
-    assert cut == 2 and left_out.total == 1  # only the all-tied ranking
+    assert cut == 2 and left_out.total == 2  # only the rankings with no pair
     first = kept[0].answers[0]
     assert long.startswith(first) and 0 < len(first) < len(long)
     assert len(tokenizer(first, add_special_tokens=False)["input_ids"]) <= collator.answer_budget
@@ -132,7 +131,16 @@ def test_a_run_with_every_answer_too_long_fails_naming_the_option(
     long = [Ranking("p", ["cat " * 200, "dog " * 100], [0, 1])] * 4
     with pytest.raises(RewardDataError, match="--long-answers truncate") as error:
         train_reward_model(tiny, long, long, tmp_path, RewardConfig(max_length=32))
-    assert "None of the 4 training rankings can be used" in str(error.value)
+    # the training split's own counts, and the options that would help
+    assert str(error.value).startswith(
+        "None of the 4 training rankings can be used: 4 rankings left with fewer than 2 ranked "
+        "places once answers longer than max_length (32 tokens) were left out. Use "
+        "--long-answers truncate"
+    )
+    ties = [Ranking("p", ["a", "b"], [0, 0])] * 3
+    with pytest.raises(RewardDataError, match="Nothing is left to learn from") as tied:
+        train_reward_model(tiny, ties, ties, tmp_path, RewardConfig(max_length=32))
+    assert "--long-answers" not in str(tied.value)
     config = RewardConfig(max_length=32, long_answers="truncate", epochs=1)
     _model, _tokenizer, result = train_reward_model(tiny, long, long, tmp_path, config)
     assert result.truncated == 16 and result.train_rankings == 4 and result.pairs == 4

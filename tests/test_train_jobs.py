@@ -213,8 +213,9 @@ def test_rankings_of_mixed_sizes_train_in_one_run_and_k_picks_one(
     session.refresh(job)
     metrics = job.metrics
     assert metrics["train_rankings"] + metrics["validation_rankings"] == 9
-    sizes = {int(k): n for k, n in metrics["k"].items()}  # both sizes, in one run
-    assert sum(sizes.values()) == metrics["train_rankings"] and set(sizes) <= {2, 4}
+    assert metrics["k"] is None  # not one size: both, in one run
+    sizes = metrics["rankings_by_k"]
+    assert set(sizes) == {"2", "4"} and sum(sizes.values()) == metrics["train_rankings"]
     assert metrics["left_out"] == 0
 
     picked = _job(session, kinds.TRAIN_RM, project, base=str(tiny), k=4, epochs=1)

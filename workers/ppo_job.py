@@ -227,7 +227,8 @@ def _usable_data(
     prompts, held_out, report = prepare_splits(
         functools.partial(fit_prompts, tokenizer, max_prompt_length=length, long_answers=policy),
         prompts, held_out, what="training prompts", max_length=length, context=None,
-        error=TrainingError, option="--max-prompt-length",
+        error=TrainingError,
+        option="--max-prompt-length (or lower --max-new-tokens: the policy's context holds both)",
     )  # fmt: skip
     left_out, cut = report.left_out, report.truncated
     demonstrations: list[Any] = []
@@ -239,6 +240,13 @@ def _usable_data(
         )  # fmt: skip
         left_out.update(demo_left_out)
         cut += demo_cut
+        if not demonstrations:
+            raise TrainingError(
+                f"PPO-ptx (--ptx-coef) has no demonstration to learn from: all "
+                f"{len(demo_rows):,} are longer than max_prompt_length + max_new_tokens "
+                f"({collator.max_length:,} tokens). Use --long-answers truncate, or turn PPO-ptx "
+                "off (--ptx-coef 0)."
+            )
         ctx.log(f"PPO-ptx: {len(demonstrations):,} demonstrations, ptx_coef {options.ptx_coef:g}")
     warnings = data_warnings(
         what="prompts", train=len(prompts), validation=len(held_out),
@@ -246,7 +254,7 @@ def _usable_data(
     )  # fmt: skip
     data = report_data(
         ctx, left_out, warnings, truncated=cut,
-        what="prompts and demonstrations",
+        cut="prompts from the left to fit max_prompt_length (PPO-ptx demonstrations from the right)",
     )  # fmt: skip
     if data:
         ctx.progress(0.01, "loading the models", **data)

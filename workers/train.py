@@ -199,16 +199,14 @@ def data_warnings(*, what: str, train: int, validation: int, validation_ratio: f
 
 def report_data(
     ctx: JobContext, left_out: Any, warnings: list[str], *, truncated: int = 0,
-    what: str = "answers",
+    cut: str = "answers from the right to fit max_length",
 ) -> dict[str, Any]:  # fmt: skip
     """Log what was left out, cut and too small, and return it as the job's metrics
     (``left_out``, ``left_out_reasons``, ``truncated``, ``data_warnings``)."""
     if left_out:
         ctx.log(f"left out {left_out.total:,}: {left_out.describe()}")
     if truncated:
-        ctx.log(
-            f"cut {truncated:,} {what} from the right to fit max_length (--long-answers truncate)"
-        )
+        ctx.log(f"cut {truncated:,} {cut} (--long-answers truncate)")
     for warning in warnings:
         ctx.log(f"warning: {warning}")
     metrics: dict[str, Any] = left_out.metrics()
@@ -321,9 +319,7 @@ def train_impl(ctx: JobContext) -> None:
             what=what, train=report.train, validation=report.validation,
             validation_ratio=options.validation_ratio,
         )  # fmt: skip
-        data.update(
-            report_data(ctx, left_out, warnings, truncated=report.truncated, what="answers")
-        )
+        data.update(report_data(ctx, left_out, warnings, truncated=report.truncated))
         ctx.log(f"training on {report.train:,} {what}, validating on {report.validation:,}")
         ctx.progress(0.05, f"training on {report.train:,} {what}", **data)
 
@@ -360,13 +356,14 @@ def train_impl(ctx: JobContext) -> None:
             train_reward_model, base_path, train_set, validation_set, checkpoints,
             RewardConfig(**options.trainer_config()), reporter, on_step, resume, on_data,
         )  # fmt: skip
-        # one K, or the sizes trained on together (K -> rankings)
-        k: Any = next(iter(result.sizes)) if len(result.sizes) == 1 else result.sizes
+        # K when every ranking has the same size, else null; the sizes trained on together
+        k = next(iter(result.sizes)) if len(result.sizes) == 1 else None
         metrics = {
             "validation_accuracy": result.accuracy, "validation_margin": result.margin,
             "validation_loss": result.loss, "validation_pairs": result.pairs,
             "reward_mean": result.reward_mean, "reward_std": result.reward_std,
-            "k": k, "train_rankings": result.train_rankings,
+            "k": k, "rankings_by_k": {str(size): n for size, n in result.sizes.items()},
+            "train_rankings": result.train_rankings,
             "validation_rankings": result.validation_rankings,
         }  # fmt: skip
         # PPO normalises scores with these (design §5)

@@ -5,7 +5,8 @@ gold rankings arrive (``project_agreement``).
 Imported preferences are ranked by pseudo-labelers (``import:<file>``), not people (design
 §10): by default the figures, the labelers and the prompts to review are people's alone, and
 each pseudo-labeler gets a row of its own apart (``AgreementReport.imported``), measured
-against the people who ranked the same prompts. ``include_imported`` counts them as raters in
+against the consensus of every other rater of the same prompts (people, other files, and the
+same file's ``#2``). ``include_imported`` counts them as raters in
 the project's figures too. Their answers were never shown to anyone, so position bias leaves
 them out either way."""
 

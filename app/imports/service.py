@@ -7,9 +7,9 @@ each row's ``id`` (to find duplicates) and a 16-byte fingerprint per prompt (to 
 
 Importing the same file again adds nothing twice: a row's prompt is the project's prompt with
 the same ``id``, else (no ``id``) one with the same text; completions are unique per prompt by
-text hash (as the database requires); demonstrations are recognised by their text and the file
-name they came from. A preference is recognised by its prompt and its two answers, whichever
-file brought it: a copy of a file under another name adds nothing either (design §10).
+text hash (as the database requires); a demonstration is recognised by its prompt and text, a
+preference by its prompt and its two answers, whichever file brought them: a copy of a file
+under another name adds nothing either (design §10).
 
 The project's prompts are read once per import, not looked up batch by batch: no index covers
 a prompt's text, and on Postgres a lookup of 1,000 ids by a generic plan scans the project's
@@ -406,7 +406,8 @@ class _Writer:
         old = {pid for _, pid in pairs} & existing
         if old:
             stmt = select(Demonstration.prompt_id, Demonstration.text).where(
-                Demonstration.prompt_id.in_(old), Demonstration.author_external == self.label
+                Demonstration.prompt_id.in_(old),
+                Demonstration.author_external.startswith(IMPORT_LABELER_PREFIX, autoescape=True),
             )
             stored = {(pid, text_sha256(text)) for pid, text in self.session.execute(stmt)}
         new: list[dict[str, Any]] = []

@@ -5,15 +5,17 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from app.deps import ApiAdmin, DbSession
-from app.jobs.schemas import JobOut
+from app.jobs.schemas import JobOut, JobSummaryOut
 from app.jobs.service import get_job, list_jobs
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
 
-@router.get("", response_model=list[JobOut])
-def api_list_jobs(session: DbSession, user: ApiAdmin, limit: int = 50) -> list[JobOut]:
-    return [JobOut.model_validate(j) for j in list_jobs(session=session, limit=min(limit, 500))]
+@router.get("", response_model=list[JobSummaryOut])
+def api_list_jobs(session: DbSession, user: ApiAdmin, limit: int = 50) -> list[JobSummaryOut]:
+    return [
+        JobSummaryOut.model_validate(j) for j in list_jobs(session=session, limit=min(limit, 500))
+    ]
 
 
 @router.get("/{job_id}", response_model=JobOut)

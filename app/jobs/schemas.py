@@ -8,7 +8,9 @@ from pydantic import BaseModel, ConfigDict
 from app.jobs.models import JobStatus
 
 
-class JobOut(BaseModel):
+class JobSummaryOut(BaseModel):
+    """A job in a list: everything but the traceback of a failure (up to 50k characters)."""
+
     model_config = ConfigDict(from_attributes=True)
 
     id: int
@@ -21,8 +23,13 @@ class JobOut(BaseModel):
     metrics: dict[str, Any]
     artifacts: dict[str, Any]
     error: str | None
-    error_detail: str | None  # the traceback of an unexpected error, or of a JobFailure
     attempts: int
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+
+
+class JobOut(JobSummaryOut):
+    """One job, with the traceback of a failure (``error`` says it in plain words)."""
+
+    error_detail: str | None

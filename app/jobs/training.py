@@ -17,6 +17,9 @@ SFT: Final = "sft"
 RM: Final = "rm"
 PPO: Final = "ppo"
 KINDS: Final = (SFT, RM)
+#: what a training job says of its data in its metrics (design §10): shown as a note on the
+#: job page and by the CLI, not as figures
+DATA_REPORT_KEYS: Final = frozenset({"left_out", "left_out_reasons", "truncated", "data_warnings"})
 #: the fields the trainer's config takes (workers/ml/training.py)
 TRAINER_FIELDS: Final = (
     "epochs", "batch_size", "learning_rate", "max_length", "seed", "logging_steps",

@@ -21,6 +21,7 @@ from app.jobs.service import (
     step_samples,
     step_series,
 )
+from app.jobs.training import DATA_REPORT_KEYS
 from app.web.charts import metric_chart
 from app.web.templating import render
 
@@ -54,18 +55,26 @@ class DataNotes:
     left out, by reason, and its warnings (too little data to learn or validate on). The page
     shows them in words above the charts, not in the metrics list."""
 
-    KEYS: ClassVar[frozenset[str]] = frozenset({"left_out", "left_out_reasons", "data_warnings"})
+    KEYS: ClassVar[frozenset[str]] = DATA_REPORT_KEYS
 
     left_out: int = 0
     reasons: tuple[tuple[str, int], ...] = ()
     warnings: tuple[str, ...] = ()
+    truncated: int = 0  # answers or prompts cut to fit (--long-answers truncate)
+
+    @property
+    def too_long(self) -> bool:
+        """Some rows were left out for their length (the long-input options would help)."""
+        return any("longer than" in reason for reason, _ in self.reasons)
 
     @classmethod
     def of(cls, metrics: dict[str, Any]) -> DataNotes:
         left_out = metrics.get("left_out")
         reasons = metrics.get("left_out_reasons")
         warnings = metrics.get("data_warnings")
+        truncated = metrics.get("truncated")
         return cls(
+            truncated=truncated if type(truncated) is int and truncated > 0 else 0,
             left_out=left_out if type(left_out) is int and left_out > 0 else 0,
             reasons=tuple((str(r), n) for r, n in reasons.items() if isinstance(n, int) and n)
             if isinstance(reasons, dict)

@@ -64,8 +64,15 @@ class DataReport:
 DataSink = Callable[[DataReport], None]
 
 
-def long_answer_reason(max_length: int) -> str:
-    return f"answers longer than max_length ({max_length:,} tokens) left out"
+def too_long(what: str, max_length: int, *, limit: str = "max_length") -> str:
+    """The reason text for rows too long to fit, e.g. "prompts longer than max_prompt_length
+    (256 tokens)": every such reason says "longer than", which the advice looks for."""
+    return f"{what} longer than {limit} ({max_length:,} tokens)"
+
+
+def check_policy(long_answers: str, error: type[Exception]) -> None:
+    if long_answers not in LONG_ANSWERS:
+        raise error(f"long_answers must be one of {', '.join(LONG_ANSWERS)}, not {long_answers!r}")
 
 
 def cut_text(tokenizer: Any, text: str, tokens: int) -> str:
@@ -87,16 +94,19 @@ def cut_text(tokenizer: Any, text: str, tokens: int) -> str:
     return str(tokenizer.decode(ids[:tokens]))
 
 
-def too_long_message(
+def nothing_left_message(
     *, what: str, total: int, max_length: int, context: int | None, left_out: LeftOut,
     option: str = "--max-length",
 ) -> str:  # fmt: skip
-    """The error of a job left with nothing to train on: what happened and what to change."""
+    """The error of a job left with nothing to train on: what was left out of the training
+    rows, and what to change (the long-input options when rows were too long)."""
+    said = f"None of the {total:,} {what} can be used: {left_out.describe()}."
+    if not any("longer than" in reason for reason in left_out.reasons):
+        return f"{said} Nothing is left to learn from: add data."
     reads = f"the model reads up to {context:,} tokens" if context else "the model's context"
     return (
-        f"None of the {total:,} {what} can be used: {left_out.describe()}. "
-        f"Use --long-answers truncate to cut long answers to max_length, or raise {option} "
-        f"(now {max_length:,}; {reads})."
+        f"{said} Use --long-answers truncate to cut what is too long instead, or raise "
+        f"{option} (now {max_length:,}; {reads})."
     )
 
 
@@ -112,11 +122,9 @@ def prepare_splits(
     """Both splits through ``prepare``; raises ``error`` (naming the options to change) when no
     training row is left, else tells ``on_data`` what will be trained on before training."""
     kept, left_out, cut = prepare(train)
-    held, held_left_out, held_cut = prepare(validation)
-    left_out.update(held_left_out)
     if not kept:
         raise error(
-            too_long_message(
+            nothing_left_message(
                 what=what,
                 total=len(train),
                 max_length=max_length,
@@ -125,6 +133,8 @@ def prepare_splits(
                 option=option,
             )
         )
+    held, held_left_out, held_cut = prepare(validation)
+    left_out.update(held_left_out)
     report = DataReport(len(kept), len(held), left_out, cut + held_cut)
     if on_data is not None:
         on_data(report)

@@ -41,7 +41,7 @@ from typing import Any
 
 import torch
 
-from workers.ml.long_inputs import DROP, LONG_ANSWERS, LeftOut
+from workers.ml.long_inputs import DROP, LeftOut, check_policy, too_long
 from workers.ml.ppo_math import (
     KLController,
     entropy_from_logits,
@@ -109,15 +109,12 @@ def fit_prompts(
     """The prompts a rollout can start from, what was left out and how many will be cut: a
     prompt longer than ``max_prompt_length`` tokens is left out (``drop``) or kept, to be cut
     from the left when it is encoded (``truncate``), the long-input policy of design §10."""
-    if long_answers not in LONG_ANSWERS:
-        raise PPOError(f"long_answers must be one of {', '.join(LONG_ANSWERS)}")
+    check_policy(long_answers, PPOError)
     kept, left_out, cut = [], LeftOut(), 0
     for prompt in prompts:
         if len(encode_prompt(tokenizer, prompt)) > max_prompt_length:
             if long_answers == DROP:
-                left_out.add(
-                    f"prompts longer than max_prompt_length ({max_prompt_length:,} tokens)"
-                )
+                left_out.add(too_long("prompts", max_prompt_length, limit="max_prompt_length"))
                 continue
             cut += 1
         kept.append(prompt)

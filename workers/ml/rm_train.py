@@ -29,11 +29,12 @@ import torch
 from workers.ml.formatting import format_prompt
 from workers.ml.long_inputs import (
     DROP,
-    LONG_ANSWERS,
     DataSink,
     LeftOut,
+    check_policy,
     cut_text,
     prepare_splits,
+    too_long,
 )
 from workers.ml.reward_model import is_causal, load_reward_model, reward_scores
 from workers.ml.rm_loss import kwise_loss
@@ -60,14 +61,12 @@ class Ranking:
 
 def check_rankings(rankings: Sequence[Ranking]) -> dict[int, int]:
     """How many rankings there are of each size (K -> count); raises ``RewardDataError`` when
-    there are none or one has fewer than 2 answers. Sizes may differ: a batch pads to its
-    largest K and masks the rest (InstructGPT trained on K = 4..9 together)."""
+    there are none. Sizes may differ: a batch pads to its largest K and masks the rest
+    (InstructGPT trained on K = 4..9 together); a ranking with fewer than two places is left
+    out by ``prepare_rankings``, never a reason to refuse the others."""
     if not rankings:
         raise RewardDataError("there are no rankings to train on: rank some answers first")
-    sizes = Counter(len(r.answers) for r in rankings)
-    if min(sizes) < 2:
-        raise RewardDataError("a ranking needs at least 2 answers")
-    return dict(sorted(sizes.items()))
+    return dict(sorted(Counter(len(r.answers) for r in rankings).items()))
 
 
 def by_ranking(scores: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -146,14 +145,13 @@ def prepare_rankings(
     many answers were cut. An answer longer than ``collator.answer_budget`` tokens is left out
     of its ranking (``drop``) or cut from the right (``truncate``); a ranking left with fewer
     than two places (nothing to compare) is left out whole."""
-    if long_answers not in LONG_ANSWERS:
-        raise RewardDataError(f"long_answers must be one of {', '.join(LONG_ANSWERS)}")
+    check_policy(long_answers, RewardDataError)
     tokenizer, budget = collator.tokenizer, collator.answer_budget
     answers = [answer for ranking in rankings for answer in ranking.answers]
     sizes = (
         tokenizer(answers, add_special_tokens=False, verbose=False)["input_ids"] if answers else []
     )
-    limit = f"max_length ({collator.max_length:,} tokens)"
+    answers_too_long = too_long("answers", collator.max_length)
     left_out, cut, at = LeftOut(), 0, 0
     kept: list[Ranking] = []
     for ranking in rankings:
@@ -170,11 +168,11 @@ def prepare_rankings(
             places.append(place)
         if len(set(places)) < 2:
             left_out.add(
-                f"rankings left with fewer than 2 ranked places once answers longer than {limit} "
-                "were left out" if dropped else "rankings with every answer tied (no pair)"
+                f"rankings left with fewer than 2 ranked places once {answers_too_long} were "
+                "left out" if dropped else "rankings with fewer than 2 ranked places (no pair)"
             )  # fmt: skip
             continue
-        left_out.add(f"answers longer than {limit} left out of their rankings", dropped)
+        left_out.add(f"{answers_too_long} left out of their rankings", dropped)
         kept.append(Ranking(prompt=ranking.prompt, answers=texts, places=places))
     return kept, left_out, cut
 
@@ -260,7 +258,7 @@ def train_reward_model(
     model, its tokenizer and the final validation figures. The model is not saved here."""
     from transformers import Trainer, set_seed
 
-    check_rankings([*train, *validation])
+    check_rankings(train)
     set_seed(config.seed)
     model, tokenizer = load_reward_model(base)
     disable_dropout(model)

@@ -25,10 +25,11 @@ import torch
 from workers.ml.loading import ModelLoadError, load_causal_lm
 from workers.ml.long_inputs import (
     DROP,
-    LONG_ANSWERS,
     DataSink,
     LeftOut,
+    check_policy,
     prepare_splits,
+    too_long,
 )
 from workers.ml.sampling import encode_prompt
 from workers.ml.training import (
@@ -116,15 +117,12 @@ def prepare_examples(
     """The demonstrations that fit ``collator.max_length`` (at least one prompt token beside
     the answer and EOS), what was left out and how many were cut: a longer one is left out
     (``drop``) or kept and cut from the right by the collator (``truncate``)."""
-    if long_answers not in LONG_ANSWERS:
-        raise SftDataError(f"long_answers must be one of {', '.join(LONG_ANSWERS)}")
+    check_policy(long_answers, SftDataError)
     left_out, kept, cut = LeftOut(), [], 0
     for example in examples:
         if collator.answer_too_long(example):
             if long_answers == DROP:
-                left_out.add(
-                    f"demonstrations longer than max_length ({collator.max_length:,} tokens)"
-                )
+                left_out.add(too_long("demonstrations", collator.max_length))
                 continue
             cut += 1
         kept.append(example)
