@@ -211,7 +211,7 @@ def real(args: argparse.Namespace, tmp: Path) -> None:
         )  # fmt: skip
         session.commit()
         job_id = job.id
-    print(f"\nreal data: {DATA.name} imported ({summary.imported} rows), RM job with defaults")
+    print(f"\nreal data: {DATA.name} imported ({summary.rows_imported} rows), RM job with defaults")
     start = time.perf_counter()
     status = run_job(job_id=job_id, session_factory=factory, settings=settings)
     ours_wall = time.perf_counter() - start
