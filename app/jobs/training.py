@@ -97,7 +97,7 @@ class TrainOptions:
     epochs: float = 1.0
     batch_size: int = 8  # sft: demonstrations; rm: prompts (x K answers each)
     learning_rate: float = 5e-5
-    max_length: int = 256
+    max_length: int = 1024  # capped at the model's context (the CLI's default too)
     seed: int = 0
     logging_steps: int = 10
     save_steps: int = 50  # a checkpoint every n steps: a lost worker resumes from the last
