@@ -287,10 +287,13 @@ def test_an_export_of_the_demo_downloads(page, demo_server: Server, tmp_path: Pa
 def test_a_failed_training_job_says_why_first_with_the_traceback_folded(
     page, demo_server: Server, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]
-    """An admin starts an RM job on the demo before anyone ranked: the job page says so in
+    """An admin starts an RM job on a project nobody ranked in yet: the job page says so in
     plain words, and the traceback is there only when "Technical details" is opened."""
     (tmp_path / "not-a-model").mkdir()
-    started = rlhf(demo_server.env, "train", "rm", "1", "--base", str(tmp_path / "not-a-model"))
+    created = rlhf(demo_server.env, "projects", "create", "Nothing ranked yet")
+    assert created.returncode == 0, created.stderr
+    started = rlhf(demo_server.env, "train", "rm", created.stdout.strip(), "--base",
+                   str(tmp_path / "not-a-model"))  # fmt: skip
     assert started.returncode == 0, started.stderr
     job_id = started.stdout.split()[1]
     log_in(page, demo_server, "admin@demo.local", "demo-admin")
