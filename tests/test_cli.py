@@ -22,10 +22,19 @@ def cli_env(tmp_path: Path) -> dict[str, str]:
 
 
 def test_every_command_has_help(cli_env: dict[str, str]) -> None:
+    """`rlhf --help` as a process; every command's help in this one (typer's runner renders
+    the same text, without a process start per command)."""
+    from typer.testing import CliRunner
+
+    from app.cli import app
+
+    result = rlhf(cli_env, "--help")
+    assert result.returncode == 0 and "Usage:" in result.stdout, result.stderr
+    runner = CliRunner()
     for command in COMMANDS:
-        result = rlhf(cli_env, *command, "--help")
-        assert result.returncode == 0, (command, result.stderr)
-        assert "Usage:" in result.stdout, command
+        shown = runner.invoke(app, [*command, "--help"], env=cli_env)
+        assert shown.exit_code == 0, (command, shown.output)
+        assert "Usage:" in shown.output, command
 
 
 def test_a_whole_session(cli_env: dict[str, str]) -> None:
@@ -63,29 +72,28 @@ def test_demo_seeds_once_and_can_run_again(cli_env: dict[str, str]) -> None:
     assert data["counts"]["completions"] == 4 * data["counts"]["rankable_prompts"]
 
 
-@pytest.mark.parametrize(
-    ("args", "message"),
-    [
-        (["projects", "show", "nope"], "error: no project 'nope'"),
-        (["jobs", "show", "42"], "error: no job 42"),
-        (["projects", "create", "Twice"], "error: a project named 'Twice' already exists"),
-        (["worker", "--queues", "gpu"], "error: unknown queue(s) gpu; known: default, train"),
-        (
-            ["projects", "create", "2024"],
-            "error: a project name cannot be only digits (it would read as an id)",
-        ),
-        (["projects", "create", "x" * 201], "error: a project name has at most 200 characters"),
-    ],
-)
-def test_bad_input_is_one_line_and_exit_2(
-    cli_env: dict[str, str], args: list[str], message: str
-) -> None:
+BAD_INPUT = [
+    (["projects", "show", "nope"], "error: no project 'nope'"),
+    (["jobs", "show", "42"], "error: no job 42"),
+    (["projects", "create", "Twice"], "error: a project named 'Twice' already exists"),
+    (["worker", "--queues", "gpu"], "error: unknown queue(s) gpu; known: default, train"),
+    (
+        ["projects", "create", "2024"],
+        "error: a project name cannot be only digits (it would read as an id)",
+    ),
+    (["projects", "create", "x" * 201], "error: a project name has at most 200 characters"),
+]
+
+
+def test_bad_input_is_one_line_and_exit_2(cli_env: dict[str, str]) -> None:
+    # one database for every case (each command is still a process of its own)
     rlhf(cli_env, "db", "upgrade")
     rlhf(cli_env, "projects", "create", "Twice")
-    result = rlhf(cli_env, *args)
-    assert result.returncode == 2
-    assert result.stderr.strip() == message
-    assert "Traceback" not in result.stderr
+    for args, message in BAD_INPUT:
+        result = rlhf(cli_env, *args)
+        assert result.returncode == 2, (args, result.stderr)
+        assert result.stderr.strip() == message
+        assert "Traceback" not in result.stderr
 
 
 @pytest.mark.parametrize(
