@@ -44,7 +44,7 @@ from app.labeling.models import (
     Prompt,
     TaskKind,
 )
-from app.labeling.queue import _taken
+from app.labeling.queue import has_free_slot
 from app.labeling.service import submit_demonstration, submit_ranking
 from app.projects.models import Project
 
@@ -156,7 +156,9 @@ def _has_free_slot(*, session: Session, project: Project, prompt: Prompt) -> boo
     """The queue's test (design §4): fewer than ``overlap`` submitted tasks plus live leases."""
     if prompt.rank_full:
         return False
-    return (session.scalar(_taken(prompt.id, utcnow())) or 0) < project.overlap
+    return has_free_slot(
+        session=session, prompt_id=prompt.id, overlap=project.overlap, now=utcnow()
+    )
 
 
 def _demonstrate(

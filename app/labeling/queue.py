@@ -150,6 +150,11 @@ def _taken(prompt_id: Any, now: Any) -> Select[int]:
     )
 
 
+def has_free_slot(*, session: Session, prompt_id: int, overlap: int, now: Any) -> bool:
+    """The prompt has fewer than ``overlap`` submitted rank tasks plus live leases (design §4)."""
+    return (session.scalar(_taken(prompt_id, now)) or 0) < overlap
+
+
 @functools.cache
 def _pick_statement(kind: TaskKind, gold: bool, postgres: bool) -> Select[Prompt]:
     stmt = select(Prompt).where(*_eligible(kind=kind, gold=gold)).order_by(Prompt.id).limit(1)
@@ -184,7 +189,7 @@ def _pick(
         # The row lock is ours now. Under READ COMMITTED the slot count above may predate a
         # lease committed while we waited for the row, so count again with a fresh snapshot
         # (every lease and submit of this prompt holds the same row lock).
-        if (session.scalar(_taken(prompt.id, now)) or 0) < project.overlap:
+        if has_free_slot(session=session, prompt_id=prompt.id, overlap=project.overlap, now=now):
             return prompt
         passed.append(prompt.id)
     return None
