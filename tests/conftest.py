@@ -133,3 +133,60 @@ async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 @pytest.fixture(params=_broker_params())
 def broker_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return str(request.param)
+
+
+# --- browser tests (tests/browser.py) ---------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def demo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """The demo served by `rlhf serve --with-worker`, exactly as `make run` starts it; one for
+    every browser test of the session."""
+    from tests.processes import rlhf, rlhf_env, serve_with_worker
+
+    tmp = tmp_path_factory.mktemp("browser")
+    env = rlhf_env(f"sqlite:///{tmp / 'demo.db'}", tmp / "var", RLHF_DEMO_MODE="1")
+    for args in (["db", "upgrade"], ["demo"]):
+        result = rlhf(env, *args)
+        assert result.returncode == 0, result.stderr
+    with serve_with_worker(env) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Iterator[object]:
+    from playwright.sync_api import sync_playwright
+
+    from tests.browser import CHROMIUM, CHROMIUM_ARGS
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(chromium: object) -> Iterator[object]:
+    """A desktop page (1280x800) in a fresh context; fails the test on any script error or
+    Content-Security-Policy violation."""
+    from tests.browser import DESKTOP, watch_errors
+
+    context = chromium.new_context(viewport=DESKTOP)  # type: ignore[attr-defined]
+    page = context.new_page()
+    errors = watch_errors(page)
+    yield page
+    context.close()
+    assert errors == [], errors  # no script errors, nothing blocked by the CSP
+
+
+@pytest.fixture
+def phone(chromium: object) -> Iterator[object]:
+    """A 390x844 touch page in a fresh context, checked like `page`."""
+    from tests.browser import PHONE, watch_errors
+
+    context = chromium.new_context(**PHONE)  # type: ignore[attr-defined]
+    page = context.new_page()
+    errors = watch_errors(page)
+    yield page
+    context.close()
+    assert errors == [], errors

@@ -4,70 +4,12 @@ the demo served by `rlhf serve --with-worker`, exactly as `make run` starts it."
 from __future__ import annotations
 
 import re
-import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
+from tests.browser import BROWSER_MARKS, log_in, log_out, prompt_text, shot
+from tests.processes import Server, rlhf
 
-from tests.processes import Server, rlhf, rlhf_env, serve_with_worker
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.browser,
-    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed"),
-]
-CHROMIUM_ARGS = [
-    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def demo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    tmp = tmp_path_factory.mktemp("browser")
-    env = rlhf_env(f"sqlite:///{tmp / 'demo.db'}", tmp / "var", RLHF_DEMO_MODE="1")
-    for command in (["db", "upgrade"], ["demo"]):
-        result = rlhf(env, *command)
-        assert result.returncode == 0, result.stderr
-    with serve_with_worker(env) as server:
-        yield server
-
-
-@pytest.fixture
-def page(demo_server: Server) -> Iterator[object]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 800})
-        errors: list[str] = []
-        # Name the file and line of any Content-Security-Policy violation.
-        page.add_init_script(
-            "document.addEventListener('securitypolicyviolation', e => console.error("
-            "'CSP violation', e.violatedDirective, e.sourceFile, e.lineNumber, e.sample, Array.from(document.querySelectorAll('[style]')).map(x => x.tagName + '#' + x.id + '.' + x.className + ' ' + x.getAttribute('style')).join('; ')))"
-        )
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
-        page.on(
-            "console",
-            lambda msg: (
-                errors.append(msg.text)
-                if msg.type == "error"
-                and ("Content Security Policy" in msg.text or "CSP" in msg.text)
-                else None
-            ),
-        )
-        yield page
-        browser.close()
-        assert errors == [], errors  # no script errors, nothing blocked by the CSP
-
-
-def log_in(page, server: Server, email: str, password: str) -> None:  # type: ignore[no-untyped-def]
-    page.goto(f"{server.url}/login")
-    page.get_by_label("Email").fill(email)
-    page.get_by_label("Password").fill(password)
-    page.get_by_role("button", name="Sign in").click()
+pytestmark = BROWSER_MARKS
 
 
 def test_wrong_password_then_labeler_home(page, demo_server: Server) -> None:  # type: ignore[no-untyped-def]
@@ -97,18 +39,6 @@ def test_admin_runs_a_self_check_and_watches_it_finish(page, demo_server: Server
     page.wait_for_url("**/login")
 
 
-ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts" / "screenshots"
-
-
-def shot(page, name: str) -> None:  # type: ignore[no-untyped-def]
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
-
-
-def prompt_text(page) -> str:  # type: ignore[no-untyped-def]
-    return page.inner_text(".prompt-text").strip()
-
-
 def test_a_labelers_session_with_the_keyboard(page, demo_server: Server) -> None:  # type: ignore[no-untyped-def]
     log_in(page, demo_server, "labeler1@demo.local", "demo-labeler")
     page.wait_for_url("**/home")
@@ -130,23 +60,21 @@ def test_a_labelers_session_with_the_keyboard(page, demo_server: Server) -> None
     page.goto(f"{demo_server.url}/projects/1/rank")
     page.wait_for_selector("#rank-form")
     first_prompt = prompt_text(page)
-    submit = page.locator("[data-submit]")
-    assert submit.is_disabled()  # refused until the ranking is complete
-    page.keyboard.press("j")  # answer B
-    page.keyboard.press("1")  # B first; focus moves on to the next unranked answer (C)
-    page.keyboard.press("k")
-    page.keyboard.press("k")  # back to A
-    page.keyboard.press("2")
-    page.keyboard.press("3")  # C
-    page.keyboard.press("k")
-    page.keyboard.press("j")  # D (focus returns to the first unranked one)
+    # Each key does one thing: J/K select an answer, a number gives it that place.
+    page.keyboard.press("2")  # A (selected first) second
+    page.keyboard.press("j")  # B
+    page.keyboard.press("1")  # B first
+    page.keyboard.press("j")  # C
+    page.keyboard.press("3")
+    page.keyboard.press("j")  # D
     page.keyboard.press("3")  # D ties with C
     assert page.inner_text("#rank-order").split() == ["B", "A", "C", "=", "D"]
     answer_b = page.locator(".answer").nth(1)
     answer_b.focus()
-    page.keyboard.press("Shift+Digit6")  # rate B 6/7
+    page.keyboard.press("Shift+Digit6")  # rate B 6/7, folded line says so
+    assert "rated 6/7" in answer_b.locator(".answer-extra summary").inner_text()
+    answer_b.locator(".answer-extra summary").click()
     answer_b.locator("input[type=checkbox]").first.check()  # flag B
-    assert submit.is_enabled()
     shot(page, "labeling-rank-filled")
     page.keyboard.press("Control+Enter")
     page.wait_for_selector(".toast:has-text('Ranking saved.')")
@@ -167,35 +95,23 @@ def test_a_labelers_session_with_the_keyboard(page, demo_server: Server) -> None
     shot(page, "labeling-rank-next")
 
 
-def test_a_second_labeler_on_a_phone(demo_server: Server) -> None:
+def test_a_second_labeler_on_a_phone(phone, demo_server: Server) -> None:  # type: ignore[no-untyped-def]
     """Taps, no keyboard, a narrow screen; never served the first labeler's finished task
     when the prompt needs only one ranking."""
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(
-            viewport={"width": 390, "height": 844}, has_touch=True, is_mobile=True
-        )
-        log_in(page, demo_server, "labeler2@demo.local", "demo-labeler")
-        page.wait_for_url("**/home")
-        page.goto(f"{demo_server.url}/projects/1/rank")
-        page.wait_for_selector("#rank-form")
-        seen = prompt_text(page)
-        for place, answer in enumerate(page.locator(".answer").all(), start=1):
-            answer.locator(f".rank-choice:has-text('{place}')").tap()
-        shot(page, "labeling-rank-phone")
-        width = page.evaluate("document.documentElement.scrollWidth")
-        assert width <= 390, f"the page scrolls sideways ({width}px)"
-        page.locator("[data-submit]").tap()
-        page.wait_for_selector(".toast:has-text('Ranking saved.')")
-        assert prompt_text(page) != seen
-        browser.close()
-
-
-def log_out(page) -> None:  # type: ignore[no-untyped-def]
-    page.click("form[action='/logout'] button")
-    page.wait_for_url("**/login")
+    page = phone
+    log_in(page, demo_server, "labeler2@demo.local", "demo-labeler")
+    page.wait_for_url("**/home")
+    page.goto(f"{demo_server.url}/projects/1/rank")
+    page.wait_for_selector("#rank-form")
+    seen = prompt_text(page)
+    for place, answer in enumerate(page.locator(".answer").all(), start=1):
+        answer.locator(f".rank-choice:has-text('{place}')").tap()
+    shot(page, "labeling-rank-phone")
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 390, f"the page scrolls sideways ({width}px)"
+    page.locator("[data-submit]").tap()
+    page.wait_for_selector(".toast:has-text('Ranking saved.')")
+    assert prompt_text(page) != seen
 
 
 def test_agreement_after_two_labelers_rank(page, demo_server: Server) -> None:  # type: ignore[no-untyped-def]

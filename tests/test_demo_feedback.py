@@ -115,9 +115,15 @@ def test_simulated_labelers_keep_the_queue_rules_on_a_demo_being_labeled(
     run_out = _lease(session, project, second, TaskKind.rank)
     assert run_out.prompt.id == prompt_2
     run_out.assignment.expires_at = utcnow() - timedelta(hours=1)  # second's lease ran out
-    # Demonstrations: first skips prompt 1's and holds prompt 2's.
+    # Demonstrations: first skips the prompts without answers (the queue serves them first)
+    # and prompt 1's, and holds prompt 2's.
     skipped_demo = _lease(session, project, first, TaskKind.demonstration)
-    assert skipped_demo.prompt.id == prompt_1
+    unanswered = 0
+    while not skipped_demo.prompt.completions:
+        skip_task(session=session, assignment_id=skipped_demo.id, labeler=first, reason="unsure")
+        unanswered += 1
+        skipped_demo = _lease(session, project, first, TaskKind.demonstration)
+    assert unanswered == 4 and skipped_demo.prompt.id == prompt_1
     skip_task(session=session, assignment_id=skipped_demo.id, labeler=first, reason="unsure")
     held_demo = _lease(session, project, first, TaskKind.demonstration)
     assert held_demo.prompt.id == prompt_2
@@ -180,3 +186,36 @@ def test_simulated_labelers_keep_the_queue_rules_on_a_demo_being_labeled(
     assert [(d.author_id, d.assignment_id) for d in demo_2] == [(first.id, held_demo.id)]
     assert session.get_one(Assignment, held_demo.id).state == AssignmentState.submitted
     assert done.demonstrations == len(demo_prompts) == 12
+
+
+def test_the_readme_counts_the_demo_as_a_labeler_sees_it(session: Session) -> None:
+    """The README's numbers for a fresh demo are what a labeler's queues hold."""
+    import re
+    from pathlib import Path
+
+    from app.labeling.queue import count_available
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    said = re.search(
+        r"has (\d+) prompts: (\d+) with K = 4 answers each\s.*?and (\d+) without answers yet\. "
+        r"All (\d+)\s+await a demonstration",
+        readme,
+        re.S,
+    )
+    assert said, "the README no longer counts the demo's prompts"
+    total, answered, unanswered, awaiting = map(int, said.groups())
+    summary = seed_demo(session=session, fixed_passwords=True)
+    project = session.get_one(Project, summary.project_id)
+    labeler = get_user_by_email(session=session, email=DEMO_LABELERS[0])
+    assert labeler is not None
+    queue = {
+        kind: count_available(session=session, project=project, labeler=labeler, kind=kind)
+        for kind in TaskKind
+    }
+    assert queue[TaskKind.demonstration] == awaiting == total == answered + unanswered
+    assert queue[TaskKind.rank] == answered
+    first = lease_next_task(
+        session=session, project=project, labeler=labeler, kind=TaskKind.demonstration,
+        lease_for=timedelta(minutes=30),
+    )  # fmt: skip
+    assert first is not None and not first.prompt.completions  # an unanswered one first

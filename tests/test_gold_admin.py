@@ -225,7 +225,7 @@ async def test_incomplete_or_wrong_ranking_is_refused_inline(
     assert not re.search(rf'name="rank_{d}" value="\d" checked', r.text)
 
     r = await client.post(url, data={"csrf_token": token})
-    assert r.status_code == 422 and "answers A, B, C, D have none yet" in visible_text(r.text)
+    assert r.status_code == 422 and "answers A, B, C and D have none yet" in visible_text(r.text)
     for bad in ("5", "0", "x", "\u00b2"):  # out of range, not a number, a superscript digit
         form = {"csrf_token": token, f"rank_{a}": bad, f"rank_{b}": "1", f"rank_{c}": "2", f"rank_{d}": "3"}  # fmt: skip
         r = await client.post(url, data=form)

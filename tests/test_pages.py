@@ -58,7 +58,7 @@ async def test_guidelines_are_rendered_markdown_without_raw_html(
     session.flush()
     await login(client, make_user(session))
     page = (await client.get(f"/projects/{project.id}/guidelines")).text
-    assert "<h1>Rules</h1>" in page
+    assert '<h1 dir="auto">Rules</h1>' in page
     assert "<strong>Rank</strong>" in page
     assert "<img" not in page
     assert (await client.get("/projects/999999/guidelines")).status_code == 404

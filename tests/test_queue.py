@@ -348,6 +348,28 @@ def test_demonstrations_queue_with_draft_that_survives_a_lost_lease(session: Ses
     assert lease(session, project, make_user(session), TaskKind.demonstration) is None
 
 
+def test_the_demonstration_queue_holds_every_prompt_and_serves_unanswered_ones_first(
+    session: Session,
+) -> None:
+    """Any prompt without a demonstration may get one (SFT data); those without answers come
+    first, since a demonstration is the only work they can get. Oldest first within each."""
+    project = make_project(session, k=4)
+    answered = [make_prompt(session, project, text=f"Ranked {i}") for i in range(2)]
+    unanswered = [make_prompt(session, project, text=f"Open {i}", answers=0) for i in range(2)]
+    user = make_user(session)
+    assert (
+        count_available(session=session, project=project, labeler=user, kind=TaskKind.demonstration)
+        == 4
+    )
+    served = []
+    for _ in range(4):
+        task = lease(session, project, user, TaskKind.demonstration)
+        assert task is not None
+        served.append(task.prompt.id)
+        submit_demonstration(session=session, assignment_id=task.id, labeler=user, text="Mine.")
+    assert served == [p.id for p in unanswered + answered]
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [("   ", "is empty"), ("a\x00b", "NUL character"), ("x" * 100_001, "the limit is 100,000")],

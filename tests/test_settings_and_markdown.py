@@ -58,4 +58,26 @@ def test_markdown_is_sanitized(source: str, absent: str) -> None:
 def test_markdown_renders_code_and_tables() -> None:
     html = render_markdown("```python\nprint('<b>')\n```\n\n| a | b |\n|---|---|\n| 1 | 2 |")
     assert "<pre><code class=\"language-python\">print('&lt;b&gt;')" in html
-    assert "<table>" in html and "<td>1</td>" in html
+    assert "<table>" in html and '<td dir="auto">1</td>' in html
+
+
+def test_each_paragraph_of_markdown_finds_its_own_direction() -> None:
+    html = render_markdown("Translate:\n\n- مرحبا\n\n> שלום\n\n```\ncode stays\n```")
+    assert '<p dir="auto">Translate:</p>' in html
+    assert '<li dir="auto">مرحبا</li>' in html and '<blockquote dir="auto">' in html
+    assert "<pre><code>code stays" in html  # code keeps the page's direction
+
+
+def test_bidi_controls_a_value_opens_are_closed_at_its_end() -> None:
+    from markupsafe import Markup
+
+    from app.web.bidi import close_bidi
+
+    rlo, pdf, rli, pdi = "\u202e", "\u202c", "\u2067", "\u2069"
+    assert close_bidi("plain text") == "plain text"
+    assert close_bidi(f"evil{rlo}name") == f"evil{rlo}name{pdf}"
+    assert close_bidi(f"{rlo}closed{pdf}") == f"{rlo}closed{pdf}"
+    assert close_bidi(f"{rli}a{rlo}b") == f"{rli}a{rlo}b{pdf}{pdi}"
+    assert close_bidi(f"{rli}a{rlo}b{pdi}") == f"{rli}a{rlo}b{pdi}"  # the PDI closed both
+    assert close_bidi(f"{pdf}{pdi}stray") == f"{pdf}{pdi}stray"
+    assert isinstance(close_bidi(Markup("<b>") + rlo), Markup)

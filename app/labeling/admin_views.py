@@ -25,7 +25,7 @@ from app.auth.models import User
 from app.deps import AdminUser, DbSession
 from app.errors import NotFoundError
 from app.labeling.models import Comparison, Completion, GoldRanking, Prompt
-from app.labeling.ranking import Ranking, ranks_to_groups
+from app.labeling.ranking import Ranking, answer_label, missing_places, ranks_to_groups
 from app.labeling.service import SubmissionError, set_gold_ranking
 from app.labeling.views import FormDep
 from app.projects.models import Project
@@ -86,16 +86,6 @@ class Back:
 
 def list_url(project_id: int, back: Back = Back(), **extra: object) -> str:
     return f"/admin/projects/{project_id}/prompts{back.query(**extra)}"
-
-
-def answer_label(index: int) -> str:
-    """A, B, ..., Z, AA, AB, ...: answers named as on the labeler's page, past 26 too."""
-    label = ""
-    index += 1
-    while index:
-        index, rest = divmod(index - 1, 26)
-        label = chr(ord("A") + rest) + label
-    return label
 
 
 def _preview(snippet: str, length: int) -> str:
@@ -285,10 +275,7 @@ def _ranking_from_form(form: FormData, answers: list[Completion]) -> Ranking:
             )
         ranks[completion.id] = int(value)
     if missing:
-        names = ", ".join(missing)
-        has = "has" if len(missing) == 1 else "have"
-        plural = "" if len(missing) == 1 else "s"
-        raise SubmissionError(f"Give every answer a place: answer{plural} {names} {has} none yet.")
+        raise SubmissionError(missing_places(missing))
     return ranks_to_groups(ranks)
 
 

@@ -5,7 +5,7 @@ back (their draft included): work in progress is never lost by asking again. Oth
 server picks the oldest prompt that
 
 - still needs work: fewer than ``overlap`` submitted rankings plus live leases (rank), or no
-  demonstration yet (demonstration);
+  demonstration yet (demonstration: prompts without answers come first);
 - this labeler has not done, skipped or been given before, did not submit, and whose answers
   do not include their own demonstration;
 - for ranking, has at least K answers.
@@ -31,6 +31,7 @@ from sqlalchemy import (
     Select,
     and_,
     bindparam,
+    case,
     exists,
     func,
     or_,
@@ -155,9 +156,18 @@ def has_free_slot(*, session: Session, prompt_id: int, overlap: int, now: Any) -
     return (session.scalar(_taken(prompt_id, now)) or 0) < overlap
 
 
+def _order(kind: TaskKind) -> list[ColumnElement[Any]]:
+    """Oldest first; a demonstration goes first to prompts with no answers yet, whose only
+    work is a demonstration (the others can be ranked meanwhile)."""
+    if kind == TaskKind.demonstration:
+        answered = exists().where(Completion.prompt_id == Prompt.id).correlate(Prompt)
+        return [case((answered, 1), else_=0), Prompt.id.asc()]
+    return [Prompt.id.asc()]
+
+
 @functools.cache
 def _pick_statement(kind: TaskKind, gold: bool, postgres: bool) -> Select[Prompt]:
-    stmt = select(Prompt).where(*_eligible(kind=kind, gold=gold)).order_by(Prompt.id).limit(1)
+    stmt = select(Prompt).where(*_eligible(kind=kind, gold=gold)).order_by(*_order(kind)).limit(1)
     if postgres:
         passed: BindParameter[int] = bindparam("passed", type_=Integer(), expanding=True)
         stmt = stmt.where(Prompt.id.not_in(passed)).with_for_update(of=Prompt, skip_locked=True)

@@ -14,6 +14,24 @@ class RankingError(ValueError):
     """A ranking that does not fit its task; the message is shown to the labeler as it is."""
 
 
+def answer_label(index: int) -> str:
+    """A, B, ..., Z, AA, AB, ...: answers named as on the labeler's page, past 26 too."""
+    label = ""
+    index += 1
+    while index:
+        index, rest = divmod(index - 1, 26)
+        label = chr(ord("A") + rest) + label
+    return label
+
+
+def missing_places(letters: Sequence[str]) -> str:
+    """What a labeler is told when answers have no place yet: "answers B, C and D have"."""
+    names = letters[0] if len(letters) == 1 else ", ".join(letters[:-1]) + " and " + letters[-1]
+    if len(letters) == 1:
+        return f"Give every answer a place: answer {names} has none yet."
+    return f"Give every answer a place: answers {names} have none yet."
+
+
 def _ids(values: Iterable[int]) -> str:
     return ", ".join(str(v) for v in sorted(values))
 

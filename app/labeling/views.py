@@ -21,7 +21,7 @@ from app.db import utcnow
 from app.deps import CurrentUser, DbSession, SettingsDep
 from app.labeling.models import Assignment, AssignmentState, Comparison, Demonstration, TaskKind
 from app.labeling.queue import Task, count_available, lease_next_task, task_for
-from app.labeling.ranking import ranks_to_groups
+from app.labeling.ranking import answer_label, missing_places, ranks_to_groups
 from app.labeling.service import (
     SubmissionError,
     TaskConflict,
@@ -198,8 +198,7 @@ def _ranking_from_form(
     unranked = [c for c in displayed if c not in ranks]
     if unranked and ranks:
         # Name the answers by the letters the labeler sees, not by database ids.
-        letters = ", ".join("ABCDEFGHI"[displayed.index(c)] for c in unranked)
-        raise SubmissionError(f"Give every answer a place: answer {letters} has none yet.")
+        raise SubmissionError(missing_places([answer_label(displayed.index(c)) for c in unranked]))
     return (ranks_to_groups(ranks) if ranks else []), ratings, flags
 
 
@@ -222,9 +221,9 @@ def rank_submit(
     try:
         ranking, ratings, flags = _ranking_from_form(form, displayed)
         if not ranking and not not_rankable:
+            letters = [answer_label(i) for i in range(len(displayed))]
             raise SubmissionError(
-                "Give every answer a place (press 1 to "
-                f"{project.k} on each), or tick \u201cnone of these is acceptable\u201d."
+                missing_places(letters)[:-1] + ", or tick \u201cnone of these is acceptable\u201d."
             )
         submit_ranking(
             session=session, assignment_id=task_id, labeler=user, ranking=ranking,

@@ -14,6 +14,12 @@ _ALLOWED_TAGS = {
     "ol", "p", "pre", "strong", "table", "tbody", "td", "th", "thead", "tr", "ul", "del",
 }  # fmt: skip
 _ALLOWED_ATTRIBUTES = {"a": {"href", "title"}, "code": {"class"}, "th": {"align"}, "td": {"align"}}
+# Each paragraph finds its own direction, so Arabic or Hebrew text reads right to left beside
+# English (and every element with `dir` is a bidi isolate: its text cannot reorder the page's).
+_DIR_AUTO = {
+    tag: {"dir": "auto"}
+    for tag in ("p", "li", "blockquote", "h1", "h2", "h3", "h4", "h5", "h6", "td", "th")
+}
 
 
 def render_markdown(text: str | None) -> Markup:
@@ -24,5 +30,6 @@ def render_markdown(text: str | None) -> Markup:
         attributes=_ALLOWED_ATTRIBUTES,
         url_schemes={"http", "https", "mailto"},
         link_rel="noopener noreferrer nofollow",
+        set_tag_attribute_values=_DIR_AUTO,
     )
     return Markup(clean)  # noqa: S704 - sanitized by nh3 just above

@@ -14,8 +14,10 @@ from starlette.responses import HTMLResponse
 import app
 from app.auth.csrf import CSRF_FIELD, CSRF_HEADER, get_csrf_token
 from app.db import utcnow
+from app.web.bidi import finalize
 from app.web.markdown import render_markdown
 
+ERROR_FRAGMENT_HEADER = "X-Error-Fragment"
 TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "templates"
 
 
@@ -56,6 +58,7 @@ def _build_templates() -> Jinja2Templates:
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
+        finalize=finalize,
     )
     env.filters["markdown"] = render_markdown
     env.filters["timeago"] = _timeago
@@ -81,7 +84,14 @@ def render(
     headers: dict[str, str] | None = None,
 ) -> HTMLResponse:
     """Render ``name``; when the request comes from htmx and ``block`` is given, render only
-    that block, so a fragment and its page can never drift apart."""
+    that block, so a fragment and its page can never drift apart.
+
+    A refused htmx action answered with a fragment (a block, or a `_partial.html` template)
+    that shows its message in a role="alert" region is marked with `X-Error-Fragment`:
+    static/js/app.js swaps it in like a success, where htmx would drop an error response."""
+    fragment = is_htmx(request) and (block is not None or Path(name).name.startswith("_"))
+    if fragment and status_code >= 400:
+        headers = {**(headers or {}), ERROR_FRAGMENT_HEADER: "1"}
     if block is None or not is_htmx(request):
         return templates.TemplateResponse(
             request, name, context or {}, status_code=status_code, headers=headers

@@ -1,11 +1,18 @@
 // Task pages: keyboard-first ranking, drag to reorder, expand long answers, timing, and
 // demonstration drafts kept in this browser as well as on the server. Every form still works
 // without this file; it only makes the work faster.
+//
+// The keys of the rank page do one thing each: J/K (or the arrows) select the next/previous
+// answer, 1..K give the selected answer that place and nothing else (the selection stays),
+// 0 clears it, Shift+1..7 rates it. The selected answer is the one focused last.
 (function () {
   "use strict";
 
-  const LONG_ANSWER_PX = 360;
+  const LONG_ANSWER_PX = 240; // as .answer-body.is-collapsed
   let startedAt = Date.now();
+  let timedTask = null; // the task startedAt belongs to (a refused submit keeps the clock)
+  let selected = null; // the answer the keys act on
+  let selectedIndex = 0; // kept across a refused submit, which re-renders the same task
 
   const $ = (selector, root) => (root || document).querySelector(selector);
   const $$ = (selector, root) => Array.from((root || document).querySelectorAll(selector));
@@ -40,6 +47,32 @@
     refreshSummary();
   }
 
+  function select(answer) {
+    if (selected === answer) return;
+    if (selected) selected.classList.remove("is-selected");
+    selected = answer;
+    if (answer) {
+      answer.classList.add("is-selected");
+      selectedIndex = Math.max(0, answers().indexOf(answer));
+    }
+  }
+
+  function selectedAnswer() {
+    if (selected && selected.isConnected) return selected;
+    return answers()[0] || null;
+  }
+
+  // What the folded "Rate or flag" line of an answer says it holds.
+  function refreshExtras(answer) {
+    const chosen = $("[data-extra-chosen]", answer);
+    if (!chosen) return;
+    const parts = [];
+    const rating = $("input[name^=rating_]:checked", answer);
+    if (rating) parts.push(`rated ${rating.value}/7`);
+    $$("input[name^=flag_]:checked", answer).forEach((flag) => parts.push(flag.value));
+    chosen.textContent = parts.length ? `\u00b7 ${parts.join(", ")}` : "";
+  }
+
   function groups() {
     const byPlace = new Map();
     answers().forEach((answer) => {
@@ -60,19 +93,18 @@
     ranked.forEach((group) => {
       const item = document.createElement("li");
       item.className = "rank-chip" + (group.length > 1 ? " rank-tie" : "");
-      item.draggable = group.length === 1;
+      item.draggable = true;
       item.dataset.completion = group.map((a) => a.dataset.completion).join(",");
       item.textContent = group.map((a) => a.dataset.letter).join(" = ");
       if (group.length > 1) item.title = "A tie: these answers are equally good";
       list.appendChild(item);
     });
     const all = answers();
-    const complete = all.every((a) => placeOf(a) !== null);
+    const missing = all.filter((a) => placeOf(a) === null).map((a) => a.dataset.letter);
     const notRankable = $("input[name=not_rankable]", form).checked;
-    const submit = $("[data-submit]", form);
-    submit.disabled = !(complete || notRankable);
-    submit.title = submit.disabled ? "Give every answer a place first (or tick \u201cnone of these is acceptable\u201d)" : "";
-    all.forEach((a) => a.classList.toggle("is-ranked", placeOf(a) !== null));
+    const left = $("[data-missing]", form);
+    if (left) left.textContent = missing.length && missing.length < all.length && !notRankable ? `Still to place: ${missing.join(", ")}` : "";
+    all.forEach((a) => { a.classList.toggle("is-ranked", placeOf(a) !== null); refreshExtras(a); });
     const hint = $("[data-drag-hint]", form);
     if (hint) hint.hidden = ranked.length < 2;
   }
@@ -81,20 +113,11 @@
     const all = answers();
     if (!all.length) return;
     const current = document.activeElement && document.activeElement.closest(".answer");
-    let index = current ? all.indexOf(current) + step : 0;
+    const from = current || selectedAnswer();
+    let index = from ? all.indexOf(from) + step : 0;
     index = Math.max(0, Math.min(all.length - 1, index));
     all[index].focus();
     all[index].scrollIntoView({ block: "nearest", behavior: "smooth" });
-  }
-
-  function nextUnranked(after) {
-    const all = answers();
-    const start = all.indexOf(after);
-    for (let i = 1; i <= all.length; i++) {
-      const candidate = all[(start + i) % all.length];
-      if (placeOf(candidate) === null) return candidate;
-    }
-    return null;
   }
 
   function setupCollapsing(root) {
@@ -138,7 +161,8 @@
     });
     list.addEventListener("drop", (event) => {
       event.preventDefault();
-      // The new order, chip by chip, becomes places 1, 2, 3... (ties are split).
+      // The new order, chip by chip, becomes places 1, 2, 3...; a tie is one chip and keeps
+      // its answers together.
       let place = 1;
       $$(".rank-chip", list).forEach((chip) => {
         chip.dataset.completion.split(",").forEach((id) => {
@@ -155,44 +179,50 @@
     list.addEventListener("dragend", () => { dragged = null; refreshSummary(); });
   }
 
+  function startClock(form) {
+    if (timedTask === form.dataset.task) return;
+    timedTask = form.dataset.task;
+    startedAt = Date.now();
+    selectedIndex = 0;
+  }
+
   function initRanking(root) {
     const form = $("#rank-form", root) || rankForm();
     if (!form || form.dataset.ready) return;
     form.dataset.ready = "1";
-    startedAt = Date.now();
+    startClock(form);
     setupCollapsing(form);
     setupDragging(form);
     form.addEventListener("change", refreshSummary);
+    form.addEventListener("focusin", (event) => {
+      const answer = event.target.closest(".answer");
+      if (answer) select(answer);
+    });
+    selected = null;
+    const start = answers()[Math.min(selectedIndex, answers().length - 1)];
+    select(start || null);
     refreshSummary();
-    const first = answers()[0];
-    if (first && !document.activeElement.closest("dialog")) first.focus({ preventScroll: true });
+    if (start && !document.activeElement.closest("dialog")) start.focus({ preventScroll: true });
   }
 
   function rankingKeys(event) {
     const form = rankForm();
     if (!form) return false;
     const k = Number(form.dataset.k);
-    const answer = document.activeElement && document.activeElement.closest(".answer");
-    const digit = /^Digit([0-9])$/.exec(event.code);
-    if (digit && !event.ctrlKey && !event.metaKey && !event.altKey) {
+    const answer = selectedAnswer();
+    const digit = /^(?:Digit|Numpad)([0-9])$/.exec(event.code);
+    if (digit && answer && !event.ctrlKey && !event.metaKey && !event.altKey) {
       const n = Number(digit[1]);
-      if (!answer) { focusAnswer(0); return true; }
       if (event.shiftKey) {
         const rating = $(`input[name^=rating_][value="${n}"]`, answer);
-        if (rating) { rating.checked = true; return true; }
+        if (rating) { rating.checked = true; refreshExtras(answer); return true; }
         return false;
       }
       if (n === 0) { setPlace(answer, null); return true; }
-      if (n <= k) {
-        setPlace(answer, n);
-        const next = nextUnranked(answer);
-        if (next) { next.focus(); next.scrollIntoView({ block: "nearest", behavior: "smooth" }); }
-        else $("[data-submit]", form).focus();
-        return true;
-      }
+      if (n <= k) { setPlace(answer, n); return true; }
       return false;
     }
-    switch (event.key) {
+    switch (event.key.length === 1 ? event.key.toLowerCase() : event.key) {
       case "j": case "ArrowDown": focusAnswer(1); return true;
       case "k": case "ArrowUp": focusAnswer(-1); return true;
       case "e": if (answer) toggleAnswer(answer); return true;
@@ -214,15 +244,19 @@
     const form = $("#demo-form", root) || $("#demo-form");
     if (!form || form.dataset.ready) return;
     form.dataset.ready = "1";
-    startedAt = Date.now();
+    startClock(form);
     const area = $("#demo-text", form);
     const count = $("#char-count", form);
     const local = JSON.parse(localStorage.getItem(draftKey(form)) || "null");
     const serverAt = form.dataset.savedAt ? Date.parse(form.dataset.savedAt) : 0;
     if (local && local.text && local.text !== area.value && local.at > serverAt) {
-      // Typed here but not yet on the server (offline, or the tab closed): bring it back.
+      // Typed here but not yet on the server (offline, or the tab closed): bring it back and
+      // save it on the server now, not at the next keystroke.
       area.value = local.text;
-      $("#draft-status", form).textContent = "Restored your unsaved text from this browser.";
+      $("#draft-status", form).textContent = "Restored your unsaved text from this browser; saving it…";
+      if (window.htmx) {
+        window.htmx.ajax("POST", area.getAttribute("hx-post"), { source: area, target: "#draft-status", swap: "innerHTML" });
+      }
     }
     const update = () => {
       count.textContent = `${area.value.length.toLocaleString()} characters`;
@@ -252,10 +286,17 @@
   document.addEventListener("htmx:afterRequest", (event) => {
     // A submitted demonstration no longer needs its copy in this browser.
     const form = event.detail.elt;
-    if (form && form.id === "demo-form" && event.detail.successful) localStorage.removeItem(draftKey(form));
+    const stored = event.detail.successful && event.detail.xhr.status < 300;
+    if (form && form.id === "demo-form" && stored) localStorage.removeItem(draftKey(form));
   });
 
+  // The shortcut list is a popover: Esc, a click elsewhere or a shortcut closes it.
+  function closeShortcuts() {
+    $$("details.shortcuts[open]").forEach((details) => { details.open = false; });
+  }
+
   document.addEventListener("click", (event) => {
+    if (!event.target.closest("details.shortcuts")) closeShortcuts();
     if (event.target.closest("[data-open-skip]")) { event.preventDefault(); openDialog("skip-dialog"); }
     if (event.target.closest("[data-open-guidelines]") && $("#guidelines")) { event.preventDefault(); openDialog("guidelines"); }
     const close = event.target.closest("[data-close-dialog]");
@@ -264,10 +305,15 @@
 
   document.addEventListener("keydown", (event) => {
     if ($("dialog[open]")) return; // the dialog handles its own keys (Esc closes it)
+    if ($("details.shortcuts[open]") && !event.ctrlKey && !event.metaKey) {
+      closeShortcuts();
+      if (event.key === "Escape") { event.preventDefault(); return; }
+    }
     if ((event.ctrlKey || event.metaKey) && event.key === "Enter") {
+      // Always sent: the server says what is missing (in the form's alert region).
       const form = rankForm() || $("#demo-form");
       const submit = form && $("[data-submit]", form);
-      if (submit && !submit.disabled) { event.preventDefault(); form.requestSubmit(submit); }
+      if (submit) { event.preventDefault(); form.requestSubmit(submit); }
       return;
     }
     if (typingIn(event.target)) {
@@ -276,7 +322,7 @@
     }
     if (event.ctrlKey || event.metaKey || event.altKey) return;
     if (event.key === "?") { event.preventDefault(); openDialog("guidelines"); return; }
-    if (event.key === "s" && $("#skip-dialog")) { event.preventDefault(); openDialog("skip-dialog"); return; }
+    if (event.key.toLowerCase() === "s" && $("#skip-dialog")) { event.preventDefault(); openDialog("skip-dialog"); return; }
     if (rankingKeys(event)) event.preventDefault();
   });
 })();
