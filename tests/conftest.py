@@ -153,8 +153,10 @@ def demo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
         yield server
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium() -> Iterator[object]:
+    """One Chromium per test module: Playwright's sync API holds an event loop while it
+    runs, which would break the async tests of later modules if it lived for the session."""
     from playwright.sync_api import sync_playwright
 
     from tests.browser import CHROMIUM, CHROMIUM_ARGS

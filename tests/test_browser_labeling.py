@@ -345,3 +345,21 @@ def test_a_task_fits_a_laptop_screen(page, demo_server: Server, newcomer, tmp_pa
     page.wait_for_selector("#rank-form")
     assert whole_answers_on_screen(page) >= 2
     shot(page, "labeling-rank-desktop-demo", full_page=False)
+
+
+def test_on_a_phone_the_answers_get_the_screen(phone, demo_server: Server, newcomer) -> None:  # type: ignore[no-untyped-def]
+    """390x844: once the labeler scrolls into the answers, the header and the sticky "Your
+    ranking" bar together cover little of the screen (they took 320 px)."""
+    open_rank_page(phone, demo_server, newcomer)
+    for place, answer in enumerate(phone.locator(".answer").all(), start=1):
+        answer.locator(f".rank-choice:has-text('{place}')").tap()
+    phone.locator(".answer").nth(1).evaluate("e => e.scrollIntoView({block: 'start'})")
+    covered = phone.evaluate(
+        """() => Array.from(document.querySelectorAll('.topbar, .rank-summary')).map(e => {
+             const r = e.getBoundingClientRect();
+             return Math.max(0, Math.min(r.bottom, innerHeight) - Math.max(r.top, 0));
+           })"""
+    )
+    assert sum(covered) <= 110, covered
+    assert not phone.locator("[data-drag-hint]").is_visible()  # no dragging on a phone
+    shot(phone, "labeling-rank-phone-scrolled", full_page=False)

@@ -199,7 +199,8 @@ async def test_page_lists_models(client: httpx.AsyncClient, session: Session) ->
     r = await client.get("/admin/models")
     assert r.status_code == 200
     row = visible_text(_row(r.text, sft))
-    assert f"{sft.id} sft sft org/sft base (id {base.id})" in row
+    # The path under the name; visible_text spaces its folders (a tag each, to wrap between).
+    assert f"{sft.id} sft org/ sft sft base (id {base.id})" in row
     assert "Chat" in row and "Promote" in row
     assert re.search(r'href="/admin/models"\s+aria-current="page">Models', r.text)
     assert "Register a model" in r.text

@@ -61,6 +61,11 @@ def test_markdown_renders_code_and_tables() -> None:
     assert "<table>" in html and '<td dir="auto">1</td>' in html
 
 
+def test_a_numbered_answer_keeps_its_number() -> None:
+    assert '<ol start="15">' in render_markdown("15.")
+    assert '<ol start="3">' in render_markdown("3. third\n4. fourth")
+
+
 def test_each_paragraph_of_markdown_finds_its_own_direction() -> None:
     html = render_markdown("Translate:\n\n- مرحبا\n\n> שלום\n\n```\ncode stays\n```")
     assert '<p dir="auto">Translate:</p>' in html

@@ -13,7 +13,11 @@ _ALLOWED_TAGS = {
     "a", "blockquote", "br", "code", "em", "h1", "h2", "h3", "h4", "h5", "h6", "hr", "li",
     "ol", "p", "pre", "strong", "table", "tbody", "td", "th", "thead", "tr", "ul", "del",
 }  # fmt: skip
-_ALLOWED_ATTRIBUTES = {"a": {"href", "title"}, "code": {"class"}, "th": {"align"}, "td": {"align"}}
+# An ordered list keeps its first number: the answer "15." is a list starting at 15, and
+# without `start` it would read "1.".
+_ALLOWED_ATTRIBUTES = {
+    "a": {"href", "title"}, "code": {"class"}, "th": {"align"}, "td": {"align"}, "ol": {"start"},
+}  # fmt: skip
 # Each paragraph finds its own direction, so Arabic or Hebrew text reads right to left beside
 # English (and every element with `dir` is a bidi isolate: its text cannot reorder the page's).
 _DIR_AUTO = {
