@@ -140,6 +140,13 @@ def test_a_refused_submit_says_why_where_the_labeler_acted(
     page.locator("[data-submit]").click()
     alert.get_by_text("The server cannot be reached").wait_for()
     page.unroute("**/tasks/*/rank")
+    # A refusal with a reason of its own (an expired form: the CSRF token no longer holds).
+    page.evaluate(
+        """() => { document.body.setAttribute('hx-headers', '{"X-CSRF-Token": "stale"}');
+                   document.querySelector('#rank-form [name=csrf_token]').value = 'stale'; }"""
+    )
+    page.locator("[data-submit]").click()
+    alert.get_by_text("This form has expired or did not come from this site").wait_for()
     assert places(page)["B"] == "2"
 
 
