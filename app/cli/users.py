@@ -1,0 +1,124 @@
+"""`rlhf users`: user accounts."""
+
+from __future__ import annotations
+
+import sys
+from enum import StrEnum
+from typing import Annotated
+
+import typer
+
+from app.cli.common import db_session, fail, print_json
+
+users_app = typer.Typer(help="User accounts.", no_args_is_help=True)
+
+
+class RoleOption(StrEnum):
+    admin = "admin"
+    labeler = "labeler"
+
+
+def _read_password(password_stdin: bool) -> str:
+    if password_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    if not sys.stdin.isatty():
+        fail("no terminal to ask for a password; pass it with --password-stdin")
+    return str(typer.prompt("Password", hide_input=True, confirmation_prompt=True))
+
+
+@users_app.command("create")
+def users_create(
+    email: Annotated[str, typer.Argument(help="Login email")],
+    role: Annotated[RoleOption, typer.Option(help="admin or labeler")] = RoleOption.labeler,
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from standard input")
+    ] = False,
+    token: Annotated[
+        bool, typer.Option("--token", help="Also create and print an API token")
+    ] = False,
+    name: Annotated[str, typer.Option(help="Display name")] = "",
+) -> None:
+    """Create a user. Prints the new id, and with --token the API token (shown only once)."""
+    from app.auth.models import Role
+    from app.auth.service import create_api_token, create_user
+
+    password = _read_password(password_stdin)
+    with db_session() as session:
+        user = create_user(
+            session=session,
+            email=email,
+            password=password,
+            role=Role(role.value),
+            display_name=name,
+        )
+        secret = create_api_token(session=session, user=user, name="cli")[1] if token else None
+        user_id = user.id
+    typer.echo(f"created user {user_id} ({email}, {role.value})")
+    if secret:
+        typer.echo(secret)
+
+
+@users_app.command("list")
+def users_list(json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """List users."""
+    from sqlalchemy import select
+
+    from app.auth.models import User
+
+    with db_session() as session:
+        users = session.scalars(select(User).order_by(User.id)).all()
+        rows = [
+            {"id": u.id, "email": u.email, "role": u.role.value, "active": u.is_active}
+            for u in users
+        ]
+    if json_out:
+        print_json(rows)
+        return
+    for row in rows:
+        state = "" if row["active"] else "  (deactivated)"
+        typer.echo(f"{row['id']:>5}  {row['role']:<8} {row['email']}{state}")
+
+
+@users_app.command("deactivate")
+def users_deactivate(email: Annotated[str, typer.Argument(help="Login email")]) -> None:
+    """Deactivate a user: they cannot sign in, their sessions end and their API tokens stop
+    working. Their rankings and demonstrations are kept."""
+    from app.audit.service import record
+    from app.users.service import deactivate_user, find_user
+
+    with db_session() as session:
+        user = find_user(session=session, email=email)
+        deactivate_user(session=session, user=user)
+        record(
+            session=session, actor_id=None, action="user.deactivate", target_type="user",
+            target_id=user.id, details={"email": user.email, "via": "cli"},
+        )  # fmt: skip
+        user_email = user.email
+    typer.echo(f"deactivated {user_email} (signed out everywhere)")
+
+
+@users_app.command("reset-password")
+def users_reset_password(
+    email: Annotated[str, typer.Argument(help="Login email")],
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the new password from standard input")
+    ] = False,
+) -> None:
+    """Set a new password and sign the user out everywhere. Without --password-stdin a
+    password is generated and printed (shown only once)."""
+    from app.audit.service import record
+    from app.users.service import find_user, reset_password
+
+    typed = sys.stdin.readline().rstrip("\r\n") if password_stdin else None
+    with db_session() as session:
+        user = find_user(session=session, email=email)
+        generated = reset_password(session=session, user=user, password=typed)
+        record(
+            session=session, actor_id=None, action="user.reset_password", target_type="user",
+            target_id=user.id, details={"email": user.email, "via": "cli",
+                                        "generated": generated is not None},
+        )  # fmt: skip
+        user_email = user.email
+    typer.echo(f"password reset for {user_email} (signed out everywhere)")
+    if generated:
+        typer.echo(generated)
