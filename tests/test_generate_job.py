@@ -151,7 +151,7 @@ def test_a_worker_killed_mid_job_keeps_its_answers_and_the_retry_completes(
     from workers.runner import JobContext, recover_lost_jobs
 
     project = make_project(session, k=4)
-    prompts = [make_prompt(session, project, text=f"Question {i}?", answers=0) for i in range(4)]
+    prompts = [make_prompt(session, project, text=f"Question {i}?", answers=0) for i in range(8)]
     params = {
         "model": str(tiny_model),
         "batch_size": 2,
@@ -177,7 +177,7 @@ def test_a_worker_killed_mid_job_keeps_its_answers_and_the_retry_completes(
     session.refresh(job)
     assert job.status == JobStatus.running
     kept = [answers(session, p.id) for p in prompts]
-    assert kept[:2] == [4, 4] and kept[2:] == [0, 0]  # the first batch was stored
+    assert kept[:2] == [4, 4] and kept[2:] == [0] * 6  # the first batch was stored
 
     # Its heartbeat goes stale; a worker's recovery queues it again, and the retry finishes.
     session.get_one(Job, job.id).heartbeat_at = (
@@ -201,4 +201,49 @@ def test_a_worker_killed_mid_job_keeps_its_answers_and_the_retry_completes(
     )
     session.refresh(job)
     assert job.attempts == 2
-    assert [answers(session, p.id) for p in prompts] == [4, 4, 4, 4]
+    assert [answers(session, p.id) for p in prompts] == [4] * 8
+
+
+@pytest.mark.parametrize(
+    ("prompts", "batch_size", "seen"),
+    [
+        # The demo's four open prompts fit one batch of 8: cut into four, the bar moves.
+        (4, 8, [0.0, 0.25, 0.5, 0.75, 1.0]),
+        # A job of many prompts keeps its batch size: 10 prompts in batches of 2.
+        (10, 2, [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]),
+    ],
+)
+def test_progress_is_reported_after_each_batch(
+    session: Session, session_factory: sessionmaker[Session], settings: Settings,
+    tiny_model: Path, prompts: int, batch_size: int, seen: list[float],
+) -> None:  # fmt: skip
+    from workers.generate import generate_impl
+    from workers.runner import JobContext
+
+    project = make_project(session, k=2)
+    for i in range(prompts):
+        make_prompt(session, project, text=f"Question {i}?", answers=0)
+    params = {
+        "model": str(tiny_model), "batch_size": batch_size,
+        "sampling": {"max_new_tokens": 4, "seed": 5},
+    }  # fmt: skip
+    job = create_job(session=session, kind=kinds.GENERATE, project_id=project.id, params=params)
+    session.commit()
+    fractions: list[float] = []
+
+    def recording(ctx: JobContext) -> None:
+        real_progress = ctx.progress
+
+        def progress(fraction: float, message: str = "", **metrics: object) -> None:
+            fractions.append(round(fraction, 4))
+            real_progress(fraction, message, **metrics)
+
+        ctx.progress = progress  # type: ignore[method-assign]
+        generate_impl(ctx)
+
+    status = run_job(job_id=job.id, session_factory=session_factory, settings=settings,
+                     impls={kinds.GENERATE: recording})  # fmt: skip
+    assert status == JobStatus.succeeded
+    assert fractions == seen
+    session.refresh(job)
+    assert job.progress_message == f"{prompts} / {prompts} prompts"

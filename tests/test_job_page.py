@@ -148,10 +148,10 @@ async def test_the_page_says_what_the_job_left_out_of_its_data(
     metrics = visible_text(page[page.index(">Metrics<") :].split("</dl>")[0])
     for key in ("left_out", "left_out_reasons", "data_warnings"):
         assert key not in metrics
-    assert "loss 0.25" in metrics
-    assert "counts train: 12 validation: 1" in metrics
-    assert "sizes 2, 4" in metrics
-    assert "nested by_k: 4: 3" in metrics
+    assert "Loss 0.25" in metrics
+    assert "Counts train: 12 validation: 1" in metrics
+    assert "Sizes 2, 4" in metrics
+    assert "Nested by_k: 4: 3" in metrics
     assert "{" not in metrics and "[" not in metrics
 
 
@@ -163,4 +163,108 @@ async def test_nothing_left_out_means_no_note(client: httpx.AsyncClient, session
     await login(client, make_admin(session))
     page = (await client.get(f"/admin/jobs/{job.id}")).text
     assert "Left out" not in page and 'role="note"' not in page
-    assert "left_out" not in page and "loss" in page
+    assert "left_out" not in page and "Loss" in page
+
+
+def test_keys_read_as_words() -> None:
+    from app.jobs.labels import kind_label, metric_label, words
+
+    assert metric_label("kl_k3") == "KL (k3)"
+    assert metric_label("eos_rate") == "EOS rate"
+    assert metric_label("prompts_total") == "Prompts to answer"
+    assert metric_label("heldout_score") == "Held-out score"
+    # keys no job writes yet: words, the acronyms kept
+    assert words("val_loss") == "Validation loss"
+    assert words("eval_eos_rate") == "Validation EOS rate"
+    assert words("rm_lr") == "RM LR"
+    assert words("sft_kl_penalty") == "SFT KL penalty"
+    assert words("heldout_entropy") == "Held-out entropy"
+    assert words("Tokens") == "Tokens" and words("") == ""
+    assert kind_label("train_ppo") == "PPO training" and kind_label("train_dpo") == "Train DPO"
+
+
+async def test_a_training_jobs_figures_and_outputs_are_words_and_links(
+    client: httpx.AsyncClient, session: Session
+) -> None:
+    job = create_job(session=session, kind=kinds.TRAIN_PPO, params={"steps": 20, "eval_every": 5})
+    job.status = JobStatus.succeeded
+    job.metrics = {"heldout_score": 0.5, "reward_model_id": 7, "train_prompts": 1234}
+    job.artifacts = {"export_id": 3, "dataset": "/data/training/job-1/prompts",
+                     "model_version_id": 9, "model": "/data/models/ppo"}  # fmt: skip
+    session.flush()
+    await login(client, make_admin(session))
+    page = (await client.get(f"/admin/jobs/{job.id}")).text
+    text = visible_text(page)
+    assert f"Job #{job.id}: PPO training" in text
+    assert "Held-out score 0.5" in text and "Training prompts 1,234" in text
+    assert '<a href="/admin/models/7">version #7</a>' in page  # the reward model
+    assert "Dataset snapshot export #3" in text and 'href="/admin/exports/3"' in page
+    assert "Model version #9" in text and 'href="/admin/models/9"' in page
+    assert "Model folder /data/models/ppo" in text
+    for key in ("heldout_score", "reward_model_id", "export_id", "model_version_id"):
+        assert key not in text
+
+
+async def test_an_export_jobs_page_links_to_the_export_its_files_and_counts(
+    client: httpx.AsyncClient, session: Session
+) -> None:
+    from app.exports.models import Export
+    from tests.helpers import make_project
+
+    project = make_project(session)
+    job = create_job(session=session, kind=kinds.EXPORT, project_id=project.id)
+    export = Export(
+        project_id=project.id, job_id=job.id, kind="pairwise", format="jsonl",
+        counts={"train": 1275, "validation": 31, "prompts": 40}, directory="/data/exports/x",
+        files={"train.jsonl": "ab", "validation.jsonl": "cd", "manifest.json": "", "README.md": ""},
+    )  # fmt: skip
+    session.add(export)
+    session.flush()
+    job.status = JobStatus.succeeded
+    job.artifacts = {"export_id": export.id, "directory": "/data/exports/x",
+                     "counts": {"train": 1275, "validation": 31}}  # fmt: skip
+    session.flush()
+    await login(client, make_admin(session))
+    page = (await client.get(f"/admin/jobs/{job.id}")).text
+    text = visible_text(page)
+    assert f'<a href="/admin/exports/{export.id}">export #{export.id}</a>' in page
+    assert "pairwise rows, jsonl, from 40 prompts" in text
+    assert "Split Rows Train 1,275 Validation 31 Total 1,306" in text
+    for name in ("README.md", "manifest.json", "train.jsonl", "validation.jsonl"):
+        assert f'href="/admin/exports/{export.id}/files/{name}" download>{name}</a>' in page
+    assert "{&#39;train&#39;" not in page and "{'train'" not in page and "export_id" not in text
+
+
+def test_the_curves_note_says_what_is_true_of_the_kind() -> None:
+    from app.jobs.models import Job
+    from app.jobs.views import curves_note
+
+    validated = {"score": {"train": [(1, 0.1)], "validation": [(0, 0.0)]}}
+    ppo = Job(
+        kind=kinds.TRAIN_PPO, status=JobStatus.succeeded, params={"steps": 20, "eval_every": 5}
+    )
+    assert curves_note(ppo, validated) == (
+        "Logged after every step. Validation: answers to held-out prompts, sampled and scored "
+        "before the first step, every 5 steps and after the last."
+    )
+    ppo.params = {"steps": 20, "eval_every": 50}  # only before the first step and after the last
+    assert "first step and after the last" in curves_note(ppo, validated)
+    assert curves_note(ppo, {"score": {"train": [(1, 0.1)]}}) == "Logged after every step."
+    rm = Job(kind=kinds.TRAIN_RM, status=JobStatus.running, params={"epochs": 3.0})
+    assert curves_note(rm, validated) == (
+        "Logged every few steps; they grow as the job runs. Validation is measured after each "
+        "epoch."
+    )
+
+
+def test_a_chart_of_one_step_stands_its_points_in_the_middle() -> None:
+    from app.web.charts import metric_chart
+
+    chart = metric_chart("margin", {"validation": [(5, -0.8)]}, title="Margin")
+    (line,) = chart.series
+    middle = chart.left + (chart.width - chart.left - chart.right) / 2
+    assert chart.title == "Margin" and line.dots == [(middle, line.dots[0][1])]
+    assert chart.ticks == [(middle, "5")]
+    several = metric_chart("loss", {"train": [(1, 0.9), (5, 0.7)], "validation": [(5, 1.2)]})
+    assert several.title == "loss"  # no title given: the key
+    assert [s.dots[-1][0] for s in several.series] == [several.width - several.right] * 2

@@ -195,7 +195,7 @@ async def test_the_ppo_job_page_charts_its_figures_and_shows_sample_answers(
     await login(client, make_admin(session))
     page = (await client.get(f"/admin/jobs/{job.id}")).text
     assert page.count('class="metric-chart"') == 2  # score and kl; bookkeeping is not charted
-    assert page.index('aria-label="score') < page.index('aria-label="kl')
+    assert page.index('aria-label="Reward model score') < page.index('aria-label="KL')
     assert "Sample answers" in page and "Say &lt;b&gt;hi&lt;/b&gt;" in page
     assert "(empty)" in page and "1.25" in page
 

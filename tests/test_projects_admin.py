@@ -256,7 +256,7 @@ async def test_guidelines_preview_is_sanitized_markdown(
         headers={"HX-Request": "true", "X-CSRF-Token": token},
     )
     assert r.status_code == 200
-    assert "<h1>Title</h1>" in r.text and "<strong>bold</strong>" in r.text
+    assert '<h1 dir="auto">Title</h1>' in r.text and "<strong>bold</strong>" in r.text
     assert "<script>" not in r.text and "&lt;script&gt;" in r.text  # shown as text
     assert 'href="javascript' not in r.text
     assert "<html" not in r.text

@@ -39,6 +39,28 @@ def test_a_tiny_reward_model_learns_the_please_rule(tiny: Path, tmp_path: Path) 
     assert result.reward_std > 0
 
 
+def test_a_one_epoch_run_logs_a_training_curve(tiny: Path, tmp_path: Path) -> None:
+    """The demo's one-epoch RM job: 5 steps, fewer than the logging interval of 10. Its
+    training figures are still logged, at every step, so the job page draws the train line
+    beside the epoch's one validation point."""
+    from workers.ml.training import ReportCallback
+
+    logged: list[tuple[int, str, set[str]]] = []
+
+    def on_step(step: int, values: dict[str, float], phase: str) -> None:
+        logged.append((step, phase, set(values)))
+
+    config = RewardConfig(epochs=1, batch_size=8, max_length=64, logging_steps=10)
+    train_reward_model(
+        tiny, please_rankings(40, seed=1), please_rankings(8, seed=2), tmp_path, config,
+        callbacks=[ReportCallback(on_step, lambda fraction, message: None)], on_step=on_step,
+    )  # fmt: skip
+    train = [(step, keys) for step, phase, keys in logged if phase == "train"]
+    assert [step for step, _ in train] == [1, 2, 3, 4, 5]
+    assert all({"loss", "accuracy", "learning_rate"} <= keys for _, keys in train)
+    assert [step for step, phase, _ in logged if phase == "eval"] == [5]
+
+
 def test_the_answer_is_never_cut_the_prompt_is(tiny: Path) -> None:
     from workers.ml.reward_model import load_reward_model
 

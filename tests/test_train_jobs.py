@@ -452,8 +452,8 @@ async def test_the_job_page_charts_the_logged_steps_and_polls_while_running(
     assert 'hx-trigger="every 2s"' in page  # live: the block is fetched again while it runs
     assert "Training curves" in page
     assert page.count('class="metric-chart"') == 2  # loss and accuracy; epoch is not charted
-    assert 'aria-label="accuracy: train 0.9 at step 40; validation 0.83 at step 40"' in page
-    assert 'aria-label="loss: train 0.3 at step 40"' in page
+    assert 'aria-label="Accuracy: train 0.9 at step 40; validation 0.83 at step 40"' in page
+    assert 'aria-label="Loss: train 0.3 at step 40"' in page
     # The polled fragment carries the charts too.
     fragment = (await client.get(f"/admin/jobs/{job.id}", headers={"HX-Request": "true"})).text
     assert fragment.count('class="metric-chart"') == 2 and "<html" not in fragment

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from app.jobs.training import TrainError, TrainOptions
-from workers.ml.training import EpochSampler
+from workers.ml.training import EpochSampler, logging_every
 
 
 def test_the_epoch_order_is_a_seeded_shuffle_and_grouping_sorts_megabatches() -> None:
@@ -35,3 +35,11 @@ def test_group_by_length_is_a_checked_flag() -> None:
     assert options.group_by_length is True and options.trainer_config()["group_by_length"]
     with pytest.raises(TrainError, match="group_by_length must be true or false, not 'maybe'"):
         TrainOptions.from_dict({"kind": "sft", "base": "1", "group_by_length": "maybe"})
+
+
+def test_a_short_run_logs_often_enough_to_draw_a_curve() -> None:
+    assert logging_every(10, 5) == 1  # a one-epoch run of 5 steps: every step
+    assert logging_every(10, 40) == 4  # 10 points
+    assert logging_every(10, 100) == 10  # long enough for the asked interval
+    assert logging_every(10, 10_000) == 10
+    assert logging_every(3, 12) == 1

@@ -4,11 +4,13 @@ For every prompt with fewer than K answers, the missing ones are sampled from th
 (the project's current policy by default) in batches, with ``num_return_sequences``; empty
 and duplicate answers are dropped and sampled again, up to ``MAX_ROUNDS``. Each batch is
 committed on its own, so a cancelled or killed job keeps what it stored, and a rerun only
-fills what is still missing (the job is idempotent).
+fills what is still missing (the job is idempotent). Progress is reported after each batch;
+a small job is cut into ``MIN_BATCHES`` batches so that its progress bar moves too.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, replace
@@ -28,6 +30,9 @@ if TYPE_CHECKING:
     from workers.ml.sampling import SampleResult
 
 MAX_ROUNDS = 3
+#: a job of fewer than MIN_BATCHES * batch_size prompts samples in smaller batches: the demo's
+#: four prompts fit one batch of 8, and its page showed 0% until all four were answered
+MIN_BATCHES = 4
 
 
 class GenerationError(JobFailure, RuntimeError):
@@ -66,6 +71,11 @@ def _resolve_model(ctx: JobContext, project: Project) -> tuple[str, int | None]:
                 raise GenerationError(f"No model version {ref}.")
             return found.path, found.id
         return str(ref), None
+
+
+def prompts_per_batch(total: int, batch_size: int) -> int:
+    """At most ``batch_size`` prompts a batch, and few enough for ``MIN_BATCHES`` batches."""
+    return max(1, min(batch_size, math.ceil(total / MIN_BATCHES)))
 
 
 def generate_impl(ctx: JobContext) -> None:
@@ -128,8 +138,9 @@ def generate_impl(ctx: JobContext) -> None:
     ctx.progress(0.0, f"0 / {total} prompts", prompts_total=total)
     done, tokens, seconds, truncated = 0, 0, 0.0, 0
     prompt_ids = sorted(missing)
-    for start in range(0, len(prompt_ids), batch_size):
-        batch = prompt_ids[start : start + batch_size]
+    size = prompts_per_batch(total, batch_size)
+    for start in range(0, len(prompt_ids), size):
+        batch = prompt_ids[start : start + size]
         with session_scope(ctx.session_factory) as session:
             texts = dict(
                 session.execute(select(Prompt.id, Prompt.text).where(Prompt.id.in_(batch))).all()

@@ -5,9 +5,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from celery import Celery
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -15,6 +14,9 @@ from app.db import utcnow
 from app.errors import NotFoundError
 from app.jobs.kinds import QUEUE_BY_KIND, TASK_RUN_JOB
 from app.jobs.models import Job, JobStatus, JobStep
+
+if TYPE_CHECKING:
+    from celery import Celery  # a type only: importing Celery costs every `rlhf` command
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +135,14 @@ def step_series(*, session: Session, job_id: int) -> dict[str, dict[str, list[tu
             if charted and isinstance(value, int | float) and not isinstance(value, bool):
                 found.setdefault(metric, {}).setdefault(series, []).append((step, float(value)))
     order = {name: i for i, name in enumerate(CHART_ORDER)}
-    return dict(sorted(found.items(), key=lambda item: (order.get(item[0], 99), item[0])))
+    return {
+        # train before validation in every chart, whichever was logged first (PPO scores its
+        # held-out prompts before its first step)
+        metric: dict(sorted(lines.items(), key=lambda line: line[0] != "train"))
+        for metric, lines in sorted(
+            found.items(), key=lambda item: (order.get(item[0], 99), item[0])
+        )
+    }
 
 
 def step_samples(*, session: Session, job_id: int, last: int = 3) -> list[tuple[int, list[Any]]]:

@@ -10,7 +10,9 @@ from fastapi.responses import RedirectResponse, Response
 
 from app.audit.service import record
 from app.deps import AdminUser, CeleryDep, DbSession, SettingsDep
+from app.exports.models import Export
 from app.jobs import kinds
+from app.jobs.labels import artifact_label, kind_label, metric_label
 from app.jobs.models import Job
 from app.jobs.service import (
     commit_and_enqueue,
@@ -42,11 +44,96 @@ def job_detail(request: Request, session: DbSession, user: AdminUser, job_id: in
 
 def _detail(session: DbSession, job: Job) -> dict[str, Any]:
     series = step_series(session=session, job_id=job.id)
-    charts = [metric_chart(metric, lines) for metric, lines in series.items()]
+    charts = [
+        metric_chart(metric, lines, title=metric_label(metric)) for metric, lines in series.items()
+    ]
     samples = step_samples(session=session, job_id=job.id)
     notes = DataNotes.of(job.metrics)
-    metrics = {k: v for k, v in job.metrics.items() if k not in DataNotes.KEYS}
-    return {"job": job, "charts": charts, "samples": samples, "notes": notes, "metrics": metrics}
+    metrics = [
+        Output.of(metric_label(key), key, value)
+        for key, value in job.metrics.items()
+        if key not in DataNotes.KEYS
+    ]
+    export = _export_written(session, job)
+    return {
+        "job": job, "kind": kind_label(job.kind), "charts": charts,
+        "curves_note": curves_note(job, series), "samples": samples, "notes": notes,
+        "metrics": metrics, "export": export,
+        "outputs": [] if export else _outputs(job.artifacts),
+    }  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Output:
+    """One figure or output of a job as the page shows it: a label, the value, and the page
+    it links to (an export, a model version), if any."""
+
+    #: keys whose value is the id of another page: key -> (URL prefix, how the link reads)
+    LINKS: ClassVar[dict[str, tuple[str, str]]] = {
+        "export_id": ("/admin/exports/", "export #{}"),
+        "ptx_export_id": ("/admin/exports/", "export #{}"),
+        "model_version_id": ("/admin/models/", "version #{}"),
+        "reward_model_id": ("/admin/models/", "version #{}"),
+    }
+
+    label: str
+    value: Any
+    href: str | None = None
+    path: bool = False  # a file or folder on the worker's disk, shown as code
+
+    @classmethod
+    def of(cls, label: str, key: str, value: Any) -> Output:
+        link = cls.LINKS.get(key)
+        if link and type(value) is int:
+            return cls(label=label, value=link[1].format(value), href=f"{link[0]}{value}")
+        return cls(label=label, value=value)
+
+
+def _outputs(artifacts: dict[str, Any]) -> list[Output]:
+    """A job's artifacts in words: the exports and model versions it made, linked to their
+    pages, and the folders and files it wrote (as code)."""
+    return [
+        Output(label=artifact_label(key), value=value, path=True)
+        if isinstance(value, str)
+        else Output.of(artifact_label(key), key, value)
+        for key, value in artifacts.items()
+    ]
+
+
+def _export_written(session: DbSession, job: Job) -> Export | None:
+    """The export an export job wrote (its page lists the files and their counts)."""
+    export_id = job.artifacts.get("export_id")
+    if job.kind != kinds.EXPORT or type(export_id) is not int:
+        return None
+    return session.get(Export, export_id)
+
+
+def curves_note(job: Job, series: dict[str, dict[str, list[tuple[int, float]]]]) -> str:
+    """What the training curves show and when their validation points are measured, true
+    for the job's kind: PPO logs every step and scores held-out prompts every few steps, SFT
+    and RM log every few steps and validate after each epoch."""
+    running = "" if job.status.is_finished else "; they grow as the job runs"
+    validated = any("validation" in lines for lines in series.values())
+    if job.kind == kinds.TRAIN_PPO:
+        note = f"Logged after every step{running}."
+        if validated:
+            every, steps = job.params.get("eval_every"), job.params.get("steps")
+            often = (
+                f", every {every:,} steps"
+                if type(every) is int and type(steps) is int and 0 < every < steps
+                else ""
+            )
+            note += (
+                " Validation: answers to held-out prompts, sampled and scored before the first "
+                f"step{often} and after the last."
+            )
+        return note
+    note = f"Logged every few steps{running}."
+    if validated:
+        epochs = job.params.get("epochs")
+        one = isinstance(epochs, int | float) and epochs <= 1
+        note += " Validation is measured " + ("after the epoch." if one else "after each epoch.")
+    return note
 
 
 @dataclass(frozen=True)

@@ -136,7 +136,8 @@ class Series:
 
 @dataclass(frozen=True)
 class MetricChart:
-    metric: str
+    metric: str  # the key the job logs
+    title: str  # what the chart is called on the page
     width: int
     height: int
     left: int
@@ -173,12 +174,15 @@ def metric_chart(
     metric: str,
     lines: Mapping[str, Sequence[tuple[int, float]]],
     *,
+    title: str | None = None,
     width: int = 460,
     height: int = 210,
     most_points: int = 240,
 ) -> MetricChart:
     """One metric against the training step, a line per series ({"train": [(step, value)],
-    "validation": [...]}); the y range fits the values, the newest value is written at its end."""
+    "validation": [...]}); the y range fits the values, the newest value is written at its end.
+    A series of one point (a one-epoch run's validation) is drawn as a dot; when every point
+    is at the same step, they stand in the middle of the chart, not on its y axis."""
     left, right, top, bottom = 64, 64, 14, 28
     inner_w, inner_h = width - left - right, height - top - bottom
     shown = {name: _thin(points, most_points) for name, points in lines.items() if points}
@@ -193,6 +197,8 @@ def metric_chart(
     span = max(last - first, 1)
 
     def x_of(step: float) -> float:
+        if first == last:
+            return round(left + inner_w / 2, 1)
         return round(left + (step - first) / span * inner_w, 1)
 
     def y_of(value: float) -> float:
@@ -219,7 +225,7 @@ def metric_chart(
         for name, points in shown.items()
     )
     return MetricChart(
-        metric=metric, width=width, height=height, left=left, right=right, top=top,
-        bottom=bottom, series=series, grid=grid,
+        metric=metric, title=title or metric, width=width, height=height, left=left,
+        right=right, top=top, bottom=bottom, series=series, grid=grid,
         ticks=[(x_of(s), f"{s:,}") for s in tick_steps], summary=summary or "no values yet",
     )  # fmt: skip

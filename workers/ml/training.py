@@ -69,7 +69,20 @@ def bf16_supported() -> bool:
     return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
 
 
-def training_arguments(out_dir: Path, config: TrainConfig) -> Any:
+#: a run logs its training figures at least this often (when it has the steps): a one-epoch
+#: run of 5 steps, logged every 10, would chart no training curve at all
+MIN_LOGGED_STEPS = 10
+
+
+def logging_every(logging_steps: int, steps: int) -> int:
+    """``logging_steps``, lowered (down to every step) for a run of ``steps`` too short to log
+    ``MIN_LOGGED_STEPS`` times at that rate."""
+    return max(1, min(logging_steps, steps // MIN_LOGGED_STEPS))
+
+
+def training_arguments(out_dir: Path, config: TrainConfig, *, steps: int) -> Any:
+    """The Trainer's arguments for a run of ``steps`` optimizer steps (a short run logs more
+    often: ``logging_every``)."""
     from transformers import TrainingArguments
 
     checkpoints = config.save_steps > 0
@@ -81,7 +94,7 @@ def training_arguments(out_dir: Path, config: TrainConfig) -> Any:
         learning_rate=config.learning_rate,
         warmup_steps=config.warmup_ratio,  # a float below 1 is a share of the steps
         weight_decay=config.weight_decay,
-        logging_steps=config.logging_steps,
+        logging_steps=logging_every(config.logging_steps, steps),
         eval_strategy="no",  # each trainer evaluates after an epoch itself
         save_strategy="steps" if checkpoints else "no",
         save_steps=config.save_steps if checkpoints else 500,
@@ -265,9 +278,10 @@ def run_trainer(
             if figures:
                 on_step(state.global_step, {**figures, "epoch": float(state.epoch or 0)}, "eval")
 
+    steps = math.ceil(math.ceil(len(train) / config.batch_size) * config.epochs)
     trainer = GroupedTrainer(
-        model=model, args=training_arguments(out_dir, config), train_dataset=list(train),
-        data_collator=collator, callbacks=[*callbacks, EpochEval()],
+        model=model, args=training_arguments(out_dir, config, steps=steps),
+        train_dataset=list(train), data_collator=collator, callbacks=[*callbacks, EpochEval()],
     )  # fmt: skip
     trainer.remove_callback(PrinterCallback)  # progress goes to the job, not stdout
     start = time.perf_counter()
