@@ -45,6 +45,15 @@ class Settings(BaseSettings):
     forwarded_allow_ips: str = Field(
         default="127.0.0.1", description="Proxies whose X-Forwarded-For is trusted (uvicorn)"
     )
+    max_api_body_bytes: int = Field(
+        default=8 * 1024**2, ge=1024, description="Largest JSON API request body (413 above)"
+    )
+    max_form_body_bytes: int = Field(
+        default=4 * 1024**2, ge=1024, description="Largest page form body (413 above)"
+    )
+    max_upload_bytes: int = Field(
+        default=2 * 1024**3, ge=1024, description="Largest import file uploaded in the browser"
+    )
     lease_minutes: int = Field(default=30, ge=1)
     login_max_failures: int = Field(default=5, ge=1, description="per email and address")
     login_failure_window_seconds: int = Field(default=15 * 60, ge=1)

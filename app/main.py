@@ -38,6 +38,7 @@ from app.models_registry import views as models_views
 from app.projects import api as projects_api
 from app.projects import views as projects_views
 from app.users import views as users_views
+from app.web.limits import BodyCaps, BodyLimit
 from app.web.templating import is_htmx, render
 
 STATIC_DIR = Path(__file__).resolve().parents[1] / "static"
@@ -143,7 +144,8 @@ def _install_error_handlers(app: FastAPI) -> None:
             return JSONResponse(
                 {"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers
             )
-        titles = {404: "Not found", 405: "Not allowed", 413: "Too large"}
+        titles = {401: "Sign in", 403: "Not allowed", 404: "Not found", 405: "Not allowed",
+                  413: "Too large"}  # fmt: skip
         return render(
             request, "errors/error.html",
             {"title": titles.get(exc.status_code, "Error"), "message": str(exc.detail),
@@ -184,6 +186,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.state.celery = create_celery_app(settings)
 
+    # Inside the session middleware: the cap of an upload depends on a signed-in session.
+    app.add_middleware(
+        BodyLimit,
+        caps=BodyCaps(
+            json_api=settings.max_api_body_bytes,
+            form=settings.max_form_body_bytes,
+            upload=settings.max_upload_bytes + 1024**2,  # and the form's other fields
+        ),
+        api_prefix=API_PREFIX,
+    )
     app.add_middleware(
         SessionMiddleware,
         secret_key=settings.secret_key.get_secret_value(),

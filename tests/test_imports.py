@@ -854,7 +854,7 @@ async def test_an_upload_over_the_limit_is_refused(
 ) -> None:
     project = make_project(session)
     token = await _as_admin(client, session, project)
-    monkeypatch.setattr(import_views, "MAX_UPLOAD_BYTES", 1000)
+    monkeypatch.setattr(settings, "max_upload_bytes", 1000)
     monkeypatch.setattr(import_views, "_CHUNK", 100)
     content = _jsonl_bytes([{"prompt": f"prompt {i}"} for i in range(100)])
     r = await client.post(
