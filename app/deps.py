@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import Annotated
 
 from celery import Celery
 from fastapi import Depends, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from app.auth.models import Role, User
 from app.config import Settings
+from app.errors import NotFoundError
 
 
 def get_db_session(request: Request) -> Iterator[Session]:
@@ -32,6 +35,31 @@ def get_settings_dep(request: Request) -> Settings:
 
 def get_celery(request: Request) -> Celery:
     return request.app.state.celery
+
+
+# The database's integers are 64-bit: a larger id names nothing (and would overflow the driver).
+_DB_INT = range(-(2**63), 2**63)
+_INTEGER = re.compile(r"^[+-]?\d+$")
+
+
+def ids_in_range(request: Request) -> None:
+    """An integer in the path beyond 64 bits is 404, one in the query string 422: never the
+    driver's overflow as a 500. Runs before the route's own parameters are read."""
+    for value in request.path_params.values():
+        if isinstance(value, str) and _INTEGER.match(value) and int(value) not in _DB_INT:
+            raise NotFoundError("no such page or item")
+    for key, value in request.query_params.multi_items():
+        if _INTEGER.match(value) and int(value) not in _DB_INT:
+            raise RequestValidationError(
+                [
+                    {
+                        "type": "value_error",
+                        "loc": ("query", key),
+                        "msg": "out of range",
+                        "input": value,
+                    }
+                ]
+            )
 
 
 DbSession = Annotated[Session, Depends(get_db_session)]

@@ -24,7 +24,7 @@ from app.auth import views as auth_views
 from app.auth.csrf import CSRFError, require_csrf
 from app.config import Settings, get_settings
 from app.db import make_engine, make_session_factory
-from app.deps import Forbidden, LoginRequired
+from app.deps import Forbidden, LoginRequired, ids_in_range
 from app.errors import NotFoundError
 from app.exports import views as exports_views
 from app.home import views as home_views
@@ -208,7 +208,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     # Every page and htmx route: CSRF-checked; each route declares its role dependency.
-    web = APIRouter(dependencies=[Depends(require_csrf)], include_in_schema=False)
+    web = APIRouter(
+        dependencies=[Depends(ids_in_range), Depends(require_csrf)], include_in_schema=False
+    )
     web.include_router(agreement_views.router)
     web.include_router(auth_views.router)
     web.include_router(exports_views.router)
@@ -222,7 +224,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     web.include_router(users_views.router)
     app.include_router(web)
 
-    api = APIRouter(prefix=API_PREFIX)
+    api = APIRouter(prefix=API_PREFIX, dependencies=[Depends(ids_in_range)])
     api.include_router(auth_api.router)
     api.include_router(projects_api.router)
     api.include_router(agreement_api.router)

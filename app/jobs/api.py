@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Query
 
 from app.deps import ApiAdmin, DbSession
 from app.jobs.schemas import JobOut, JobSummaryOut
@@ -12,7 +14,9 @@ router = APIRouter(prefix="/jobs", tags=["jobs"])
 
 
 @router.get("", response_model=list[JobSummaryOut])
-def api_list_jobs(session: DbSession, user: ApiAdmin, limit: int = 50) -> list[JobSummaryOut]:
+def api_list_jobs(
+    session: DbSession, user: ApiAdmin, limit: Annotated[int, Query(ge=1)] = 50
+) -> list[JobSummaryOut]:
     return [
         JobSummaryOut.model_validate(j) for j in list_jobs(session=session, limit=min(limit, 500))
     ]
