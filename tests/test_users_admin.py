@@ -132,6 +132,7 @@ async def test_create_user_with_a_generated_password(
     assert r.status_code == 200, r.text
     password = re.search(r'<code class="secret-value">([^<]+)</code>', r.text)
     assert password, r.text
+    assert r.headers["cache-control"] == "no-store"  # no copy in the history or a proxy
     user = session.scalars(select(User).where(User.email == "new.person@example.test")).one()
     assert (user.role, user.display_name, user.is_active) == (Role.labeler, "New Person", True)
     assert [e.target_id for e in _audit(session, "user.create")] == [user.id]
@@ -282,6 +283,7 @@ async def test_reset_password_generates_one_and_ends_sessions(
     found = re.search(r'<code class="secret-value">([^<]+)</code>', r.text)
     assert found
     new_password = found.group(1)
+    assert r.headers["cache-control"] == "no-store"
     assert len(new_password) >= 16
 
     assert (await labeler_browser.get("/home")).status_code == 303  # signed out

@@ -27,6 +27,9 @@ from app.users.service import (
 )
 from app.web.templating import is_htmx, render
 
+# A page that shows a password once: no browser or proxy may keep a copy (Back, history).
+SHOWN_ONCE = {"Cache-Control": "no-store"}
+
 router = APIRouter(prefix="/admin/users", tags=["users"])
 
 GENERATE, TYPE = "generate", "set"
@@ -113,7 +116,10 @@ def users_create(
         details={"email": new_user.email, "role": new_user.role.value},
     )
     session.commit()
-    return render(request, "users/created.html", {"new_user": new_user, "password": generated})
+    return render(
+        request, "users/created.html", {"new_user": new_user, "password": generated},
+        headers=SHOWN_ONCE,
+    )  # fmt: skip
 
 
 @router.post("/{user_id}/deactivate", name="user_deactivate")
@@ -180,7 +186,10 @@ def user_reset_password(
     )
     session.commit()
     context = {"target": target, "mode": password_mode, "errors": {}, "done": True}
-    return render(request, "users/reset_password.html", {**context, "password": generated})
+    return render(
+        request, "users/reset_password.html", {**context, "password": generated},
+        headers=SHOWN_ONCE,
+    )  # fmt: skip
 
 
 def _activation_done(
