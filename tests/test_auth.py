@@ -16,8 +16,10 @@ from app.auth.models import LoginAttempt
 from app.auth.passwords import hash_password, verify_password
 from app.auth.service import (
     SESSION_ABSOLUTE_LIFETIME,
+    LoginResult,
     authenticate,
     client_address,
+    normalize_email,
     start_session,
 )
 from app.config import Settings
@@ -253,22 +255,50 @@ async def test_cookie_signed_with_another_key_is_ignored(
     assert (await client.get("/home")).status_code == 303
 
 
-async def test_one_account_guessed_from_many_addresses_is_throttled(
+def _try(session: Session, settings: Settings, email: str, password: str, ip: str) -> LoginResult:
+    return authenticate(
+        session=session, email=email, password=password, ip=ip,
+        max_failures=settings.login_max_failures,
+        window=timedelta(seconds=settings.login_failure_window_seconds),
+    )  # fmt: skip
+
+
+async def test_guesses_from_many_addresses_never_lock_the_owner_out(
     session: Session, settings: Settings
 ) -> None:
+    """20 failures from 20 addresses: the owner still signs in from a fresh address, while
+    each guessing address that comes back waits, longer with every failure."""
     user = make_user(session)
-    window = timedelta(seconds=settings.login_failure_window_seconds)
-    for n in range(4 * settings.login_max_failures):
-        result = authenticate(
-            session=session, email=user.email, password="wrong", ip=f"10.0.{n}.1",
-            max_failures=settings.login_max_failures, window=window,
-        )  # fmt: skip
-        assert not result.throttled
-    blocked = authenticate(
-        session=session, email=user.email, password=PASSWORD, ip="10.9.9.9",
-        max_failures=settings.login_max_failures, window=window,
-    )  # fmt: skip
-    assert blocked.throttled and blocked.user is None
+    guesses = 4 * settings.login_max_failures
+    for n in range(guesses):
+        assert not _try(session, settings, user.email, "wrong", f"10.0.{n}.1").throttled
+    again = _try(session, settings, user.email, "wrong", "10.0.0.1")
+    assert again.throttled and again.retry_after_seconds >= 1  # a guesser waits
+    owner = _try(session, settings, user.email, PASSWORD, "10.9.9.9")
+    assert owner.user is not None and not owner.throttled
+    # Each further failure doubles the wait of the guessing addresses.
+    waits = []
+    for n in range(3):
+        session.add(
+            LoginAttempt(email=normalize_email(user.email), ip=f"10.1.{n}.1", succeeded=False)
+        )
+        session.flush()
+        waits.append(_try(session, settings, user.email, "wrong", "10.0.0.1").retry_after_seconds)
+    assert waits[0] < waits[1] < waits[2] <= settings.login_failure_window_seconds, waits
+
+
+async def test_failures_behind_one_address_do_not_shut_out_the_others(
+    session: Session, settings: Settings
+) -> None:
+    """One NAT address: a colleague's typos slow down only that colleague's guesses there,
+    and not the others' sign-ins."""
+    nat = "198.51.100.7"
+    mistyper, colleague = make_user(session), make_user(session)
+    for _ in range(settings.login_max_failures):
+        assert not _try(session, settings, mistyper.email, "typo", nat).throttled
+    assert _try(session, settings, mistyper.email, PASSWORD, nat).throttled  # for a while
+    assert _try(session, settings, colleague.email, PASSWORD, nat).user is not None
+    assert _try(session, settings, mistyper.email, PASSWORD, "192.0.2.44").user is not None
 
 
 def test_ipv6_clients_are_throttled_by_their_64_prefix() -> None:
@@ -303,15 +333,12 @@ async def test_an_over_long_login_is_an_ordinary_failure(
 async def test_many_accounts_guessed_from_one_address_are_throttled(
     session: Session, settings: Settings
 ) -> None:
-    window = timedelta(seconds=settings.login_failure_window_seconds)
+    """Credential stuffing from one address slows down every new email tried there, but not
+    the people who signed in from there before."""
+    regular = make_user(session)
+    assert _try(session, settings, regular.email, PASSWORD, "203.0.113.5").user is not None
     for n in range(4 * settings.login_max_failures):
-        authenticate(
-            session=session, email=f"guess{n}@example.test", password="x", ip="203.0.113.5",
-            max_failures=settings.login_max_failures, window=window,
-        )  # fmt: skip
-    user = make_user(session)
-    blocked = authenticate(
-        session=session, email=user.email, password=PASSWORD, ip="203.0.113.5",
-        max_failures=settings.login_max_failures, window=window,
-    )  # fmt: skip
-    assert blocked.throttled
+        _try(session, settings, f"guess{n}@example.test", "x", "203.0.113.5")
+    newcomer = make_user(session)
+    assert _try(session, settings, newcomer.email, PASSWORD, "203.0.113.5").throttled
+    assert _try(session, settings, regular.email, PASSWORD, "203.0.113.5").user is not None

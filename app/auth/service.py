@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import math
 import secrets
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session, joinedload
 
 from app.auth.models import ApiToken, LoginAttempt, Role, User, UserSession
@@ -73,19 +74,69 @@ class LoginResult:
     retry_after_seconds: int = 0
 
 
-def _recent_failures(
-    *, session: Session, email: str, ip: str, window: timedelta
-) -> tuple[int, int, int]:
-    since = utcnow() - window
-    base = (
-        select(func.count())
-        .select_from(LoginAttempt)
-        .where(LoginAttempt.created_at >= since, LoginAttempt.succeeded.is_(False))
+#: an address that signed in as this email this recently is the owner's: no account-wide delay
+KNOWN_ADDRESS = timedelta(days=30)
+
+
+@dataclass(frozen=True)
+class _Failures:
+    count: int
+    last: datetime | None
+
+    def wait(self, *, free: int, now: datetime, longest: timedelta) -> float:
+        """Seconds still to wait: none for the first ``free`` failures, then a delay that
+        doubles with each failure (1 s, 2 s, 4 s, ...) up to ``longest``, counted from the
+        last failure. Never a lock-out: the wait ends by itself."""
+        if self.count < free or self.last is None:
+            return 0.0
+        delay = min(longest.total_seconds(), 2.0 ** min(self.count - free, 40))
+        return max(0.0, (self.last - now).total_seconds() + delay)
+
+
+def _failures(session: Session, since: datetime, *where: ColumnElement[bool]) -> _Failures:
+    count, last = session.execute(
+        select(func.count(), func.max(LoginAttempt.created_at)).where(
+            LoginAttempt.created_at >= since, LoginAttempt.succeeded.is_(False), *where
+        )
+    ).one()
+    return _Failures(count=count or 0, last=last)
+
+
+def _known_address(session: Session, *, email: str, ip: str, now: datetime) -> bool:
+    signed_in = select(LoginAttempt.id).where(
+        LoginAttempt.email == email,
+        LoginAttempt.ip == ip,
+        LoginAttempt.succeeded.is_(True),
+        LoginAttempt.created_at >= now - KNOWN_ADDRESS,
     )
-    from_here = session.scalar(base.where(LoginAttempt.email == email, LoginAttempt.ip == ip))
-    per_email = session.scalar(base.where(LoginAttempt.email == email))
-    per_address = session.scalar(base.where(LoginAttempt.ip == ip))
-    return from_here or 0, per_email or 0, per_address or 0
+    return session.scalar(signed_in.limit(1)) is not None
+
+
+def login_wait(
+    *, session: Session, email: str, ip: str, max_failures: int, window: timedelta
+) -> float:
+    """Seconds this address must still wait before a login as ``email`` is checked (design
+    §15: guessing stays slow, nobody is locked out).
+
+    - This email from this address: ``max_failures`` free failures, then growing delays.
+    - This email from anywhere (one account guessed from many addresses): ``4 x max_failures``
+      free, then growing delays, but only for addresses that have failed as this email
+      themselves and are not the owner's (no sign-in as it from there in 30 days). A fresh
+      address, the owner's included, is never held up by others' failures.
+    - This address for any email (many accounts tried from one address): the same, except
+      for emails that signed in from there before, so one NAT address cannot shut out the
+      colleagues behind it."""
+    now = utcnow()
+    since = now - window
+    pair = _failures(session, since, LoginAttempt.email == email, LoginAttempt.ip == ip)
+    waits = [pair.wait(free=max_failures, now=now, longest=window)]
+    if not _known_address(session, email=email, ip=ip, now=now):
+        if pair.count:
+            account = _failures(session, since, LoginAttempt.email == email)
+            waits.append(account.wait(free=4 * max_failures, now=now, longest=window))
+        address = _failures(session, since, LoginAttempt.ip == ip)
+        waits.append(address.wait(free=4 * max_failures, now=now, longest=window))
+    return max(waits)
 
 
 def client_address(ip: str) -> str:
@@ -108,26 +159,18 @@ def authenticate(
     max_failures: int,
     window: timedelta,
 ) -> LoginResult:
-    """Check a login. Unknown email and wrong password look the same to the caller; after
-    ``max_failures`` failures for this email from this address (or 4x that from the address
-    across emails) within ``window``, logins are refused without checking the password."""
+    """Check a login. Unknown email and wrong password look the same to the caller. While
+    ``login_wait`` says this address must wait, the login is refused without checking the
+    password (``retry_after_seconds`` says how long)."""
     email = normalize_email(email)[:320]
     ip = client_address(ip)
     if session.get_bind().dialect.name == "postgresql":
         # Parallel guesses for one email queue here, so none slips past the count below.
         # (On SQLite the login's write transaction already runs alone.)
         session.execute(select(func.pg_advisory_xact_lock(func.hashtext(email))))
-    from_here, per_email, per_address = _recent_failures(
-        session=session, email=email, ip=ip, window=window
-    )
-    if (
-        from_here >= max_failures
-        or per_email >= 4 * max_failures  # one account guessed from many addresses
-        or per_address >= 4 * max_failures  # many accounts guessed from one address
-    ):
-        return LoginResult(
-            user=None, throttled=True, retry_after_seconds=int(window.total_seconds())
-        )
+    wait = login_wait(session=session, email=email, ip=ip, max_failures=max_failures, window=window)
+    if wait > 0:
+        return LoginResult(user=None, throttled=True, retry_after_seconds=math.ceil(wait))
 
     user = get_user_by_email(session=session, email=email)
     ok = verify_password(user.password_hash if user else None, password)

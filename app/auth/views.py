@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import timedelta
 from typing import Annotated
 from urllib.parse import urlsplit
@@ -66,8 +67,9 @@ def login(
     session.commit()
     if result.user is None:
         if result.throttled:
-            minutes = max(1, result.retry_after_seconds // 60)
-            error = f"Too many failed attempts. Wait {minutes} minutes, then try again."
+            seconds = result.retry_after_seconds
+            wait = f"{seconds} seconds" if seconds < 120 else f"{math.ceil(seconds / 60)} minutes"
+            error = f"Too many failed attempts. Wait {wait}, then try again."
             status, headers = 429, {"Retry-After": str(result.retry_after_seconds)}
         else:
             error, status, headers = LOGIN_FAILED, 400, {}
