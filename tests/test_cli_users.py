@@ -65,7 +65,9 @@ def test_deactivate(cli_env: dict[str, str]) -> None:
     _sign_in(cli_env)
     result = rlhf(cli_env, "users", "deactivate", "LIN@example.test")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "deactivated lin@example.test (signed out everywhere)"
+    assert result.stdout.strip() == (
+        "deactivated lin@example.test (signed out everywhere, API tokens revoked)"
+    )
     user, sessions, actions = _user(cli_env)
     assert user.is_active is False
     assert sessions and all(s.revoked_at is not None for s in sessions)
@@ -120,3 +122,25 @@ def test_bad_input_is_one_line_and_exit_2(
     assert "Traceback" not in result.stderr
     user, _, _ = _user(cli_env)
     assert user.is_active and verify_password(user.password_hash, OLD_PASSWORD)
+
+
+def test_tokens_are_listed_made_and_revoked(cli_env: dict[str, str]) -> None:
+    made = rlhf(cli_env, "users", "tokens", "lin@example.test", "--create", "nightly export",
+                "--expires-days", "30")  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    secret = made.stdout.splitlines()[-1]
+    assert secret.startswith("rlhf_")
+    [token] = json.loads(rlhf(cli_env, "users", "tokens", "lin@example.test", "--json").stdout)
+    assert (token["name"], token["state"], token["last_used_at"]) == (
+        "nightly export",
+        "live",
+        None,
+    )
+    assert token["expires_at"] is not None and secret.startswith(token["prefix"])
+    revoked = rlhf(cli_env, "users", "tokens", "lin@example.test", "--revoke", str(token["id"]))
+    assert revoked.returncode == 0, revoked.stderr
+    assert " revoked " in revoked.stdout and "nightly export" in revoked.stdout
+    assert "token.revoke" in _user(cli_env)[2]
+    other = rlhf(cli_env, "users", "tokens", "lin@example.test", "--revoke", "999")
+    assert other.returncode == 2
+    assert other.stderr.strip() == "error: lin@example.test has no API token 999"

@@ -20,6 +20,7 @@ from app.auth.passwords import (
     verify_password,
 )
 from app.db import utcnow
+from app.errors import NotFoundError
 
 API_TOKEN_PREFIX = "rlhf_"  # noqa: S105 - a public prefix, not a secret
 # A browser session ends after this long even if it is used every day.
@@ -191,14 +192,18 @@ def hash_api_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def create_api_token(*, session: Session, user: User, name: str = "") -> tuple[ApiToken, str]:
-    """Returns the row and the token itself, which is shown once and never stored."""
+def create_api_token(
+    *, session: Session, user: User, name: str = "", expires_in: timedelta | None = None
+) -> tuple[ApiToken, str]:
+    """Returns the row and the token itself, which is shown once and never stored.
+    ``expires_in``: the token stops working that long from now (None: until revoked)."""
     token = API_TOKEN_PREFIX + secrets.token_urlsafe(32)
     row = ApiToken(
         user_id=user.id,
-        name=name,
+        name=name.strip()[:120],
         token_prefix=token[: len(API_TOKEN_PREFIX) + 6],
         token_hash=hash_api_token(token),
+        expires_at=utcnow() + expires_in if expires_in is not None else None,
     )
     session.add(row)
     session.flush()
@@ -206,15 +211,48 @@ def create_api_token(*, session: Session, user: User, name: str = "") -> tuple[A
 
 
 def api_token_for(*, session: Session, token: str) -> ApiToken | None:
-    """The live token row for a presented token (its user active), or None."""
+    """The live token row for a presented token (not revoked, not expired, its user active),
+    or None."""
     row = session.scalar(
         select(ApiToken)
         .options(joinedload(ApiToken.user))
         .where(ApiToken.token_hash == hash_api_token(token), ApiToken.revoked_at.is_(None))
     )
-    if row is None or not row.user.is_active:
+    if row is None or not row.user.is_active or row.state != "live":
         return None
     return row
+
+
+def list_api_tokens(*, session: Session, user: User) -> list[ApiToken]:
+    """Every token of the user, newest first, revoked and expired ones included."""
+    return list(
+        session.scalars(
+            select(ApiToken).where(ApiToken.user_id == user.id).order_by(ApiToken.id.desc())
+        )
+    )
+
+
+def revoke_api_token(*, session: Session, user: User, token_id: int) -> ApiToken:
+    """Revokes one token of ``user`` (again is a no-op); NotFoundError for another's."""
+    token = session.get(ApiToken, token_id)
+    if token is None or token.user_id != user.id:
+        raise NotFoundError(f"{user.email} has no API token {token_id}")
+    if token.revoked_at is None:
+        token.revoked_at = utcnow()
+        session.flush()
+    return token
+
+
+def revoke_all_api_tokens(*, session: Session, user_id: int) -> int:
+    """After a password reset or deactivation: no token of the user works again. How many."""
+    now = utcnow()
+    tokens = session.scalars(
+        select(ApiToken).where(ApiToken.user_id == user_id, ApiToken.revoked_at.is_(None))
+    ).all()
+    for token in tokens:
+        token.revoked_at = now
+    session.flush()
+    return len(tokens)
 
 
 def token_needs_touch(token: ApiToken) -> bool:

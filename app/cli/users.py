@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -94,7 +94,7 @@ def users_deactivate(email: Annotated[str, typer.Argument(help="Login email")]) 
             target_id=user.id, details={"email": user.email, "via": "cli"},
         )  # fmt: skip
         user_email = user.email
-    typer.echo(f"deactivated {user_email} (signed out everywhere)")
+    typer.echo(f"deactivated {user_email} (signed out everywhere, API tokens revoked)")
 
 
 @users_app.command("reset-password")
@@ -122,3 +122,67 @@ def users_reset_password(
     typer.echo(f"password reset for {user_email} (signed out everywhere)")
     if generated:
         typer.echo(generated)
+
+
+@users_app.command("tokens")
+def users_tokens(
+    email: Annotated[str, typer.Argument(help="Login email")],
+    revoke: Annotated[
+        int | None, typer.Option("--revoke", metavar="ID", help="Revoke this token")
+    ] = None,
+    create: Annotated[
+        str | None, typer.Option("--create", metavar="NAME", help="Make a token with this name")
+    ] = None,
+    expires_days: Annotated[
+        int | None,
+        typer.Option("--expires-days", min=1, help="With --create: the token expires then"),
+    ] = None,
+    json_out: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """List a user's API tokens (name, created, last used, expiry, state); --revoke ID
+    revokes one, --create NAME makes one and prints it (shown only once)."""
+    from datetime import timedelta
+
+    from app.audit.service import record
+    from app.auth.service import create_api_token, list_api_tokens, revoke_api_token
+    from app.users.service import find_user
+
+    if expires_days is not None and create is None:
+        fail("--expires-days goes with --create NAME")
+    secret = None
+    with db_session() as session:
+        user = find_user(session=session, email=email)
+        if revoke is not None:
+            token = revoke_api_token(session=session, user=user, token_id=revoke)
+            record(
+                session=session, actor_id=None, action="token.revoke", target_type="user",
+                target_id=user.id, details={"token": token.id, "via": "cli"},
+            )  # fmt: skip
+        if create is not None:
+            expires = timedelta(days=expires_days) if expires_days else None
+            secret = create_api_token(session=session, user=user, name=create, expires_in=expires)[
+                1
+            ]
+        rows: list[dict[str, Any]] = [
+            {
+                "id": t.id, "name": t.name, "prefix": t.token_prefix, "state": t.state,
+                "created_at": t.created_at.isoformat(),
+                "last_used_at": t.last_used_at.isoformat() if t.last_used_at else None,
+                "expires_at": t.expires_at.isoformat() if t.expires_at else None,
+            }
+            for t in list_api_tokens(session=session, user=user)
+        ]  # fmt: skip
+    if json_out:
+        print_json(rows)
+    else:
+        for row in rows:
+            used = (row["last_used_at"] or "never")[:16]
+            until = (row["expires_at"] or "never")[:16]
+            typer.echo(
+                f"{row['id']:>5}  {row['state']:<8} {row['prefix']}…  {row['name'] or '-':<20} "
+                f"created {row['created_at'][:16]}  last used {used}  expires {until}"
+            )
+        if not rows:
+            typer.echo(f"{email} has no API tokens")
+    if secret:
+        typer.echo(secret)

@@ -18,6 +18,7 @@ from app.auth.service import (
     end_all_sessions,
     get_user_by_email,
     normalize_email,
+    revoke_all_api_tokens,
 )
 from app.errors import NotFoundError
 from app.labeling.models import Comparison, Demonstration
@@ -115,12 +116,13 @@ def create_account(
 
 
 def deactivate_user(*, session: Session, user: User, actor: User | None = None) -> None:
-    """The user can no longer sign in; every browser session of theirs ends now (API tokens
-    stop working while the account is inactive). ``actor``: the admin doing it, if any."""
+    """The user can no longer sign in; every browser session of theirs ends now and every API
+    token is revoked (a reactivated user gets new ones). ``actor``: the admin doing it."""
     if actor is not None and actor.id == user.id:
         raise UserError("you cannot deactivate your own account; ask another admin")
     user.is_active = False
     end_all_sessions(session=session, user_id=user.id)
+    revoke_all_api_tokens(session=session, user_id=user.id)
 
 
 def reactivate_user(*, session: Session, user: User) -> None:
@@ -130,13 +132,15 @@ def reactivate_user(*, session: Session, user: User) -> None:
 
 def reset_password(*, session: Session, user: User, password: str | None = None) -> str | None:
     """Sets ``password``, or a generated one, which is returned (shown once). Every session
-    of the user ends, so whoever knew the old password is signed out. Raises
+    of the user ends and every API token is revoked, so whoever knew the old password is
+    signed out and holds no token made with it. Raises
     ``UserFormError`` for a password that is too short or too long."""
     if password is not None and (message := password_error(password)):
         raise UserFormError({"password": message})
     generated = generate_password() if password is None else None
     user.password_hash = hash_password(password if password is not None else str(generated))
     end_all_sessions(session=session, user_id=user.id)
+    revoke_all_api_tokens(session=session, user_id=user.id)
     return generated
 
 

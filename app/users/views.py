@@ -13,7 +13,7 @@ from fastapi.responses import RedirectResponse, Response
 
 from app.audit.service import record
 from app.auth.models import Role, User
-from app.auth.service import UserError
+from app.auth.service import UserError, list_api_tokens, revoke_api_token
 from app.deps import AdminUser, DbSession
 from app.users.service import (
     UserFormError,
@@ -208,3 +208,34 @@ def _activation_done(
     if is_htmx(request):
         return _row(request, session, target)
     return RedirectResponse(f"/admin/users?done={action}d&user_id={target.id}", status_code=303)
+
+
+@router.get("/{user_id}/tokens", name="user_tokens")
+def user_tokens(
+    request: Request, session: DbSession, user: AdminUser, user_id: int, done: str = ""
+) -> Response:
+    target = get_user(session=session, user_id=user_id)
+    notice = "The token is revoked: it no longer works." if done == "revoked" else None
+    return render(
+        request,
+        "users/tokens.html",
+        {
+            "target": target,
+            "tokens": list_api_tokens(session=session, user=target),
+            "notice": notice,
+        },
+    )
+
+
+@router.post("/{user_id}/tokens/{token_id}/revoke", name="user_token_revoke")
+def user_token_revoke(
+    request: Request, session: DbSession, user: AdminUser, user_id: int, token_id: int
+) -> Response:
+    target = get_user(session=session, user_id=user_id)
+    revoke_api_token(session=session, user=target, token_id=token_id)
+    record(
+        session=session, actor_id=user.id, action="token.revoke", target_type="user",
+        target_id=target.id, details={"token": token_id},
+    )  # fmt: skip
+    session.commit()
+    return RedirectResponse(f"/admin/users/{target.id}/tokens?done=revoked", status_code=303)
