@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
@@ -54,6 +55,11 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(
         default=2 * 1024**3, ge=1024, description="Largest import file uploaded in the browser"
     )
+    model_roots: str = Field(
+        default="",
+        description="More folders the web form may register models from, separated by "
+        "os.pathsep (':'); the data dir's models/ always",
+    )
     lease_minutes: int = Field(default=30, ge=1)
     login_max_failures: int = Field(default=5, ge=1, description="per email and address")
     login_failure_window_seconds: int = Field(default=15 * 60, ge=1)
@@ -75,6 +81,12 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    @property
+    def model_root_paths(self) -> list[Path]:
+        """Where the model register form accepts local folders (design §15)."""
+        extra = [Path(p).expanduser() for p in self.model_roots.split(os.pathsep) if p.strip()]
+        return [self.data_dir / "models", *extra]
 
     @property
     def broker_is_embedded(self) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 from pathlib import Path
 
 import httpx
@@ -12,6 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.audit.models import AuditEvent
+from app.config import Settings
 from app.errors import NotFoundError
 from app.exports.models import Export
 from app.models_registry.models import ModelKind, ModelVersion
@@ -213,10 +215,10 @@ async def test_page_empty(client: httpx.AsyncClient, session: Session) -> None:
 
 
 async def test_page_registers_a_model(
-    client: httpx.AsyncClient, session: Session, tmp_path: Path
+    client: httpx.AsyncClient, session: Session, settings: Settings
 ) -> None:
     token = await _admin(client, session)
-    folder = make_folder(tmp_path, "my-sft")
+    folder = make_folder(settings.data_dir / "models" / secrets.token_hex(4), "my-sft")
     r = await client.post(
         "/admin/models",
         data={"path": str(folder), "kind": "sft", "name": "", "csrf_token": token},
@@ -233,7 +235,19 @@ async def test_page_registers_a_model(
     ("form", "field", "message"),
     [
         ({"path": "", "kind": "base"}, "path", "Give the path of a model folder"),
-        ({"path": "/no/such/dir", "kind": "base"}, "path", "No folder at /no/such/dir"),
+        (
+            {"path": "/no/such/dir", "kind": "base"},
+            "path",
+            "/no/such/dir is not under the model folders this server accepts",
+        ),
+        (
+            {"path": "/proc/self", "kind": "base"},
+            "path",
+            "/proc/self is not under the model folders",
+        ),
+        ({"path": "~", "kind": "base"}, "path", "Give the absolute path of a model folder under"),
+        ({"path": "/tmp/a\x00b", "kind": "base"}, "path", "That is not a usable path"),
+        ({"path": "/tmp/" + "n" * 300, "kind": "base"}, "path", "That is not a usable path"),
         ({"path": "org/x", "kind": "giant"}, "kind", "Choose what the model is"),
         ({"path": "org/x", "kind": "base", "name": "42"}, "name", "The name must not be a number"),
     ],
@@ -245,15 +259,17 @@ async def test_page_register_errors_inline(
     r = await client.post("/admin/models", data={**form, "csrf_token": token})
     assert r.status_code == 422
     assert field_error(r.text, field).startswith(message), r.text
-    assert f'value="{form["path"]}"' in r.text  # what was typed comes back
+    assert "/proc/1" not in r.text and "/root" not in r.text  # nothing the server resolved
+    if "\x00" not in form["path"]:
+        assert f'value="{form["path"]}"' in r.text  # what was typed comes back
     assert list_models(session=session) == []
 
 
 async def test_page_register_kind_mismatch(
-    client: httpx.AsyncClient, session: Session, tmp_path: Path
+    client: httpx.AsyncClient, session: Session, settings: Settings
 ) -> None:
     token = await _admin(client, session)
-    folder = make_folder(tmp_path, rlhf={"kind": "rm"})
+    folder = make_folder(settings.data_dir / "models" / secrets.token_hex(4), rlhf={"kind": "rm"})
     r = await client.post(
         "/admin/models", data={"path": str(folder), "kind": "policy", "csrf_token": token}
     )
@@ -353,3 +369,24 @@ async def test_model_page_shows_the_lineage_with_each_dataset_snapshot(
     listing = await client.get("/admin/models")
     assert f'href="/admin/models/{ppo.id}"' in listing.text
     assert (await client.get("/admin/models/99999")).status_code == 404
+
+
+def test_the_web_forms_roots_are_the_data_dirs_models_and_the_listed_folders(
+    session: Session, tmp_path: Path
+) -> None:
+    from tests.conftest import make_settings
+
+    extra = tmp_path / "shared-models"
+    settings = make_settings(data_dir=tmp_path / "data", model_roots=f"{extra}:/srv/models")
+    roots = settings.model_root_paths
+    assert roots == [tmp_path / "data" / "models", extra, Path("/srv/models")]
+    inside = make_folder(extra, "team-rm")
+    model = register_model(session=session, path=str(inside), kind=ModelKind.rm, roots=roots)
+    assert model.path == str(inside.resolve())
+    outside = make_folder(tmp_path / "elsewhere", "x")
+    with pytest.raises(ModelError, match="is not under the model folders"):
+        register_model(session=session, path=str(outside), kind=ModelKind.base, roots=roots)
+    with pytest.raises(ModelError, match="is not under"):  # no way out with ..
+        register_model(
+            session=session, path=f"{extra}/../elsewhere/x", kind=ModelKind.base, roots=roots
+        )

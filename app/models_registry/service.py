@@ -54,27 +54,71 @@ def _read_rlhf_json(folder: Path) -> dict[str, Any]:
     return data
 
 
-def _resolve_path(path: str, kind: ModelKind) -> tuple[str, str]:
-    """(the path to store, the default name) for a local folder or a hub id."""
+#: longest path, and longest folder name, that any file system here accepts
+PATH_MAX, NAME_MAX_BYTES = 4096, 255
+
+
+def _check_folder(folder: Path, kind: ModelKind, *, shown: str) -> str:
+    """``folder`` as stored, once it holds a config.json and an rlhf.json (if any) that agrees
+    with ``kind``; ``shown`` names it in messages."""
+    if not (folder / CONFIG_FILE).is_file():
+        raise ModelError(f"{shown} has no {CONFIG_FILE}: not a Hugging Face save_pretrained folder")
+    declared = _read_rlhf_json(folder).get("kind")
+    if declared is not None and str(declared) != kind.value:
+        raise ModelError(
+            f"{shown}/{RLHF_FILE} says this is a {declared!s} model, not {kind.value}",
+            field="kind",
+        )
+    return str(folder)
+
+
+def _within_roots(raw: str, roots: Sequence[Path]) -> Path:
+    """The folder ``raw`` names, if it is an absolute path under one of ``roots``. Checked on
+    the resolved path before anything is looked up, so the answer says nothing about which
+    paths exist elsewhere, and the message echoes only what was typed."""
+    accepted = ", ".join(str(root) for root in roots)
+    if not Path(raw).is_absolute():
+        raise ModelError(
+            f"give the absolute path of a model folder under {accepted}, or a hub id such as "
+            "org/name"
+        )
+    folder = Path(raw).resolve()
+    if not any(folder.is_relative_to(root.resolve()) for root in roots):
+        raise ModelError(
+            f"{raw} is not under the model folders this server accepts ({accepted}); "
+            "RLHF_MODEL_ROOTS adds folders, and `rlhf models register` takes any path"
+        )
+    return folder
+
+
+def _resolve_path(
+    path: str, kind: ModelKind, roots: Sequence[Path] | None = None
+) -> tuple[str, str]:
+    """(the path to store, the default name) for a local folder or a hub id. With ``roots``
+    (the web form) a local folder must lie under one of them, and messages never show a
+    resolved path."""
     raw = path.strip()
     if not raw:
         raise ModelError("give the path of a model folder (or a hub id such as org/name)")
+    if (
+        "\x00" in raw
+        or len(raw) > PATH_MAX
+        or any(len(part.encode()) > NAME_MAX_BYTES for part in raw.split("/"))
+    ):
+        raise ModelError("that is not a usable path (a NUL character, or a name too long)")
+    if roots is not None:
+        if HUB_ID.match(raw):
+            return raw, raw.rsplit("/", 1)[1]
+        folder = _within_roots(raw, roots)
+        if not folder.is_dir():
+            raise ModelError(f"no model folder at {raw}")
+        return _check_folder(folder, kind, shown=raw), folder.name
     local = Path(raw).expanduser()
     if local.exists():
         folder = local.resolve()
         if not folder.is_dir():
             raise ModelError(f"{folder} is a file, not a model folder (save_pretrained format)")
-        if not (folder / CONFIG_FILE).is_file():
-            raise ModelError(
-                f"{folder} has no {CONFIG_FILE}: not a Hugging Face save_pretrained folder"
-            )
-        declared = _read_rlhf_json(folder).get("kind")
-        if declared is not None and str(declared) != kind.value:
-            raise ModelError(
-                f"{folder / RLHF_FILE} says this is a {declared!s} model, not {kind.value}",
-                field="kind",
-            )
-        return str(folder), folder.name
+        return _check_folder(folder, kind, shown=str(folder)), folder.name
     if HUB_ID.match(raw) and not raw.startswith((".", "~")):
         return raw, raw.rsplit("/", 1)[1]
     raise ModelError(f"no folder at {local.resolve()} (and {raw!r} is not a hub id like org/name)")
@@ -117,12 +161,14 @@ def register_model(
     parent_id: int | None = None,
     metrics: dict[str, Any] | None = None,
     created_by_id: int | None = None,
+    roots: Sequence[Path] | None = None,
 ) -> ModelVersion:
     """Add a model version. ``path`` is a local save_pretrained folder (it must hold a
     config.json; an rlhf.json's "kind" must agree with ``kind``) or a hub id ``org/name``.
-    Without ``name`` the folder's name is used, made unique with ``-2``, ``-3``, ..."""
+    Without ``name`` the folder's name is used, made unique with ``-2``, ``-3``, ...
+    ``roots``: where a local folder may be (the web form; the CLI and jobs pass None)."""
     kind = ModelKind(kind)
-    stored_path, default_name = _resolve_path(path, kind)
+    stored_path, default_name = _resolve_path(path, kind, roots)
     if name is not None and name.strip():
         final_name = _check_name(session, name)
     else:

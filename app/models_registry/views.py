@@ -113,6 +113,7 @@ def models_register(
                 kind=ModelKind(kind),
                 name=name or None,
                 created_by_id=user.id,
+                roots=request.app.state.settings.model_root_paths,
             )
         except ModelError as exc:
             errors[exc.field if exc.field in form else "path"] = str(exc)
