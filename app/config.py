@@ -60,6 +60,9 @@ class Settings(BaseSettings):
         description="More folders the web form may register models from, separated by "
         "os.pathsep (':'); the data dir's models/ always",
     )
+    sqlite_busy_seconds: float = Field(
+        default=15, gt=0, description="SQLite: how long a request waits for another writer"
+    )
     lease_minutes: int = Field(default=30, ge=1)
     login_max_failures: int = Field(default=5, ge=1, description="per email and address")
     login_failure_window_seconds: int = Field(default=15 * 60, ge=1)

@@ -72,14 +72,14 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-def _configure_sqlite(engine: Engine, *, foreign_keys: bool) -> None:
+def _configure_sqlite(engine: Engine, *, foreign_keys: bool, busy_seconds: float) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # pysqlite's own transaction handling breaks SAVEPOINTs; we emit BEGIN ourselves.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute(f"PRAGMA foreign_keys={'ON' if foreign_keys else 'OFF'}")
-        cursor.execute("PRAGMA busy_timeout=15000")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_seconds * 1000)}")
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
@@ -93,12 +93,27 @@ def _configure_sqlite(engine: Engine, *, foreign_keys: bool) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
+#: what a request refused for a busy database tells the client to wait
+BUSY_RETRY_AFTER_SECONDS = 5
+_BUSY = ("database is locked", "database table is locked", "lock timeout", "could not obtain lock")
+
+
+def is_busy(exc: BaseException) -> bool:
+    """Whether a database error means "another writer holds the lock" (retry later), not a
+    fault: SQLite's "database is locked", Postgres' lock_timeout (55P03)."""
+    text = str(getattr(exc, "orig", exc)).lower()
+    return getattr(getattr(exc, "orig", None), "sqlstate", None) == "55P03" or any(
+        marker in text for marker in _BUSY
+    )
+
+
 def make_engine(
     database_url: str,
     *,
     sqlite_foreign_keys: bool = True,
     pool_size: int = 10,
     max_overflow: int = 20,
+    sqlite_busy_seconds: float = 15,
     **kwargs: Any,
 ) -> Engine:
     """An engine for the URL. ``sqlite_foreign_keys=False`` is for migrations only: Alembic's
@@ -110,9 +125,13 @@ def make_engine(
 
             Path(url.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(
-            url, connect_args={"check_same_thread": False, "timeout": 15}, **kwargs
+            url,
+            connect_args={"check_same_thread": False, "timeout": sqlite_busy_seconds},
+            **kwargs,
         )
-        _configure_sqlite(engine, foreign_keys=sqlite_foreign_keys)
+        _configure_sqlite(
+            engine, foreign_keys=sqlite_foreign_keys, busy_seconds=sqlite_busy_seconds
+        )
         return engine
     return create_engine(
         url, pool_pre_ping=True, pool_size=pool_size, max_overflow=max_overflow, **kwargs

@@ -13,6 +13,7 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -23,7 +24,7 @@ from app.auth import api as auth_api
 from app.auth import views as auth_views
 from app.auth.csrf import CSRFError, require_csrf
 from app.config import Settings, get_settings
-from app.db import make_engine, make_session_factory
+from app.db import BUSY_RETRY_AFTER_SECONDS, is_busy, make_engine, make_session_factory
 from app.deps import Forbidden, LoginRequired, ids_in_range
 from app.errors import NotFoundError
 from app.exports import views as exports_views
@@ -138,6 +139,23 @@ def _install_error_handlers(app: FastAPI) -> None:
             status_code=422,
         )  # fmt: skip
 
+    @app.exception_handler(OperationalError)
+    async def _busy(request: Request, exc: OperationalError) -> Response:
+        # A database busy with another writer (SQLite's lock outlasted its 15 s wait, or a
+        # Postgres lock timeout): say so with 503 and Retry-After, never a 500. Any other
+        # operational error is a real failure and stays one.
+        if not is_busy(exc):
+            raise exc
+        message = "The database is busy with another write (an import?). Try again in a moment."
+        headers = {"Retry-After": str(BUSY_RETRY_AFTER_SECONDS)}
+        if _is_api(request):
+            return JSONResponse({"detail": message}, status_code=503, headers=headers)
+        return render(
+            request, "errors/error.html",
+            {"title": "Busy", "message": message, "status": 503},
+            status_code=503, headers=headers,
+        )  # fmt: skip
+
     @app.exception_handler(HTTPException)
     async def _http(request: Request, exc: HTTPException) -> Response:
         if _is_api(request) or exc.status_code < 400:
@@ -160,6 +178,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings.database_url,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
+        sqlite_busy_seconds=settings.sqlite_busy_seconds,
     )
 
     @asynccontextmanager
