@@ -64,3 +64,45 @@ async def test_a_write_while_another_holds_the_lock_is_503_then_works(busy_app) 
             f"/api/v1/projects/{project_id}/tasks/next", json={"kind": "rank"}, headers=auth
         )
         assert r.status_code == 200, r.text
+
+
+def test_a_large_import_holds_the_write_lock_one_batch_at_a_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between two batches another writer gets the lock at once (it would wait out the whole
+    import if the import were one transaction)."""
+    import json
+
+    from sqlalchemy import func, select
+
+    from app.imports import service as imports
+    from app.labeling.models import Prompt
+
+    url = f"sqlite:///{tmp_path / 'import.db'}"
+    migrate(url)
+    engine = make_engine(url)
+    source = tmp_path / "rows.jsonl"
+    source.write_text("".join(json.dumps({"prompt": f"prompt {i}"}) + "\n" for i in range(55)))
+    monkeypatch.setattr(imports, "BATCH_ROWS", 10)
+    others = 0
+    with make_session_factory(engine, writes=True)() as session:
+        project = make_project(session)
+        session.commit()
+
+        def commit_then_another_writer() -> None:
+            nonlocal others
+            session.commit()
+            other = sqlite3.connect(tmp_path / "import.db", timeout=0, isolation_level=None)
+            other.execute("BEGIN IMMEDIATE")  # "database is locked" if the import still held it
+            other.execute("ROLLBACK")
+            other.close()
+            others += 1
+
+        imports.import_file(
+            session=session, project=project, path=source, source_name=source.name,
+            commit=commit_then_another_writer,
+        )  # fmt: skip
+        session.commit()
+        stored = session.scalar(select(func.count()).select_from(Prompt))
+    engine.dispose()
+    assert others == 5 and stored == 55

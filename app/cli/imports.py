@@ -49,6 +49,7 @@ def import_command(
                 path=path,
                 source_name=path.name,
                 skip_invalid=skip_invalid,
+                commit=session.commit,
             )
             project_label = f"{target.name!r} (id {target.id})"
     except ImportFileError as exc:

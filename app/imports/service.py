@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -125,10 +125,17 @@ def import_file(
     path: Path,
     source_name: str,
     skip_invalid: bool = False,
+    commit: Callable[[], None] | None = None,
 ) -> ImportSummary:
     """Validate the whole file, then write its rows (flushed, not committed: the caller
     commits). With invalid rows nothing is written, unless ``skip_invalid``: then the valid
     rows are written and the summary's ``errors`` are the rejected rows.
+
+    ``commit``, when given, is called after each batch of rows (``BATCH_ROWS``): the web page
+    and the CLI commit there, so a large import holds the database's write lock one batch at
+    a time and other requests wait briefly at most. A failure then leaves the batches before
+    it stored; running the import again adds only what is missing (rows already stored are
+    matched and skipped).
 
     ``source_name`` (the file's name) labels what the file brings: the default submitter of
     its prompts, the origin ``import:<name>`` of answers without a model, the author of its
@@ -165,6 +172,8 @@ def import_file(
         batch_bytes += item.row.size
         if len(batch) >= BATCH_ROWS or batch_bytes >= BATCH_BYTES:
             writer.write(batch)
+            if commit is not None:
+                commit()
             batch, batch_bytes = [], 0
     if batch:
         writer.write(batch)

@@ -143,6 +143,7 @@ def import_upload(
             path=path,
             source_name=name,
             skip_invalid=skip_invalid,
+            commit=session.commit,
         )
     except UploadTooLarge:
         return _form_page(request, project, error=_too_large(limit), status_code=413)
