@@ -7,7 +7,6 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import APIRouter, Depends, FastAPI, Request
-from fastapi.exception_handlers import request_validation_exception_handler
 from fastapi.exceptions import HTTPException, RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
@@ -20,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 import app as app_package
 from app.agreement import api as agreement_api
 from app.agreement import views as agreement_views
+from app.api_errors import API_ERRORS, validation_detail
 from app.auth import api as auth_api
 from app.auth import views as auth_views
 from app.auth.csrf import CSRFError, require_csrf
@@ -128,7 +128,7 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> Response:
         if _is_api(request):
-            return await request_validation_exception_handler(request, exc)
+            return JSONResponse({"detail": validation_detail(exc)}, status_code=422)
         # A page's form arrived malformed (hand-made request, field far too long): say which
         # fields, without echoing what was sent.
         fields = sorted({str(e["loc"][-1]) for e in exc.errors() if e.get("loc")})
@@ -243,7 +243,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     web.include_router(users_views.router)
     app.include_router(web)
 
-    api = APIRouter(prefix=API_PREFIX, dependencies=[Depends(ids_in_range)])
+    api = APIRouter(prefix=API_PREFIX, dependencies=[Depends(ids_in_range)], responses=API_ERRORS)
     api.include_router(auth_api.router)
     api.include_router(projects_api.router)
     api.include_router(agreement_api.router)

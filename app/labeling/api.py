@@ -7,6 +7,7 @@ from datetime import timedelta
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 
+from app.api_errors import ErrorOut
 from app.deps import ApiUser, DbSession, SettingsDep
 from app.errors import NotFoundError
 from app.labeling.models import Assignment, TaskKind
@@ -76,8 +77,8 @@ def _error(status: int, message: str) -> JSONResponse:
     status_code=201,
     responses={
         200: {"description": "The same payload was submitted before", "model": SubmittedOut},
-        409: {"description": "Already submitted differently, or skipped"},
-        422: {"description": "The submission does not fit the task"},
+        409: {"description": "Already submitted differently, or skipped", "model": ErrorOut},
+        422: {"description": "The submission does not fit the task", "model": ErrorOut},
     },
 )
 def api_submit(task_id: int, body: SubmitIn, session: DbSession, user: ApiUser) -> Response:
@@ -119,7 +120,11 @@ def api_submit(task_id: int, body: SubmitIn, session: DbSession, user: ApiUser) 
     return JSONResponse({"id": result.id}, status_code=201 if result.created else 200)
 
 
-@router.post("/tasks/{task_id}/skip", response_model=SkippedOut, responses={409: {}, 422: {}})
+@router.post(
+    "/tasks/{task_id}/skip",
+    response_model=SkippedOut,
+    responses={409: {"description": "Already submitted", "model": ErrorOut}},
+)
 def api_skip(
     task_id: int, body: SkipIn, session: DbSession, user: ApiUser
 ) -> Response | SkippedOut:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Literal, Self
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from app.labeling.models import TaskKind
 
@@ -43,6 +43,23 @@ class SubmitIn(BaseModel):
     not_rankable: bool = False
     text: str | None = None
     seconds_spent: float | None = Field(default=None, ge=0)
+
+    # A ranking, "none of these is acceptable" or a text: one of them, in the schema too.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "anyOf": [
+                {"required": ["ranking"]},
+                {"required": ["text"]},
+                {"required": ["not_rankable"], "properties": {"not_rankable": {"const": True}}},
+            ]
+        }
+    )
+
+    @model_validator(mode="after")
+    def _says_something(self) -> Self:
+        if self.ranking is None and self.text is None and not self.not_rankable:
+            raise ValueError("give a `ranking`, `not_rankable: true` or a `text`")
+        return self
 
 
 class SubmittedOut(BaseModel):

@@ -1,0 +1,45 @@
+"""The OpenAPI description says what the API sends (design §15): every error is
+{"detail": str}, documented on every operation; an empty submission is invalid in the schema
+as on the server."""
+
+from __future__ import annotations
+
+import httpx
+from sqlalchemy.orm import Session
+
+from app.auth.service import create_api_token
+from tests.helpers import make_user
+
+
+async def test_every_operation_documents_its_errors_in_one_shape(client: httpx.AsyncClient) -> None:
+    spec = (await client.get("/api/v1/openapi.json")).json()
+    error = {"$ref": "#/components/schemas/ErrorOut"}
+    assert spec["components"]["schemas"]["ErrorOut"]["required"] == ["detail"]
+    assert "HTTPValidationError" not in spec["components"]["schemas"]  # one 422 shape
+    operations = [
+        (path, method, op) for path, ops in spec["paths"].items() for method, op in ops.items()
+    ]
+    assert len(operations) >= 6
+    for path, method, op in operations:
+        for status in ("401", "413", "422", "503") + (("404",) if "{" in path else ()):
+            schema = op["responses"][status]["content"]["application/json"]["schema"]
+            assert schema == error, (method, path, status)
+    submit = spec["paths"]["/api/v1/tasks/{task_id}/submit"]["post"]
+    assert submit["responses"]["409"]["content"]["application/json"]["schema"] == error
+
+
+async def test_an_empty_submission_is_invalid_in_the_schema_and_on_the_server(
+    client: httpx.AsyncClient, session: Session
+) -> None:
+    spec = (await client.get("/api/v1/openapi.json")).json()
+    submit_in = spec["components"]["schemas"]["SubmitIn"]
+    assert {"required": ["ranking"]} in submit_in["anyOf"]
+    _, token = create_api_token(session=session, user=make_user(session))
+    auth = {"Authorization": f"Bearer {token}"}
+    r = await client.post("/api/v1/tasks/1/submit", json={}, headers=auth)
+    assert r.status_code == 422
+    assert r.json() == {
+        "detail": "body: Value error, give a `ranking`, `not_rankable: true` or a `text`"
+    }
+    r = await client.post("/api/v1/tasks/1/submit", json={"ranking": "no"}, headers=auth)
+    assert r.status_code == 422 and r.json()["detail"].startswith("body.ranking: ")
