@@ -17,7 +17,7 @@ from app.labeling.models import (
     TaskKind,
 )
 from app.models_registry.models import ModelKind, ModelVersion
-from app.projects.models import Project
+from app.projects.models import Project, ProjectMember
 
 __all__ = [
     "ApiToken",
@@ -37,6 +37,7 @@ __all__ = [
     "ModelKind",
     "ModelVersion",
     "Project",
+    "ProjectMember",
     "Prompt",
     "PromptSource",
     "Role",

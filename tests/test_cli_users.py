@@ -144,3 +144,24 @@ def test_tokens_are_listed_made_and_revoked(cli_env: dict[str, str]) -> None:
     other = rlhf(cli_env, "users", "tokens", "lin@example.test", "--revoke", "999")
     assert other.returncode == 2
     assert other.stderr.strip() == "error: lin@example.test has no API token 999"
+
+
+def test_project_members_are_added_removed_and_the_project_restricted(
+    cli_env: dict[str, str],
+) -> None:
+    project = rlhf(cli_env, "projects", "create", "Private").stdout.strip()
+    result = rlhf(cli_env, "projects", "members", project, "--add", "LIN@example.test",
+                  "--restricted", "true", "--json")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {
+        "project": int(project),
+        "restricted": True,
+        "members": ["lin@example.test"],
+    }
+    result = rlhf(cli_env, "projects", "members", "Private", "--remove", "lin@example.test",
+                  "--restricted", "false")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [f"project {project}: every labeler (open); 0 member(s)"]
+    assert "project.members" in _user(cli_env)[2]
+    bad = rlhf(cli_env, "projects", "members", "Private", "--restricted", "maybe")
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -87,3 +88,65 @@ def projects_list(json_out: Annotated[bool, typer.Option("--json")] = False) -> 
             f"{row['id']:>5}  {row['name']}  (K={row['k']}, prompts {c['prompts']}, "
             f"rankings {c['comparisons']}/{c['rankings_wanted']})"
         )
+
+
+class TrueFalse(StrEnum):
+    true = "true"
+    false = "false"
+
+
+@projects_app.command("members")
+def projects_members(
+    project: Annotated[str, typer.Argument(help="Project name or id")],
+    add: Annotated[
+        list[str] | None, typer.Option("--add", metavar="EMAIL", help="Make a labeler a member")
+    ] = None,
+    remove: Annotated[
+        list[str] | None, typer.Option("--remove", metavar="EMAIL", help="Remove a member")
+    ] = None,
+    restricted: Annotated[
+        TrueFalse | None,
+        typer.Option(help="true: only members may label it; false: every labeler"),
+    ] = None,
+    json_out: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Who may label a project (design §13). Open to every labeler unless restricted; a
+    labeler outside a restricted project does not see it. Prints the members."""
+    from app.audit.service import record
+    from app.projects.service import add_member, get_project, project_members, remove_member
+    from app.users.service import find_user
+
+    with db_session() as session:
+        target = get_project(session=session, ref=project)
+        changes: dict[str, Any] = {}
+        for email in add or []:
+            if add_member(
+                session=session, project=target, user=find_user(session=session, email=email)
+            ):
+                changes.setdefault("added", []).append(email)
+        for email in remove or []:
+            if remove_member(
+                session=session, project=target, user=find_user(session=session, email=email)
+            ):
+                changes.setdefault("removed", []).append(email)
+        wanted = None if restricted is None else restricted == TrueFalse.true
+        if wanted is not None and wanted != target.restricted:
+            target.restricted = wanted
+            changes["restricted"] = wanted
+        if changes:
+            record(
+                session=session, actor_id=None, action="project.members", target_type="project",
+                target_id=target.id, details={**changes, "via": "cli"},
+            )  # fmt: skip
+        data: dict[str, Any] = {
+            "project": target.id,
+            "restricted": target.restricted,
+            "members": [u.email for u in project_members(session=session, project=target)],
+        }
+    if json_out:
+        print_json(data)
+        return
+    access = "members only" if data["restricted"] else "every labeler (open)"
+    typer.echo(f"project {data['project']}: {access}; {len(data['members'])} member(s)")
+    for email in data["members"]:
+        typer.echo(f"  {email}")

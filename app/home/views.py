@@ -13,7 +13,7 @@ from app.deps import AdminUser, CurrentUser, DbSession
 from app.jobs.service import list_jobs
 from app.labeling.models import Comparison, Demonstration, TaskKind
 from app.labeling.queue import count_available
-from app.projects.service import get_project, list_projects, project_counts
+from app.projects.service import labeler_project, list_projects, project_counts
 from app.web.templating import render
 
 router = APIRouter(tags=["pages"])
@@ -26,7 +26,7 @@ def root(user: CurrentUser) -> Response:
 
 @router.get("/home", name="labeler_home")
 def labeler_home(request: Request, session: DbSession, user: CurrentUser) -> Response:
-    projects = list_projects(session=session)
+    projects = list_projects(session=session, for_user=user)
     counts = project_counts(session=session, projects=projects)
     since = utcnow() - timedelta(hours=24)
     done_today = {
@@ -78,5 +78,5 @@ def admin_home(request: Request, session: DbSession, user: AdminUser) -> Respons
 def project_guidelines(
     request: Request, session: DbSession, user: CurrentUser, project_id: int
 ) -> Response:
-    project = get_project(session=session, ref=project_id)
+    project = labeler_project(session=session, ref=project_id, user=user)
     return render(request, "labeler/guidelines.html", {"project": project})

@@ -8,9 +8,10 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 
 from app.api_errors import ErrorOut
+from app.auth.models import User
 from app.deps import ApiUser, DbSession, SettingsDep
 from app.errors import NotFoundError
-from app.labeling.models import Assignment, TaskKind
+from app.labeling.models import Assignment, Prompt, TaskKind
 from app.labeling.queue import Task, lease_next_task
 from app.labeling.schemas import (
     CompletionOut,
@@ -29,7 +30,8 @@ from app.labeling.service import (
     submit_demonstration,
     submit_ranking,
 )
-from app.projects.service import get_project
+from app.projects.models import Project
+from app.projects.service import labeler_project, may_label
 
 router = APIRouter(tags=["labeling"])
 
@@ -53,7 +55,7 @@ def task_out(task: Task) -> TaskOut:
 def api_next_task(
     project_id: int, body: NextTaskIn, session: DbSession, settings: SettingsDep, user: ApiUser
 ) -> Response | TaskOut:
-    project = get_project(session=session, ref=project_id)
+    project = labeler_project(session=session, ref=project_id, user=user)
     task = lease_next_task(
         session=session,
         project=project,
@@ -65,6 +67,12 @@ def api_next_task(
     if task is None:
         return Response(status_code=204)
     return task_out(task)
+
+
+def _may_label(session: DbSession, assignment: Assignment, user: User) -> bool:
+    """Still allowed on the task's project (a labeler removed from a restricted one is not)."""
+    project = session.get_one(Project, session.get_one(Prompt, assignment.prompt_id).project_id)
+    return may_label(session=session, project=project, user=user)
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -85,7 +93,11 @@ def api_submit(task_id: int, body: SubmitIn, session: DbSession, user: ApiUser) 
     try:
         # Which kind of task: a plain read; the submit below locks the row and checks owner.
         assignment = session.get(Assignment, task_id)
-        if assignment is None or assignment.labeler_id != user.id:
+        if (
+            assignment is None
+            or assignment.labeler_id != user.id
+            or not _may_label(session, assignment, user)
+        ):
             raise NotFoundError(f"no task {task_id}")
         if assignment.kind == TaskKind.rank:
             if body.ranking is None and not body.not_rankable:
@@ -128,6 +140,9 @@ def api_submit(task_id: int, body: SubmitIn, session: DbSession, user: ApiUser) 
 def api_skip(
     task_id: int, body: SkipIn, session: DbSession, user: ApiUser
 ) -> Response | SkippedOut:
+    held = session.get(Assignment, task_id)
+    if held is not None and held.labeler_id == user.id and not _may_label(session, held, user):
+        raise NotFoundError(f"no task {task_id}")
     try:
         assignment = skip_task(
             session=session, assignment_id=task_id, labeler=user, reason=body.reason

@@ -19,6 +19,7 @@ from starlette.datastructures import FormData
 from app.auth.models import User
 from app.db import utcnow
 from app.deps import CurrentUser, DbSession, SettingsDep
+from app.errors import NotFoundError
 from app.labeling.models import Assignment, AssignmentState, Comparison, Demonstration, TaskKind
 from app.labeling.queue import Task, count_available, lease_next_task, task_for
 from app.labeling.ranking import answer_label, missing_places, ranks_to_groups
@@ -33,7 +34,7 @@ from app.labeling.service import (
     submit_ranking,
 )
 from app.projects.models import Project
-from app.projects.service import get_project
+from app.projects.service import labeler_project, may_label
 from app.web.templating import is_htmx, render
 
 router = APIRouter(tags=["labeling"])
@@ -118,7 +119,7 @@ def _lease(
 
 def _task_page(kind: TaskKind) -> Callable[..., Response]:
     def page(request: Request, session: DbSession, user: CurrentUser, project_id: int) -> Response:
-        project = get_project(session=session, ref=project_id)
+        project = labeler_project(session=session, ref=project_id, user=user)
         return _render_task(request, session, project, user, kind, None, autoload=True)
 
     return page
@@ -132,7 +133,7 @@ def _next_task(kind: TaskKind) -> Callable[..., Response]:
         user: CurrentUser,
         project_id: int,
     ) -> Response:
-        project = get_project(session=session, ref=project_id)
+        project = labeler_project(session=session, ref=project_id, user=user)
         task = _lease(session, settings, project, user, kind)
         if not is_htmx(request) and task is not None:
             return RedirectResponse(f"/tasks/{task.id}", status_code=303)
@@ -161,6 +162,8 @@ def _own_task(session: DbSession, user: User, task_id: int) -> tuple[Assignment,
     project = session.get_one(
         Project, task_for(session=session, assignment=assignment).prompt.project_id
     )
+    if not may_label(session=session, project=project, user=user):
+        raise NotFoundError(f"no task {task_id}")  # removed from a restricted project
     return assignment, project
 
 
@@ -341,7 +344,7 @@ def draft_save(
 def prompt_form(
     request: Request, session: DbSession, user: CurrentUser, project_id: int
 ) -> Response:
-    project = get_project(session=session, ref=project_id)
+    project = labeler_project(session=session, ref=project_id, user=user)
     return render(
         request,
         "labeling/prompt.html",
@@ -353,7 +356,7 @@ def prompt_form(
 def prompt_submit(
     request: Request, session: DbSession, user: CurrentUser, project_id: int, form: FormDep
 ) -> Response:
-    project = get_project(session=session, ref=project_id)
+    project = labeler_project(session=session, ref=project_id, user=user)
     text, answer = form.get("prompt"), form.get("demonstration")
     values = {
         "prompt": text if isinstance(text, str) else "",

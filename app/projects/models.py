@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import CheckConstraint, Float, ForeignKey, String, Text
+from sqlalchemy import Boolean, CheckConstraint, Float, ForeignKey, String, Text, false
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.db import Base, UTCDateTime, utcnow
@@ -48,8 +48,24 @@ class Project(Base):
     )
     created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Open to every labeler, or (restricted) to its members only (design §13).
+    restricted: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     current_policy: Mapped[ModelVersion | None] = relationship(foreign_keys=[current_policy_id])
 
     def __repr__(self) -> str:
         return f"<Project {self.id} {self.name!r} k={self.k}>"
+
+
+class ProjectMember(Base):
+    """A labeler who may label a restricted project (an open project needs no members)."""
+
+    __tablename__ = "project_members"
+
+    project_id: Mapped[int] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    added_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -7,12 +7,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, exists, func, or_, select
 from sqlalchemy.orm import Session
 
+from app.auth.models import Role, User
 from app.errors import NotFoundError
 from app.labeling.models import Comparison, Completion, Demonstration, Prompt
-from app.projects.models import DEFAULT_FLAGS, Project
+from app.projects.models import DEFAULT_FLAGS, Project, ProjectMember
 
 
 class ProjectError(ValueError):
@@ -278,8 +279,62 @@ def get_project(*, session: Session, ref: str | int) -> Project:
     return project
 
 
-def list_projects(*, session: Session) -> Sequence[Project]:
-    return session.scalars(select(Project).order_by(Project.created_at, Project.id)).all()
+def list_projects(*, session: Session, for_user: User | None = None) -> Sequence[Project]:
+    """Every project, or with ``for_user`` those that user may label (design §13)."""
+    stmt = select(Project).order_by(Project.created_at, Project.id)
+    if for_user is not None and for_user.role != Role.admin:
+        member = exists().where(
+            ProjectMember.project_id == Project.id, ProjectMember.user_id == for_user.id
+        )
+        stmt = stmt.where(or_(Project.restricted.is_(False), member))
+    return session.scalars(stmt).all()
+
+
+def may_label(*, session: Session, project: Project, user: User) -> bool:
+    """Admins and, on an open project, every labeler; on a restricted one, its members."""
+    if user.role == Role.admin or not project.restricted:
+        return True
+    return session.get(ProjectMember, (project.id, user.id)) is not None
+
+
+def labeler_project(*, session: Session, ref: str | int, user: User) -> Project:
+    """The project, as a labeler reaches it: one they may not label does not exist for them
+    (NotFoundError, 404), so a restricted project shows nothing of itself to outsiders."""
+    project = get_project(session=session, ref=ref)
+    if not may_label(session=session, project=project, user=user):
+        raise NotFoundError(f"no project {str(ref)!r}")
+    return project
+
+
+def project_members(*, session: Session, project: Project) -> list[User]:
+    return list(
+        session.scalars(
+            select(User)
+            .join(ProjectMember, ProjectMember.user_id == User.id)
+            .where(ProjectMember.project_id == project.id)
+            .order_by(User.email)
+        )
+    )
+
+
+def add_member(*, session: Session, project: Project, user: User) -> bool:
+    """Whether the user was added (False: a member already)."""
+    if session.get(ProjectMember, (project.id, user.id)) is not None:
+        return False
+    session.add(ProjectMember(project_id=project.id, user_id=user.id))
+    session.flush()
+    return True
+
+
+def remove_member(*, session: Session, project: Project, user: User) -> bool:
+    """Whether the user was removed (False: not a member). On a restricted project they see
+    nothing of it from now on; a task they hold goes back to the pool when its lease ends."""
+    row = session.get(ProjectMember, (project.id, user.id))
+    if row is None:
+        return False
+    session.delete(row)
+    session.flush()
+    return True
 
 
 @dataclass(frozen=True)
