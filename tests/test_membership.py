@@ -109,3 +109,33 @@ async def test_a_removed_member_loses_the_task_in_hand(
         headers={"Authorization": f"Bearer {token}"},
     )  # fmt: skip
     assert r.status_code == 404
+
+
+async def test_the_admin_restricts_a_project_on_its_page(
+    client: httpx.AsyncClient, session: Session
+) -> None:
+    project = make_project(session, name="Going private", k=4)
+    member, outsider = make_user(session), make_user(session)
+    await login(client, make_user(session, role=Role.admin))
+    token = await csrf_token(client, f"/admin/projects/{project.id}")
+    url = f"/admin/projects/{project.id}/access"
+    bad = await client.post(
+        url, data={"csrf_token": token, "restricted": "true", "members": "nobody@x.test"}
+    )
+    assert bad.status_code == 422 and "No user with the email nobody@x.test" in bad.text
+    session.refresh(project)
+    assert not project.restricted  # nothing was changed
+    r = await client.post(
+        url, data={"csrf_token": token, "restricted": "true", "members": f"  {member.email}\n\n"}
+    )
+    assert r.status_code == 303
+    page = await client.get(r.headers["location"])
+    assert "Access saved." in page.text and "Only its 1 member" in page.text
+    session.refresh(project)
+    assert project.restricted
+    client.cookies.clear()
+    await login(client, outsider)
+    assert (await client.get(f"/projects/{project.id}/rank")).status_code == 404
+    client.cookies.clear()
+    await login(client, member)
+    assert (await client.get(f"/projects/{project.id}/rank")).status_code == 200

@@ -9,6 +9,8 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse, Response
 
 from app.audit.service import record
+from app.auth.models import User
+from app.auth.service import get_user_by_email
 from app.deps import AdminUser, CeleryDep, DbSession
 from app.jobs import kinds
 from app.jobs.service import commit_and_enqueue, create_job
@@ -22,11 +24,14 @@ from app.projects.schemas import GenerationForm, ProjectForm
 from app.projects.service import (
     ProjectFormError,
     ProjectSettings,
+    add_member,
     check_project_settings,
     create_project,
     get_project,
     has_comparisons,
     project_counts,
+    project_members,
+    remove_member,
     settings_changes,
     update_project,
 )
@@ -39,6 +44,7 @@ SAVED_NOTES = {
     "created": "Project created.",
     "updated": "Changes saved.",
     "generation": "Generation settings saved; the next generation job uses them.",
+    "access": "Access saved.",
 }
 
 
@@ -117,12 +123,73 @@ def project_detail(
     request: Request, session: DbSession, user: AdminUser, project_id: int, saved: str = ""
 ) -> Response:
     project = get_project(session=session, ref=project_id)
+    return _detail_page(request, session, project, saved_note=SAVED_NOTES.get(saved))
+
+
+def _detail_page(
+    request: Request, session: DbSession, project: Project, *, saved_note: str | None = None,
+    access_error: str | None = None, members_typed: str | None = None, status_code: int = 200,
+) -> Response:  # fmt: skip
     counts = project_counts(session=session, projects=[project])[project.id]
+    members = project_members(session=session, project=project)
     return render(
         request,
         "projects/detail.html",
-        {"project": project, "counts": counts, "saved_note": SAVED_NOTES.get(saved)},
-    )
+        {
+            "project": project, "counts": counts, "saved_note": saved_note,
+            "members": members, "access_error": access_error,
+            "members_typed": members_typed if members_typed is not None
+            else "\n".join(m.email for m in members),
+        },
+        status_code=status_code,
+    )  # fmt: skip
+
+
+@router.post("/{project_id}/access", name="project_access")
+def project_access(
+    request: Request,
+    session: DbSession,
+    user: AdminUser,
+    project_id: int,
+    members: Annotated[str, Form(max_length=200_000)] = "",
+    restricted: Annotated[bool, Form()] = False,
+) -> Response:
+    """Who may label the project: open to every labeler, or to the members listed (one
+    email a line). An unknown email changes nothing and is named."""
+    project = get_project(session=session, ref=project_id)
+    wanted: dict[int, User] = {}
+    unknown = []
+    for line in members.splitlines():
+        email = line.strip()
+        if not email:
+            continue
+        found = get_user_by_email(session=session, email=email)
+        if found is None:
+            unknown.append(email)
+        else:
+            wanted[found.id] = found
+    if unknown:
+        message = (
+            "No user with the email " + ", ".join(unknown[:5]) + (" …" if len(unknown) > 5 else "")
+        )
+        return _detail_page(
+            request, session, project, access_error=message + ". Nothing was changed.",
+            members_typed=members, status_code=422,
+        )  # fmt: skip
+    current = {m.id: m for m in project_members(session=session, project=project)}
+    for member_id, member in wanted.items():
+        if member_id not in current:
+            add_member(session=session, project=project, user=member)
+    for member_id, member in current.items():
+        if member_id not in wanted:
+            remove_member(session=session, project=project, user=member)
+    project.restricted = restricted
+    record(
+        session=session, actor_id=user.id, action="project.members", target_type="project",
+        target_id=project.id, details={"restricted": restricted, "members": len(wanted)},
+    )  # fmt: skip
+    session.commit()
+    return RedirectResponse(f"/admin/projects/{project.id}?saved=access#access", status_code=303)
 
 
 @router.get("/{project_id}/edit", name="project_edit")
