@@ -1,5 +1,5 @@
 """How the JSON API answers an error: always ``{"detail": "<one sentence>"}`` (design §15),
-for a bad token (401), a missing thing (404), a conflict (409), a body too large (413), a
+for an unreadable body (400), a bad token (401), a missing thing (404), a conflict (409), a body too large (413), a
 request that does not fit (422: the fields and what is wrong with them, in words) and a busy
 database (503). ``API_ERRORS`` documents them on every route of the OpenAPI description."""
 
@@ -20,6 +20,7 @@ def _error(description: str) -> dict[str, Any]:
 
 
 API_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: _error("The body could not be read (not JSON, or not UTF-8)"),
     401: _error("Missing or invalid API token"),
     404: _error("No such item (or not yours)"),
     413: _error("The request body is larger than the server accepts"),

@@ -21,7 +21,7 @@ async def test_every_operation_documents_its_errors_in_one_shape(client: httpx.A
     ]
     assert len(operations) >= 6
     for path, method, op in operations:
-        for status in ("401", "413", "422", "503") + (("404",) if "{" in path else ()):
+        for status in ("400", "401", "413", "422", "503") + (("404",) if "{" in path else ()):
             schema = op["responses"][status]["content"]["application/json"]["schema"]
             assert schema == error, (method, path, status)
     submit = spec["paths"]["/api/v1/tasks/{task_id}/submit"]["post"]
