@@ -6,6 +6,7 @@ from datetime import timedelta
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
+from sqlalchemy import select
 
 from app.api_errors import ErrorOut
 from app.auth.models import User
@@ -71,7 +72,11 @@ def api_next_task(
 
 def _may_label(session: DbSession, assignment: Assignment, user: User) -> bool:
     """Still allowed on the task's project (a labeler removed from a restricted one is not)."""
-    project = session.get_one(Project, session.get_one(Prompt, assignment.prompt_id).project_id)
+    project = session.scalars(
+        select(Project)
+        .join(Prompt, Prompt.project_id == Project.id)
+        .where(Prompt.id == assignment.prompt_id)
+    ).one()  # one query on the submit path, not a prompt then its project
     return may_label(session=session, project=project, user=user)
 
 
