@@ -1,5 +1,6 @@
 """How the JSON API answers an error: always ``{"detail": "<one sentence>"}`` (design §15),
-for an unreadable body (400), a bad token (401), a missing thing (404), a conflict (409), a body too large (413), a
+for an unreadable body (400), a bad token (401), an admin-only route (403, on those
+routes: ``ADMIN_ONLY``), a missing thing (404), a conflict (409), a body too large (413), a
 request that does not fit (422: the fields and what is wrong with them, in words) and a busy
 database (503). ``API_ERRORS`` documents them on every route of the OpenAPI description."""
 
@@ -26,6 +27,11 @@ API_ERRORS: dict[int | str, dict[str, Any]] = {
     413: _error("The request body is larger than the server accepts"),
     422: _error("The request does not fit: which fields, and why"),
     503: _error("The database is busy; retry after the Retry-After seconds"),
+}
+
+
+ADMIN_ONLY: dict[int | str, dict[str, Any]] = {
+    403: _error("The token's user is not an admin"),
 }
 
 

@@ -13,21 +13,18 @@ Usage: python -m bench.body_limits [--size-mb 500] [--concurrency 4] [--rounds 3
 from __future__ import annotations
 
 import argparse
-import os
 import select
 import socket
-import subprocess
-import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psutil
 
-ROOT = Path(__file__).resolve().parents[1]
+from bench._server import serving
+
 PIECE = b"x" * 1024**2
 ROUTES = {
     "api (no token)": ("/api/v1/tasks/1/submit", "application/json"),
@@ -66,70 +63,44 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory() as tmp:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("RLHF_")}
-        env.update(
-            RLHF_DATABASE_URL=f"sqlite:///{tmp}/bench.db", RLHF_DATA_DIR=f"{tmp}/var",
-            RLHF_SECRET_KEY="bench-body-limits-secret-0123456789", RLHF_DEMO_MODE="1",
-        )  # fmt: skip
-        cli = [sys.executable, "-m", "app.cli"]
-        subprocess.run([*cli, "db", "upgrade"], env=env, check=True, capture_output=True)
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        server = subprocess.Popen(
-            [*cli, "serve", "--port", str(port)], env=env, cwd=tmp,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        try:
-            for _ in range(120):
-                try:
-                    urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1)
-                    break
-                except OSError:
-                    time.sleep(0.25)
-            process = psutil.Process(server.pid)
-            before = process.memory_info().rss
-            peak = before
-            done = threading.Event()
+    with tempfile.TemporaryDirectory() as tmp, serving(Path(tmp)) as server:
+        process = psutil.Process(server.pid)
+        before = process.memory_info().rss
+        peak = before
+        done = threading.Event()
 
-            def sample() -> None:
-                nonlocal peak
-                while not done.is_set():
-                    peak = max(peak, process.memory_info().rss)
-                    time.sleep(0.05)
+        def sample() -> None:
+            nonlocal peak
+            while not done.is_set():
+                peak = max(peak, process.memory_info().rss)
+                time.sleep(0.05)
 
-            sampler = threading.Thread(target=sample, daemon=True)
-            sampler.start()
-            size = args.size_mb * 1024**2
-            print(
-                f"{args.rounds} rounds x {args.concurrency} concurrent x {args.size_mb} MB bodies"
-            )
-            print(f"{'route':<22}{'status':>8}{'answer s':>11}{'MB let in':>11}")
-            with ThreadPoolExecutor(args.concurrency) as pool:
-                for name, (path, content_type) in ROUTES.items():
-                    results = []
-                    for _ in range(args.rounds):
-                        batch = [
-                            pool.submit(send, port, path, content_type, size)
-                            for _ in range(args.concurrency)
-                        ]
-                        results += [future.result() for future in batch]
-                    statuses = sorted({r[0] for r in results})
-                    slowest = max(r[1] for r in results)
-                    let_in = max(r[2] for r in results) / 1024**2
-                    print(f"{name:<22}{statuses!s:>8}{slowest:>11.2f}{let_in:>11.0f}")
-            done.set()
-            sampler.join()
-            after = process.memory_info().rss
-            mb = 1024**2
-            print(
-                f"server memory: {before / mb:.0f} MB before, {peak / mb:.0f} MB peak, "
-                f"{after / mb:.0f} MB after"
-            )
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        size = args.size_mb * 1024**2
+        print(f"{args.rounds} rounds x {args.concurrency} concurrent x {args.size_mb} MB bodies")
+        print(f"{'route':<22}{'status':>8}{'answer s':>11}{'MB let in':>11}")
+        with ThreadPoolExecutor(args.concurrency) as pool:
+            for name, (path, content_type) in ROUTES.items():
+                results = []
+                for _ in range(args.rounds):
+                    batch = [
+                        pool.submit(send, server.port, path, content_type, size)
+                        for _ in range(args.concurrency)
+                    ]
+                    results += [future.result() for future in batch]
+                statuses = sorted({r[0] for r in results})
+                slowest = max(r[1] for r in results)
+                let_in = max(r[2] for r in results) / 1024**2
+                print(f"{name:<22}{statuses!s:>8}{slowest:>11.2f}{let_in:>11.0f}")
+        done.set()
+        sampler.join()
+        after = process.memory_info().rss
+        mb = 1024**2
+        print(
+            f"server memory: {before / mb:.0f} MB before, {peak / mb:.0f} MB peak, "
+            f"{after / mb:.0f} MB after"
+        )
 
 
 if __name__ == "__main__":

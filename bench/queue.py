@@ -17,11 +17,8 @@ import asyncio
 import os
 import random
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import httpx
@@ -33,6 +30,7 @@ from app.cli import alembic_config
 from app.db import make_engine, make_session_factory, utcnow
 from app.labeling.models import Comparison, Completion, Prompt, PromptSource
 from app.projects.service import create_project
+from bench._server import serving
 
 ROOT = Path(__file__).resolve().parents[1]
 K, OVERLAP = 4, 3
@@ -181,42 +179,26 @@ def main() -> None:
     project_id, tokens = seed(url, prompts=prompts, labelers=sum(levels))
     print(f"seeded {prompts} prompts x {K} answers, overlap {OVERLAP}, {sum(levels)} labelers")
 
-    port = 8765 + random.randint(0, 200)
-    with tempfile.TemporaryDirectory() as tmp:
-        env = {**os.environ, "RLHF_DATABASE_URL": url, "RLHF_SECRET_KEY": "bench-secret-key-0123456789",
-               "RLHF_DATA_DIR": tmp}  # fmt: skip
-        server = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "serve", "--port", str(port), "--workers", str(args.workers)],
-            env=env, cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        try:
-            for _ in range(120):
-                try:
-                    urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1)
-                    break
-                except OSError:
-                    time.sleep(0.5)
-            offset, total = 0, 0
-            print(
-                f"{'N':>3} {'subm/s':>8} {'lease p50/p95/p99 ms':>24} {'submit p50/p95/p99 ms':>25}"
-            )
-            for n in levels:
-                result = asyncio.run(
-                    run_level(
-                        f"http://127.0.0.1:{port}",
-                        project_id,
-                        tokens[offset : offset + n],
-                        args.per_labeler,
-                    )
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        serving(Path(tmp), database_url=url, workers=args.workers) as server,
+    ):
+        offset, total = 0, 0
+        print(f"{'N':>3} {'subm/s':>8} {'lease p50/p95/p99 ms':>24} {'submit p50/p95/p99 ms':>25}")
+        for n in levels:
+            result = asyncio.run(
+                run_level(
+                    server.url,
+                    project_id,
+                    tokens[offset : offset + n],
+                    args.per_labeler,
                 )
-                offset += n
-                total += int(result["submissions"])
-                print(f"{n:>3} {result['per_s']:>8.0f} "
-                      f"{result['lease_p50']:>8.1f}{result['lease_p95']:>8.1f}{result['lease_p99']:>8.1f} "
-                      f"{result['submit_p50']:>8.1f}{result['submit_p95']:>8.1f}{result['submit_p99']:>8.1f}")  # fmt: skip
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
+            )
+            offset += n
+            total += int(result["submissions"])
+            print(f"{n:>3} {result['per_s']:>8.0f} "
+                  f"{result['lease_p50']:>8.1f}{result['lease_p95']:>8.1f}{result['lease_p99']:>8.1f} "
+                  f"{result['submit_p50']:>8.1f}{result['submit_p95']:>8.1f}{result['submit_p99']:>8.1f}")  # fmt: skip
     check_invariants(url, total)
 
 

@@ -11,13 +11,13 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-NOT_BENCHMARKS = {"__init__", "run", "ppo_trl112"}  # ppo_trl112: run by bench.ppo
+NOT_BENCHMARKS = {"run", "ppo_trl112"}  # ppo_trl112: run by bench.ppo; _name: helpers
 
 
 def main() -> int:
     failed = 0
     for script in sorted(HERE.glob("*.py")):
-        if script.stem in NOT_BENCHMARKS:
+        if script.stem in NOT_BENCHMARKS or script.stem.startswith("_"):
             continue
         print(f"== bench.{script.stem}", flush=True)
         command = [sys.executable, "-m", f"bench.{script.stem}", *sys.argv[1:]]

@@ -174,7 +174,28 @@ async def test_the_api_returns_the_same_json_as_the_cli_code(
     assert data == expected
     assert data["pairwise_agreement"]["micro_ci95"] is not None
     bad = await client.get(f"/api/v1/projects/{project.id}/agreement?gold=maybe", headers=headers)
-    assert bad.status_code == 422 and "gold must be one of" in bad.json()["detail"]
+    assert bad.status_code == 422 and "query.gold" in bad.json()["detail"]
+    assert "'non-gold'" in bad.json()["detail"]
+    for query, said in [
+        ("since=21-11-2026", "query.since"),
+        ("until=0", "query.until"),
+        ("until=2026-02-30", "until must be a date like"),
+        ("labeler=3", "query.labeler"),
+        ("since=2026-11-22&until=2026-11-21", "since (2026-11-22) is after until (2026-11-21)"),
+    ]:
+        bad = await client.get(f"/api/v1/projects/{project.id}/agreement?{query}", headers=headers)
+        assert bad.status_code == 422 and said in bad.json()["detail"], (query, bad.text)
+    # the filters are in the description as they are checked (schemathesis: bench/schemathesis)
+    parameters = {
+        p["name"]: p["schema"]
+        for p in (await client.get("/api/v1/openapi.json")).json()["paths"][
+            "/api/v1/projects/{project_id}/agreement"
+        ]["get"]["parameters"]
+    }
+    assert parameters["gold"]["enum"] == ["all", "gold", "non-gold"]
+    assert parameters["since"]["format"] == "date"
+    assert any("pattern" in option for option in parameters["since"]["anyOf"])
+    assert any("pattern" in option for option in parameters["labeler"]["anyOf"])
 
 
 def test_rlhf_agreement_prints_the_figures(tmp_path: Path) -> None:

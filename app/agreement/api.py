@@ -6,11 +6,16 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query
 
-from app.agreement.service import AgreementFilters, FilterError, project_agreement
+from app.agreement.service import AgreementFilters, FilterError, GoldFilter, project_agreement
+from app.api_errors import ADMIN_ONLY
 from app.deps import ApiAdmin, DbSession
 from app.projects.service import get_project
 
-router = APIRouter(prefix="/projects", tags=["agreement"])
+# A day as YYYY-MM-DD, nothing else (a bare number is not a day); the calendar is checked by
+# AgreementFilters.parse.
+DAY: dict[str, Any] = {"pattern": r"^\d{4}-\d{2}-\d{2}$", "json_schema_extra": {"format": "date"}}
+
+router = APIRouter(prefix="/projects", tags=["agreement"], responses=ADMIN_ONLY)
 
 
 @router.get("/{project_id}/agreement")
@@ -18,10 +23,14 @@ def api_agreement(
     project_id: int,
     session: DbSession,
     user: ApiAdmin,
-    since: Annotated[str | None, Query(description="Rankings from this day (YYYY-MM-DD)")] = None,
-    until: Annotated[str | None, Query(description="... up to this day, inclusive")] = None,
-    labeler: Annotated[str | None, Query(description="user:ID or external:NAME")] = None,
-    gold: Annotated[str, Query(description="all, gold or non-gold")] = "all",
+    since: Annotated[str | None, Query(description="Rankings from this day", **DAY)] = None,
+    until: Annotated[
+        str | None, Query(description="... up to this day, inclusive (not before since)", **DAY)
+    ] = None,
+    labeler: Annotated[
+        str | None, Query(description="user:ID or external:NAME", pattern=r"^(user|external):.+")
+    ] = None,
+    gold: Annotated[GoldFilter, Query(description="Which prompts: all, gold or non-gold")] = "all",
     include_imported: Annotated[
         bool,
         Query(

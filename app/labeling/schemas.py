@@ -66,8 +66,13 @@ class SubmittedOut(BaseModel):
     id: int
 
 
+# Text with something in it besides spaces and control characters (what str.strip() removes),
+# said the same way to JSON Schema, pydantic and Python.
+SOME_TEXT = r"[^\s\x1c-\x1f\x85]"
+
+
 class SkipIn(BaseModel):
-    reason: str = Field(min_length=1, max_length=500)
+    reason: str = Field(min_length=1, max_length=500, pattern=SOME_TEXT)
 
 
 class SkippedOut(BaseModel):
