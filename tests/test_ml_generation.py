@@ -62,7 +62,24 @@ def test_saved_folder_reloads_with_template_and_distinct_pad(
     model_dir: Path, model: Any, tokenizer: Any
 ) -> None:
     meta = json.loads((model_dir / "rlhf.json").read_text())
-    assert meta == {"kind": "base", "parent": None, "template": PLAIN_TEMPLATE}
+    assert {k: meta[k] for k in ("kind", "parent", "template")} == {
+        "kind": "base", "parent": None, "template": PLAIN_TEMPLATE,
+    }  # fmt: skip
+    # how a dialogue is laid out, rebuilt from the file alone
+    layout = meta["dialogue"]
+    assert layout["chat_template"] is False
+    turns = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
+             {"role": "user", "content": "c"}]  # fmt: skip
+    rebuilt = (
+        "".join(
+            layout["turn_template"].format(role=layout["roles"][t["role"]], content=t["content"])
+            for t in turns
+        )
+        + layout["answer_prefix"]
+    )
+    assert (
+        rebuilt == format_prompt(tokenizer, turns) == "User: a\nAssistant: b\nUser: c\nAssistant: "
+    )
     assert tokenizer.pad_token_id is not None
     assert tokenizer.pad_token_id != tokenizer.eos_token_id
     assert tokenizer.padding_side == "left"

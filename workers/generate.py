@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, replace
 from typing import TYPE_CHECKING
 
 from sqlalchemy import func, select
 
 from app.db import session_scope
+from app.dialogue import PromptInput
 from app.jobs.errors import JobFailure
 from app.labeling.models import Completion, Prompt, text_sha256
 from app.models_registry.models import ModelVersion
@@ -104,7 +105,7 @@ def generate_impl(ctx: JobContext) -> None:
         origin = f"endpoint:{backend.base_url}#{backend.model}"[:200]
         ctx.log(f"sampling from {backend.base_url} ({backend.model}, chat={backend.chat})")
 
-        def sample(texts: list[str]) -> SampleResult:
+        def sample(texts: Sequence[PromptInput]) -> SampleResult:
             return sample_openai(backend, texts, k=k, params=params)
 
     else:
@@ -127,7 +128,7 @@ def generate_impl(ctx: JobContext) -> None:
             params = replace(params, max_new_tokens=context // 2)
         origin = f"model:{version_id}" if version_id is not None else f"model:{path}"[:200]
 
-        def sample(texts: list[str]) -> SampleResult:
+        def sample(texts: Sequence[PromptInput]) -> SampleResult:
             return sample_answers(
                 model, tokenizer, texts, k=k, params=params, batch_size=batch_size
             )
@@ -142,9 +143,12 @@ def generate_impl(ctx: JobContext) -> None:
     for start in range(0, len(prompt_ids), size):
         batch = prompt_ids[start : start + size]
         with session_scope(ctx.session_factory) as session:
-            texts = dict(
-                session.execute(select(Prompt.id, Prompt.text).where(Prompt.id.in_(batch))).all()
-            )
+            inputs = {
+                pid: messages if messages is not None else text
+                for pid, text, messages in session.execute(
+                    select(Prompt.id, Prompt.text, Prompt.messages).where(Prompt.id.in_(batch))
+                )
+            }
             existing: dict[int, set[str]] = {pid: set() for pid in batch}
             for pid, text in session.execute(
                 select(Completion.prompt_id, Completion.text).where(Completion.prompt_id.in_(batch))
@@ -156,7 +160,7 @@ def generate_impl(ctx: JobContext) -> None:
             if not wanted:
                 break
             started = time.perf_counter()
-            result = sample([texts[pid] for pid in wanted])
+            result = sample([inputs[pid] for pid in wanted])
             seconds += time.perf_counter() - started
             tokens += result.new_tokens
             truncated += result.truncated_prompts

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from app.db import session_scope
+from app.dialogue import PromptInput, answer_text
 from app.jobs.training import PPO, PPOOptions
 from app.models_registry.models import ModelKind, ModelVersion
 from workers.runner import JobContext
@@ -214,9 +215,9 @@ def fit_lengths(ctx: JobContext, config: dict[str, Any], policy: Any) -> dict[st
 
 
 def _usable_data(
-    ctx: JobContext, tokenizer: Any, options: Any, config: Any, prompts: list[str],
-    held_out: list[str], demo_rows: list[dict[str, Any]],
-) -> tuple[list[str], list[str], list[Any], dict[str, Any]]:  # fmt: skip
+    ctx: JobContext, tokenizer: Any, options: Any, config: Any, prompts: list[PromptInput],
+    held_out: list[PromptInput], demo_rows: list[dict[str, Any]],
+) -> tuple[list[PromptInput], list[PromptInput], list[Any], dict[str, Any]]:  # fmt: skip
     """The prompts (train and held out) and PPO-ptx demonstrations that fit, under the job's
     long-input policy; what was left out and too small is logged and returned as metrics."""
     from workers.ml.long_inputs import prepare_splits
@@ -235,7 +236,7 @@ def _usable_data(
     if demo_rows:
         collator = CompletionCollator(tokenizer, max_length=length + config.max_new_tokens)
         demonstrations, demo_left_out, demo_cut = prepare_examples(
-            [Example(r["prompt"], r["completion"]) for r in demo_rows], collator,
+            [Example(r["prompt"], answer_text(r["completion"])) for r in demo_rows], collator,
             long_answers=policy,
         )  # fmt: skip
         left_out.update(demo_left_out)

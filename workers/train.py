@@ -24,6 +24,7 @@ from typing import Any
 from sqlalchemy import select
 
 from app.db import session_scope
+from app.dialogue import answer_text
 from app.exports.models import Export
 from app.exports.options import ExportOptions
 from app.exports.rows import TRAIN, VALIDATION, split_of
@@ -329,7 +330,9 @@ def train_impl(ctx: JobContext) -> None:
         from workers.ml.training import TrainConfig
 
         def examples(rows: list[dict[str, Any]]) -> list[Example]:
-            return [Example(prompt=r["prompt"], completion=r["completion"]) for r in rows]
+            return [
+                Example(prompt=r["prompt"], completion=answer_text(r["completion"])) for r in rows
+            ]
 
         model, tokenizer, result = _run(
             train_sft, base_path, examples(train_rows), examples(validation_rows), checkpoints,

@@ -7,6 +7,13 @@ Each row's kind is told by its fields:
 - demonstration:          the same plus ``"completion": str``
 - preference:             the same plus ``"chosen": str, "rejected": str``
 
+A prompt may be a dialogue (design §11): ``prompt`` an array of messages ``{"role",
+"content"}`` ending with a user turn (TRL's conversational form), or ``messages`` instead of
+``prompt``; a conversational preference's ``chosen``/``rejected`` are one assistant message
+each. With ``transcript="hh"`` string prompts in the Anthropic HH form (``Human: ...
+\n\nAssistant: ...``) are read as turns, and a preference row without a ``prompt`` (as
+hh-rlhf ships them: two whole transcripts) gets the turns both share as its prompt.
+
 The file is read as bytes and every line is decoded on its own, so that each problem, a bad
 UTF-8 byte included, is reported with its line number, and so that a file of any size is read
 in constant memory (a line longer than the row limit is read through, never held whole).
@@ -26,6 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from app.dialogue import Message, check_answer_message, check_messages, parse_hh, plain_text
+
 MAX_ROW_BYTES = 5 * 1024 * 1024
 MAX_COMPLETIONS = 9  # the largest K (design §1)
 MAX_NAME_CHARS = 200  # ids and submitters: the width of their columns
@@ -33,6 +42,7 @@ MAX_MODEL_CHARS = 190  # "import:<model>" must fit the 200-character origin colu
 
 FIELDS = (
     "prompt",
+    "messages",
     "id",
     "submitter",
     "metadata",
@@ -42,7 +52,8 @@ FIELDS = (
     "rejected",
 )
 ANSWER_FIELDS = ("text", "model")
-JSON_CELLS = ("metadata", "completions")  # CSV cells that hold JSON
+JSON_CELLS = ("metadata", "completions", "messages")  # CSV cells that hold JSON
+TRANSCRIPTS = ("hh",)  # string prompts that are dialogues in this form
 UTF8_BOM = b"\xef\xbb\xbf"
 
 
@@ -91,7 +102,7 @@ class ImportRow:
 
     line: int
     kind: RowKind
-    prompt: str
+    prompt: str  # a dialogue's plain rendering (app.dialogue.plain_text)
     external_id: str | None = None
     submitter: str | None = None
     metadata: dict[str, Any] | None = None
@@ -100,6 +111,7 @@ class ImportRow:
     chosen: str | None = None
     rejected: str | None = None
     size: int = 0  # bytes in the file, so that write batches stay small in memory
+    messages: tuple[Message, ...] | None = None  # the turns of a dialogue prompt
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,9 +144,14 @@ def file_format(name: str) -> tuple[FileFormat, str]:
     )
 
 
-def read_rows(path: Path, *, name: str | None = None) -> Iterator[SourceRow]:
+def read_rows(
+    path: Path, *, name: str | None = None, transcript: str | None = None
+) -> Iterator[SourceRow]:
     """Every non-blank row of the file, in order, valid or not. ``name`` is the file's name
-    as the user knows it (an upload is stored under another), used in messages."""
+    as the user knows it (an upload is stored under another), used in messages;
+    ``transcript`` ("hh") reads string prompts in that form as dialogues."""
+    if transcript is not None and transcript not in TRANSCRIPTS:
+        raise ImportFileError(f"unknown transcript form {transcript!r} (known: hh)")
     name = name or path.name
     fmt, suffix = file_format(path.name)
     if not path.is_file():
@@ -143,9 +160,9 @@ def read_rows(path: Path, *, name: str | None = None) -> Iterator[SourceRow]:
     try:
         with gzip.open(path, "rb") if gzipped else path.open("rb") as stream:
             if fmt is FileFormat.csv:
-                yield from _csv_rows(stream, name)
+                yield from _csv_rows(stream, name, transcript)
             else:
-                yield from _jsonl_rows(stream, name)
+                yield from _jsonl_rows(stream, name, transcript)
     except (OSError, EOFError, zlib.error) as exc:
         what = "a readable gzip file" if gzipped else "readable"
         raise ImportFileError(f"{name} is not {what}: {exc}") from None
@@ -188,7 +205,7 @@ def _bad_utf8(data: bytes, exc: UnicodeDecodeError) -> str:
 # --- JSON Lines -------------------------------------------------------------------------------
 
 
-def _jsonl_rows(stream: _Lines, name: str) -> Iterator[SourceRow]:
+def _jsonl_rows(stream: _Lines, name: str, transcript: str | None) -> Iterator[SourceRow]:
     first_row = True
     for number, data, size in _numbered_lines(stream):
         if data is None:
@@ -211,7 +228,7 @@ def _jsonl_rows(stream: _Lines, name: str) -> Iterator[SourceRow]:
                 f"{name} holds a JSON array; write one JSON object per line (JSON Lines)"
             )
         first_row = False
-        yield _jsonl_row(number, text.rstrip("\r\n"), size)
+        yield _jsonl_row(number, text.rstrip("\r\n"), size, transcript)
 
 
 def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -252,13 +269,13 @@ def _load_json(text: str) -> tuple[Any, str | None]:
     return value, None
 
 
-def _jsonl_row(number: int, text: str, size: int) -> SourceRow:
+def _jsonl_row(number: int, text: str, size: int, transcript: str | None) -> SourceRow:
     value, error = _load_json(text)
     if error is None and not isinstance(value, dict):
         error = f"not a JSON object: the line holds {_json_type(value)}"
     if error is not None:
         return SourceRow(number, text, error=error)
-    parsed = parse_row(value, line=number, size=size)
+    parsed = parse_row(value, line=number, size=size, transcript=transcript)
     if isinstance(parsed, str):
         return SourceRow(number, text, error=parsed)
     return SourceRow(number, text, row=parsed)
@@ -309,7 +326,7 @@ class _CsvLines:
         return text, size, problems
 
 
-def _csv_rows(stream: _Lines, name: str) -> Iterator[SourceRow]:
+def _csv_rows(stream: _Lines, name: str, transcript: str | None) -> Iterator[SourceRow]:
     # A field may be as large as a row (the default limit is 128 KiB); process-wide, harmless.
     csv.field_size_limit(max(csv.field_size_limit(), MAX_ROW_BYTES))
     lines = _CsvLines(stream)
@@ -340,7 +357,9 @@ def _csv_rows(stream: _Lines, name: str) -> Iterator[SourceRow]:
         if error is not None:
             yield SourceRow(first, raw, error=error)
             continue
-        parsed = _csv_row(dict(zip(header, cells, strict=True)), line=first, size=size)
+        parsed = _csv_row(
+            dict(zip(header, cells, strict=True)), line=first, size=size, transcript=transcript
+        )
         if isinstance(parsed, str):
             yield SourceRow(first, raw, error=parsed)
         else:
@@ -362,13 +381,16 @@ def _csv_header(cells: list[str], problems: list[str], name: str, line: int) -> 
     duplicates = sorted({c for c in columns if columns.count(c) > 1})
     if duplicates:
         raise ImportFileError(f"{where} (the header): {_names(duplicates)} appears twice")
-    if "prompt" not in columns:
-        raise ImportFileError(f"{where} (the header): there is no 'prompt' column")
+    if "prompt" not in columns and "messages" not in columns:
+        raise ImportFileError(f"{where} (the header): there is no 'prompt' (or 'messages') column")
     return columns
 
 
-def _csv_row(cells: dict[str, str], *, line: int, size: int) -> ImportRow | str:
-    """A CSV row: an empty cell is an absent field; metadata and completions hold JSON."""
+def _csv_row(
+    cells: dict[str, str], *, line: int, size: int, transcript: str | None
+) -> ImportRow | str:
+    """A CSV row: an empty cell is an absent field; metadata, completions and messages hold
+    JSON."""
     values: dict[str, Any] = {}
     for column, cell in cells.items():
         if cell == "":
@@ -380,13 +402,15 @@ def _csv_row(cells: dict[str, str], *, line: int, size: int) -> ImportRow | str:
             values[column] = value
         else:
             values[column] = cell
-    return parse_row(values, line=line, size=size)
+    return parse_row(values, line=line, size=size, transcript=transcript)
 
 
 # --- one row ----------------------------------------------------------------------------------
 
 
-def parse_row(obj: dict[str, Any], *, line: int, size: int = 0) -> ImportRow | str:
+def parse_row(
+    obj: dict[str, Any], *, line: int, size: int = 0, transcript: str | None = None
+) -> ImportRow | str:
     """The row, or every reason it is rejected (joined with "; ") so one fix pass is enough.
     ``null`` is an absent field: JSON writers (pandas, ``datasets``) write missing values so."""
     problems: list[str] = []
@@ -397,7 +421,9 @@ def parse_row(obj: dict[str, Any], *, line: int, size: int = 0) -> ImportRow | s
             f"(known: {', '.join(FIELDS)})"
         )
     values = {key: value for key, value in obj.items() if value is not None and key in FIELDS}
-    prompt = _text(values, "prompt", problems)
+    if transcript == "hh" and "prompt" not in values and "messages" not in values:
+        _hh_pair(values, problems)  # hh-rlhf's own rows: two whole transcripts
+    prompt, messages = _prompt(values, problems, transcript)
     external_id = _name(values, "id", problems, numbers=True)
     submitter = _name(values, "submitter", problems)
     metadata = _metadata(values.get("metadata"), problems)
@@ -420,8 +446,8 @@ def parse_row(obj: dict[str, Any], *, line: int, size: int = 0) -> ImportRow | s
         # An empty answer is a real one here: harmlessness data prefers saying nothing to
         # saying something harmful (HH-RLHF has such pairs).
         both = " (a preference needs both 'chosen' and 'rejected')"
-        chosen = _text(values, "chosen", problems, missing=both, empty_ok=True)
-        rejected = _text(values, "rejected", problems, missing=both, empty_ok=True)
+        chosen = _answer_text(values, "chosen", problems, missing=both)
+        rejected = _answer_text(values, "rejected", problems, missing=both)
         if chosen is not None and chosen == rejected:
             problems.append("'chosen' and 'rejected' are the same text")
 
@@ -439,7 +465,63 @@ def parse_row(obj: dict[str, Any], *, line: int, size: int = 0) -> ImportRow | s
         chosen=chosen,
         rejected=rejected,
         size=size,
+        messages=tuple(messages) if messages is not None else None,
     )
+
+
+def _prompt(
+    values: dict[str, Any], problems: list[str], transcript: str | None
+) -> tuple[str | None, list[Message] | None]:
+    """The prompt's text and, for a dialogue, its turns: from ``prompt`` (a string, or an
+    array of messages) or ``messages``; with ``transcript`` a string prompt in that form."""
+    if "prompt" in values and "messages" in values:
+        problems.append("has both 'prompt' and 'messages': give the dialogue in one of them")
+        return None, None
+    key = "messages" if "messages" in values else "prompt"
+    value = values.get(key)
+    if key == "messages" or isinstance(value, list):
+        messages = check_messages(value, f"'{key}'", problems, unstorable=_unstorable)
+        return (plain_text(messages), messages) if messages is not None else (None, None)
+    text = _text(values, "prompt", problems)
+    if text is None or transcript != "hh":
+        return text, None
+    turns = parse_hh(text)
+    if isinstance(turns, str):
+        problems.append(f"'prompt' {turns}")
+        return None, None
+    return plain_text(turns), turns
+
+
+def _answer_text(
+    values: dict[str, Any], key: str, problems: list[str], *, missing: str
+) -> str | None:
+    """A preference's answer: a string, or one assistant message (TRL's conversational form)."""
+    value = values.get(key)
+    if isinstance(value, list):
+        text = check_answer_message(value, f"'{key}'", problems)
+        if text is not None and (problem := _unstorable(text)) is not None:
+            problems.append(f"'{key}' {problem}")
+            return None
+        return text
+    return _text(values, key, problems, missing=missing, empty_ok=True)
+
+
+def _hh_pair(values: dict[str, Any], problems: list[str]) -> None:
+    """An hh-rlhf row ``{"chosen": transcript, "rejected": transcript}``: the turns both share
+    become the prompt, and each last Assistant turn its answer (in ``values``, in place)."""
+    chosen, rejected = values.get("chosen"), values.get("rejected")
+    if not isinstance(chosen, str) or not isinstance(rejected, str):
+        return  # the usual checks say what is missing
+    head_c, sep_c, answer_c = chosen.rpartition("\n\nAssistant:")
+    head_r, sep_r, answer_r = rejected.rpartition("\n\nAssistant:")
+    if not sep_c or not sep_r:
+        problems.append("no 'prompt', and 'chosen'/'rejected' are not whole HH transcripts")
+    elif head_c != head_r:
+        problems.append(
+            "no 'prompt', and 'chosen' and 'rejected' differ before their last Assistant turn"
+        )
+    else:
+        values.update(prompt=head_c, chosen=answer_c.strip(), rejected=answer_r.strip())
 
 
 def _text(

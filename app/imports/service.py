@@ -31,6 +31,7 @@ from sqlalchemy import Table, insert, select
 from sqlalchemy.orm import Session
 
 from app.db import Base, utcnow
+from app.dialogue import Message, prompt_key
 from app.imports.parse import (
     MAX_NAME_CHARS,
     ImportFileError,
@@ -232,7 +233,7 @@ def _check_file(
             continue
         first_line_of[row.external_id] = item.line
         stored = stored_ids.get(row.external_id)
-        if stored is not None and stored[1] != _digest(row.prompt):
+        if stored is not None and stored[1] != _row_digest(row):
             reason = (
                 f"'id' {row.external_id!r} already names prompt {stored[0]} of this project, "
                 "whose text is different"
@@ -241,32 +242,38 @@ def _check_file(
     return check
 
 
-def _digest(text: str) -> bytes:
-    """A short fingerprint of a prompt's text: what is kept in memory to recognise it."""
-    return hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest()
+def _digest(text: str, messages: Sequence[Message] | None = None) -> bytes:
+    """A short fingerprint of a prompt (its text, or a dialogue's turns: ``prompt_key``):
+    what is kept in memory to recognise it."""
+    key = prompt_key(text, messages)
+    return hashlib.blake2b(key.encode("utf-8"), digest_size=16).digest()
+
+
+def _row_digest(row: ImportRow) -> bytes:
+    return _digest(row.prompt, row.messages)
 
 
 def _stored_ids(*, session: Session, project: Project) -> dict[str, tuple[int, bytes]]:
     """The project's prompts that have an external id: {id: (prompt id, text digest)}."""
-    stmt = select(Prompt.external_id, Prompt.id, Prompt.text).where(
+    stmt = select(Prompt.external_id, Prompt.id, Prompt.text, Prompt.messages).where(
         Prompt.project_id == project.id, Prompt.external_id.is_not(None)
     )
     rows = session.execute(stmt.execution_options(yield_per=BATCH_ROWS))
     return {
-        external_id: (prompt_id, _digest(text))
-        for external_id, prompt_id, text in rows
+        external_id: (prompt_id, _digest(text, messages))
+        for external_id, prompt_id, text, messages in rows
         if external_id is not None
     }
 
 
 def _stored_texts(*, session: Session, project: Project) -> dict[bytes, int]:
     """The project's prompts by text digest (the oldest of equal texts)."""
-    stmt = select(Prompt.text, Prompt.id).where(Prompt.project_id == project.id)
+    stmt = select(Prompt.text, Prompt.messages, Prompt.id).where(Prompt.project_id == project.id)
     stored: dict[bytes, int] = {}
-    for text, prompt_id in session.execute(
+    for text, messages, prompt_id in session.execute(
         stmt.order_by(Prompt.id).execution_options(yield_per=BATCH_ROWS)
     ):
-        stored.setdefault(_digest(text), prompt_id)
+        stored.setdefault(_digest(text, messages), prompt_id)
     return stored
 
 
@@ -312,7 +319,7 @@ class _Writer:
         new_digests: list[bytes | None] = []
         new_by_digest: dict[bytes, int] = {}
         for row in rows:
-            digest = _digest(row.prompt) if self.stored_texts is not None else None
+            digest = _row_digest(row) if self.stored_texts is not None else None
             found: int | None = None
             if row.external_id is not None:
                 stored = self.stored_ids.get(row.external_id)
@@ -333,6 +340,7 @@ class _Writer:
                 {
                     "project_id": self.project_id,
                     "text": row.prompt,
+                    "messages": list(row.messages) if row.messages is not None else None,
                     "source": PromptSource.import_,
                     "external_id": row.external_id,
                     "submitter_external": row.submitter or self.submitter,
@@ -344,14 +352,20 @@ class _Writer:
         if new:
             # RETURNING rows come back in no promised order (SQLite would insert one row per
             # statement to promise one), so they are matched to the rows by id, else by text:
-            # a new prompt without an id has a text no other new prompt has.
-            stmt = insert(_table(Prompt)).returning(Prompt.id, Prompt.external_id, Prompt.text)
+            # a new prompt without an id is a prompt (prompt_key) no other new prompt is.
+            stmt = insert(_table(Prompt)).returning(
+                Prompt.id, Prompt.external_id, Prompt.text, Prompt.messages
+            )
             by_key = {
-                external_id if external_id is not None else (text,): prompt_id
-                for prompt_id, external_id, text in self.session.execute(stmt, new)
+                external_id if external_id is not None else (prompt_key(text, messages),): prompt_id
+                for prompt_id, external_id, text, messages in self.session.execute(stmt, new)
             }
             new_ids = [
-                by_key[p["external_id"] if p["external_id"] is not None else (p["text"],)]
+                by_key[
+                    p["external_id"]
+                    if p["external_id"] is not None
+                    else (prompt_key(p["text"], p["messages"]),)
+                ]
                 for p in new
             ]
             if self.stored_texts is not None:  # (ids are unique in a file: no later row needs them)

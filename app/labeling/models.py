@@ -23,6 +23,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.db import Base, UTCDateTime, str_enum, utcnow
+from app.dialogue import Message, PromptInput, as_messages
 
 
 def text_sha256(text: str) -> str:
@@ -58,7 +59,11 @@ class Prompt(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    # A dialogue's plain rendering (app.dialogue.plain_text) for a dialogue prompt.
     text: Mapped[str] = mapped_column(Text)
+    # A dialogue prompt's turns [{"role", "content"}, ...] ending with a user turn (design
+    # §11); None for a string prompt, which is one user message.
+    messages: Mapped[list[Any] | None] = mapped_column(default=None)
     source: Mapped[PromptSource] = mapped_column(str_enum(PromptSource, "prompt_source"))
     external_id: Mapped[str | None] = mapped_column(String(200))
     # The submitter drives train/validation splits: a user, or an external id from an import.
@@ -75,6 +80,16 @@ class Prompt(Base):
     completions: Mapped[list[Completion]] = relationship(
         back_populates="prompt", order_by="Completion.id"
     )
+
+    @property
+    def input(self) -> PromptInput:
+        """What a model reads (``workers.ml.formatting.format_prompt``): the turns, or the text."""
+        return self.messages if self.messages is not None else self.text
+
+    @property
+    def turns(self) -> list[Message]:
+        """The prompt as turns; a string prompt is one user message."""
+        return as_messages(self.input)
 
     @property
     def submitter_key(self) -> str:

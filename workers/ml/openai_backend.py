@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
-from workers.ml.formatting import PLAIN_TEMPLATE
+from app.dialogue import PromptInput, as_messages
+from workers.ml.formatting import plain_layout
 from workers.ml.sampling import SampleResult, SamplingParams
 
 TIMEOUT_SECONDS = 300.0
@@ -49,7 +51,9 @@ class OpenAIBackend:
                    api_key=api_key)  # fmt: skip
 
 
-def _body(backend: OpenAIBackend, prompt: str, k: int, params: SamplingParams) -> dict[str, Any]:
+def _body(
+    backend: OpenAIBackend, prompt: PromptInput, k: int, params: SamplingParams
+) -> dict[str, Any]:
     body: dict[str, Any] = {
         "model": backend.model,
         "n": k,
@@ -60,14 +64,14 @@ def _body(backend: OpenAIBackend, prompt: str, k: int, params: SamplingParams) -
     if params.seed is not None:
         body["seed"] = params.seed
     if backend.chat:
-        body["messages"] = [{"role": "user", "content": prompt}]
+        body["messages"] = as_messages(prompt)
     else:
-        body["prompt"] = PLAIN_TEMPLATE.split("{response}")[0].format(prompt=prompt)
+        body["prompt"] = plain_layout(prompt)
     return body
 
 
 def sample_openai(
-    backend: OpenAIBackend, prompts: list[str], *, k: int, params: SamplingParams
+    backend: OpenAIBackend, prompts: Sequence[PromptInput], *, k: int, params: SamplingParams
 ) -> SampleResult:
     path = "/v1/chat/completions" if backend.chat else "/v1/completions"
     headers = {"Authorization": f"Bearer {backend.api_key}"} if backend.api_key else {}

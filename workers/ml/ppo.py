@@ -41,6 +41,7 @@ from typing import Any
 
 import torch
 
+from app.dialogue import PromptInput
 from workers.ml.long_inputs import DROP, LeftOut, check_policy, too_long
 from workers.ml.ppo_math import (
     KLController,
@@ -104,8 +105,12 @@ class PPOConfig:
 
 
 def fit_prompts(
-    tokenizer: Any, prompts: Sequence[str], *, max_prompt_length: int, long_answers: str = DROP
-) -> tuple[list[str], LeftOut, int]:
+    tokenizer: Any,
+    prompts: Sequence[PromptInput],
+    *,
+    max_prompt_length: int,
+    long_answers: str = DROP,
+) -> tuple[list[PromptInput], LeftOut, int]:
     """The prompts a rollout can start from, what was left out and how many will be cut: a
     prompt longer than ``max_prompt_length`` tokens is left out (``drop``) or kept, to be cut
     from the left when it is encoded (``truncate``), the long-input policy of design §10."""
@@ -122,7 +127,7 @@ def fit_prompts(
 
 
 #: (prompts, responses) -> raw reward-model scores, (B,)
-Scorer = Callable[[Sequence[str], Sequence[str]], torch.Tensor]
+Scorer = Callable[[Sequence[PromptInput], Sequence[str]], torch.Tensor]
 
 
 class RewardModelScorer:
@@ -148,7 +153,7 @@ class RewardModelScorer:
         return self
 
     @torch.no_grad()
-    def __call__(self, prompts: Sequence[str], responses: Sequence[str]) -> torch.Tensor:
+    def __call__(self, prompts: Sequence[PromptInput], responses: Sequence[str]) -> torch.Tensor:
         from workers.ml.reward_model import reward_scores
         from workers.ml.rm_train import Ranking
 
@@ -230,7 +235,7 @@ def token_values(
 class Rollout:
     """One batch of rollouts; every (B, R) tensor is over the response tokens."""
 
-    prompts: list[str]
+    prompts: list[PromptInput]
     responses: list[str]
     query: torch.Tensor  # (B, P) left-padded prompt ids
     query_mask: torch.Tensor
@@ -280,7 +285,7 @@ class PPOTrainer:
         scorer: Scorer,
         config: PPOConfig,
         *,
-        prompts: Sequence[str],
+        prompts: Sequence[PromptInput],
         reward_mean: float = 0.0,
         reward_std: float = 1.0,
         demonstrations: Sequence[Any] = (),
@@ -337,7 +342,7 @@ class PPOTrainer:
 
     # --- data -------------------------------------------------------------------------------
 
-    def batch_prompts(self, step: int) -> list[str]:
+    def batch_prompts(self, step: int) -> list[PromptInput]:
         """The prompts of step ``step``: passes over the prompts, each in a seeded order; a
         function of the step alone, so a resumed run draws what an unbroken one would."""
         n, size = len(self.prompts), self.config.batch_size
@@ -350,7 +355,7 @@ class PPOTrainer:
             out.append(self.prompts[int(order[at])])
         return out
 
-    def _encode(self, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    def _encode(self, prompts: Sequence[PromptInput]) -> tuple[torch.Tensor, torch.Tensor]:
         rows = [encode_prompt(self.tokenizer, p)[-self.config.max_prompt_length :] for p in prompts]
         width = max(len(r) for r in rows)
         ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
@@ -363,7 +368,7 @@ class PPOTrainer:
     # --- rollout ----------------------------------------------------------------------------
 
     @torch.no_grad()
-    def generate(self, prompts: Sequence[str], *, seed: int) -> Rollout:
+    def generate(self, prompts: Sequence[PromptInput], *, seed: int) -> Rollout:
         """Sample one response per prompt and score it (no log-probs yet)."""
         cfg = self.config
         start = time.perf_counter()
@@ -571,7 +576,7 @@ class PPOTrainer:
         )
 
     @torch.no_grad()
-    def evaluate(self, prompts: Sequence[str], *, seed: int = 12345) -> dict[str, float]:
+    def evaluate(self, prompts: Sequence[PromptInput], *, seed: int = 12345) -> dict[str, float]:
         """Mean RM score (raw) and KL to the reference of sampled answers to ``prompts``."""
         if not prompts:
             return {}

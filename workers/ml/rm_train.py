@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from app.dialogue import PromptInput
 from workers.ml.formatting import format_prompt
 from workers.ml.long_inputs import (
     DROP,
@@ -54,7 +55,7 @@ class RewardDataError(ValueError):
 
 @dataclass(frozen=True)
 class Ranking:
-    prompt: str
+    prompt: PromptInput
     answers: list[str]
     places: list[int]  # 0 = best; equal places tie
 

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import torch
 
+from app.dialogue import PromptInput
 from workers.ml.formatting import format_prompt
 
 MAX_NEW_TOKENS_LIMIT = 4096
@@ -100,7 +101,7 @@ def _prompt_budget(model: Any, params: SamplingParams, max_prompt_tokens: int | 
     return budget
 
 
-def encode_prompt(tokenizer: Any, prompt: str) -> list[int]:
+def encode_prompt(tokenizer: Any, prompt: PromptInput) -> list[int]:
     """The token ids a model continues to answer ``prompt``: generation samples after them and
     SFT trains on the answer after them, so both see the same ids."""
     # A rendered chat template already holds its special tokens (e.g. BOS); adding them again
@@ -111,7 +112,7 @@ def encode_prompt(tokenizer: Any, prompt: str) -> list[int]:
 
 
 def _encode_prompts(
-    tokenizer: Any, prompts: Sequence[str], budget: int | None
+    tokenizer: Any, prompts: Sequence[PromptInput], budget: int | None
 ) -> tuple[list[list[int]], int]:
     """Format and tokenize each prompt, keeping its *last* ``budget`` tokens.
 
@@ -227,7 +228,7 @@ class _EvalMode:
 def sample_answers(
     model: Any,
     tokenizer: Any,
-    prompts: list[str],
+    prompts: Sequence[PromptInput],
     *,
     k: int,
     params: SamplingParams,
@@ -273,7 +274,7 @@ def sample_answers(
 
 
 def naive_sample(
-    model: Any, tokenizer: Any, prompts: list[str], *, k: int, params: SamplingParams
+    model: Any, tokenizer: Any, prompts: Sequence[PromptInput], *, k: int, params: SamplingParams
 ) -> SampleResult:
     """The obvious loop: one ``generate`` call per answer. Baseline for the benchmark only."""
     if k < 1:

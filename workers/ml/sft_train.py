@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from app.dialogue import PromptInput
 from workers.ml.loading import ModelLoadError, load_causal_lm
 from workers.ml.long_inputs import (
     DROP,
@@ -49,7 +50,7 @@ class SftDataError(ValueError):
 
 @dataclass(frozen=True)
 class Example:
-    prompt: str
+    prompt: PromptInput
     completion: str
 
 

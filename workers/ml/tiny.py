@@ -15,7 +15,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
-from workers.ml.formatting import template_for
+from workers.ml.formatting import dialogue_layout, template_for
 
 EOS_SYMBOL = "<|endoftext|>"
 PAD_SYMBOL = "<|pad|>"
@@ -92,6 +92,11 @@ def build_tiny_causal_lm(
 
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
-    meta = {"kind": "base", "parent": None, "template": template_for(tokenizer)}
+    meta = {
+        "kind": "base",
+        "parent": None,
+        "template": template_for(tokenizer),
+        "dialogue": dialogue_layout(tokenizer),
+    }
     (out_dir / "rlhf.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     return out_dir

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
-from workers.ml.formatting import template_for
+from workers.ml.formatting import dialogue_layout, template_for
 
 CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 TMP_SUFFIX = ".tmp"
@@ -190,7 +190,13 @@ def save_model(
     tmp.mkdir(parents=True)
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
-    meta = {"kind": kind, "parent": parent, "template": template_for(tokenizer), **(extra or {})}
+    meta = {
+        "kind": kind,
+        "parent": parent,
+        "template": template_for(tokenizer),
+        "dialogue": dialogue_layout(tokenizer),
+        **(extra or {}),
+    }
     (tmp / "rlhf.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     if folder.exists():
         shutil.rmtree(folder)
