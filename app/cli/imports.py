@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import enum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from app.cli.common import db_session, fail
+
+
+class Transcript(enum.StrEnum):
+    none = "none"
+    hh = "hh"
+
 
 import_app = typer.Typer()  # no name: its commands are the root's own (app/cli/__init__.py)
 
@@ -28,11 +35,21 @@ def import_command(
             help="Where to write rejected rows (JSON Lines) (default: FILE.rejects.jsonl)"
         ),
     ] = None,
+    transcript: Annotated[
+        Transcript,
+        typer.Option(
+            help="hh: read string prompts in the Anthropic HH form ('Human: ...\\n\\nAssistant: "
+            "...') as dialogues, and preference rows without a prompt (as hh-rlhf ships them) "
+            "by the turns their two transcripts share"
+        ),
+    ] = Transcript.none,
 ) -> None:
     """Import prompts, answers to rank, demonstrations and preferences from FILE.
 
     A row's fields tell its kind: "prompt" alone, or with "completions",
     "completion" (a demonstration), or "chosen" and "rejected" (a preference).
+    A prompt may be a dialogue: "prompt" (or "messages") an array of
+    {"role", "content"} messages ending with a user turn.
     If any row is invalid, nothing is imported (unless --skip-invalid).
     Importing the same file again adds nothing twice."""
     from app.imports.parse import ImportFileError, file_format
@@ -50,6 +67,7 @@ def import_command(
                 source_name=path.name,
                 skip_invalid=skip_invalid,
                 commit=session.commit,
+                transcript=None if transcript is Transcript.none else transcript.value,
             )
             project_label = f"{target.name!r} (id {target.id})"
     except ImportFileError as exc:

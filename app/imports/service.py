@@ -111,12 +111,19 @@ class ImportSummary:
 
 
 def validate_file(
-    *, session: Session, project: Project, path: Path, source_name: str | None = None
+    *,
+    session: Session,
+    project: Project,
+    path: Path,
+    source_name: str | None = None,
+    transcript: str | None = None,
 ) -> list[RowError]:
     """Every invalid row of the file, in line order; an empty list when all can be imported.
     Raises ``ImportFileError`` when the file as a whole cannot be read."""
     stored_ids = _stored_ids(session=session, project=project)
-    return _check_file(stored_ids=stored_ids, path=path, name=source_name).errors
+    return _check_file(
+        stored_ids=stored_ids, path=path, name=source_name, transcript=transcript
+    ).errors
 
 
 def import_file(
@@ -127,6 +134,7 @@ def import_file(
     source_name: str,
     skip_invalid: bool = False,
     commit: Callable[[], None] | None = None,
+    transcript: str | None = None,
 ) -> ImportSummary:
     """Validate the whole file, then write its rows (flushed, not committed: the caller
     commits). With invalid rows nothing is written, unless ``skip_invalid``: then the valid
@@ -140,12 +148,13 @@ def import_file(
 
     ``source_name`` (the file's name) labels what the file brings: the default submitter of
     its prompts, the origin ``import:<name>`` of answers without a model, the author of its
-    demonstrations and the external labeler of its preferences."""
+    demonstrations and the external labeler of its preferences. ``transcript`` ("hh") reads
+    string prompts in the Anthropic HH form as dialogues (``app.imports.parse``)."""
     source_name = source_name.strip()
     if not source_name:
         raise ImportFileError("the import needs the file's name")
     stored_ids = _stored_ids(session=session, project=project)
-    check = _check_file(stored_ids=stored_ids, path=path, name=source_name)
+    check = _check_file(stored_ids=stored_ids, path=path, name=source_name, transcript=transcript)
     if check.rows == 0:
         raise ImportFileError(f"{source_name} has no rows to import")
     summary = ImportSummary(source_name=source_name, rows=check.rows, errors=check.errors)
@@ -166,7 +175,7 @@ def import_file(
     rejected = {error.line for error in check.errors}
     batch: list[ImportRow] = []
     batch_bytes = 0
-    for item in read_rows(path, name=source_name):
+    for item in read_rows(path, name=source_name, transcript=transcript):
         if item.row is None or item.line in rejected:
             continue
         batch.append(item.row)
@@ -210,14 +219,18 @@ class _Check:
 
 
 def _check_file(
-    *, stored_ids: dict[str, tuple[int, bytes]], path: Path, name: str | None
+    *,
+    stored_ids: dict[str, tuple[int, bytes]],
+    path: Path,
+    name: str | None,
+    transcript: str | None = None,
 ) -> _Check:
     """Read the whole file once. Beyond each row's own checks: an ``id`` used twice in the
     file, and an ``id`` that already names a prompt of the project with another text
     (importing the row would hang its answers on the wrong prompt)."""
     check = _Check(rows=0, errors=[], rows_without_id=0)
     first_line_of: dict[str, int] = {}
-    for item in read_rows(path, name=name):
+    for item in read_rows(path, name=name, transcript=transcript):
         check.rows += 1
         row = item.row
         if row is None:

@@ -12,7 +12,13 @@ from fastapi.responses import Response
 
 from app.audit.service import record
 from app.deps import AdminUser, DbSession, SettingsDep
-from app.imports.parse import MAX_COMPLETIONS, MAX_ROW_BYTES, ImportFileError, file_format
+from app.imports.parse import (
+    MAX_COMPLETIONS,
+    MAX_ROW_BYTES,
+    TRANSCRIPTS,
+    ImportFileError,
+    file_format,
+)
 from app.imports.service import import_file
 from app.projects.models import Project
 from app.projects.service import get_project
@@ -51,6 +57,21 @@ ROW_SHAPES: list[tuple[str, str, dict[str, Any]]] = [
         "Which of two answers is better; stored as a ranking of the two by the labeler "
         "import:<file name>. A preference already imported, from any file, is not added again.",
         {"prompt": "Is the sky green?", "chosen": "No, it is usually blue.", "rejected": "Yes."},
+    ),
+    (
+        "Dialogue",
+        "A prompt may be a conversation: an array of messages (role system, user or "
+        "assistant) ending with the user's turn; the answers are the next assistant turn. "
+        "'messages' may stand for 'prompt', and a preference's chosen and rejected may each be "
+        "one assistant message (TRL's conversational format).",
+        {
+            "prompt": [
+                {"role": "user", "content": "Suggest a name for a cat."},
+                {"role": "assistant", "content": "How about Miso?"},
+                {"role": "user", "content": "Something longer?"},
+            ],
+            "completions": [{"text": "Sir Pounce-a-lot"}, {"text": "Bartholomew"}],
+        },
     ),
 ]
 
@@ -119,11 +140,14 @@ def import_upload(
     project_id: int,
     file: Annotated[UploadFile | None, File()] = None,
     skip_invalid: Annotated[bool, Form()] = False,
+    transcript: Annotated[str, Form()] = "",
 ) -> Response:
     """Save the upload under the data folder, import it, and show what happened: the counts,
     or every rejected row (nothing is written then, unless the admin chose to skip them)."""
     project = get_project(session=session, ref=project_id)
     limit = settings.max_upload_bytes
+    if transcript not in ("", *TRANSCRIPTS):
+        return _form_page(request, project, error="Choose how prompts are read.", status_code=422)
     if file is None or not file.filename:
         return _form_page(request, project, error="Choose a file to import.", status_code=422)
     name = PureWindowsPath(file.filename).name  # some browsers send a whole client path
@@ -144,6 +168,7 @@ def import_upload(
             source_name=name,
             skip_invalid=skip_invalid,
             commit=session.commit,
+            transcript=transcript or None,
         )
     except UploadTooLarge:
         return _form_page(request, project, error=_too_large(limit), status_code=413)
@@ -159,7 +184,12 @@ def import_upload(
             action="project.import",
             target_type="project",
             target_id=project.id,
-            details={"file": name, "skip_invalid": skip_invalid, **summary.counts()},
+            details={
+                "file": name,
+                "skip_invalid": skip_invalid,
+                "transcript": transcript or None,
+                **summary.counts(),
+            },
         )
         session.commit()
     return render(
