@@ -10,10 +10,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.audit.models import AuditEvent
 from app.dialogue import parse_hh, plain_text
 from app.imports.parse import ImportFileError
 from app.imports.service import import_file, validate_file
@@ -253,3 +255,26 @@ def test_rlhf_import_has_the_transcript_option(tmp_path: Path) -> None:
     assert json.loads(shown.stdout) == parse_hh(HH_PROMPT)
     refused = rlhf(env, "import", "p", str(path), "--transcript", "xml")
     assert refused.returncode == 2 and "xml" in refused.stderr
+
+
+async def test_the_upload_page_reads_hh_transcripts_when_asked(
+    client: httpx.AsyncClient, session: Session
+) -> None:
+    from tests.test_imports import _as_admin, _jsonl_bytes, _url
+
+    project = make_project(session)
+    token = await _as_admin(client, session, project)
+    upload = ("hh.jsonl", _jsonl_bytes([{"prompt": HH_PROMPT, "chosen": "a", "rejected": "b"}]))
+    refused = await client.post(
+        _url(project), data={"csrf_token": token, "transcript": "xml"}, files={"file": upload}
+    )
+    assert refused.status_code == 422 and "Choose how prompts are read" in refused.text
+    done = await client.post(
+        _url(project), data={"csrf_token": token, "transcript": "hh"}, files={"file": upload}
+    )
+    assert done.status_code == 200, done.text
+    session.expire_all()
+    prompt = session.scalars(select(Prompt).where(Prompt.project_id == project.id)).one()
+    assert prompt.messages == parse_hh(HH_PROMPT)
+    event = session.scalars(select(AuditEvent).order_by(AuditEvent.id.desc())).first()
+    assert event is not None and event.details["transcript"] == "hh"

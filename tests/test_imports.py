@@ -701,15 +701,16 @@ def _jsonl_bytes(rows: list[dict[str, Any]]) -> bytes:
     return "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows).encode()
 
 
-async def test_the_form_explains_the_four_row_shapes(
+async def test_the_form_explains_the_row_shapes(
     client: httpx.AsyncClient, session: Session
 ) -> None:
     project = make_project(session, name="Helpful")
     await _as_admin(client, session, project)
     page = (await client.get(_url(project))).text
     assert 'enctype="multipart/form-data"' in page and 'name="skip_invalid"' in page
-    assert page.count('<pre class="code">') == 4
-    for shape in ('"completions": [{"text": "7"', '"completion": "Bonjour !"', '"chosen": '):
+    assert page.count('<pre class="code">') == 5 and 'name="transcript"' in page
+    shapes = ('"completions": [{"text": "7"', '"completion": "Bonjour !"', '"chosen": ', '"role": ')
+    for shape in shapes:
         assert shape.replace('"', "&#34;") in page
 
 
