@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from app.auth.models import User
 from app.auth.service import get_user_by_email
 from app.db import utcnow
+from app.demo.content import DEMO_DIALOGUES, DEMO_PROMPTS
 from app.demo.feedback import simulate_feedback
 from app.demo.seed import DEMO_LABELERS, seed_demo
 from app.labeling.models import (
@@ -30,6 +31,8 @@ from app.labeling.service import skip_task, submit_ranking
 from app.projects.models import Project
 from tests.helpers import make_user
 
+ANSWERED = len(DEMO_PROMPTS) + len(DEMO_DIALOGUES)  # the demo prompts with 4 answers
+
 LEASE = timedelta(minutes=30)
 
 
@@ -37,10 +40,10 @@ def test_simulated_rankings_use_up_the_queue_like_submitted_tasks(session: Sessi
     summary = seed_demo(session=session, fixed_passwords=True)
     project = session.get_one(Project, summary.project_id)
     done = simulate_feedback(session=session, project=project)
-    assert done.rankings == 36
+    assert done.rankings == 3 * ANSWERED
     ranked = set(session.scalars(select(Comparison.prompt_id).distinct()))
     full = set(session.scalars(select(Prompt.id).where(Prompt.rank_full.is_(True))))
-    assert full == ranked and len(ranked) == 12  # overlap 3 reached by the 3 labelers
+    assert full == ranked and len(ranked) == ANSWERED  # overlap 3 reached by the 3 labelers
 
     labeler = get_user_by_email(session=session, email=DEMO_LABELERS[0])
     assert labeler is not None
@@ -66,7 +69,7 @@ def test_simulated_rankings_use_up_the_queue_like_submitted_tasks(session: Sessi
     assert task is not None and task.prompt.id == open_prompt.id
     again = simulate_feedback(session=session, project=project)  # safe to run again
     assert again.rankings == 0
-    assert session.scalar(select(func.count()).select_from(Comparison)) == 36
+    assert session.scalar(select(func.count()).select_from(Comparison)) == 3 * ANSWERED
 
 
 def _lease(session: Session, project: Project, labeler: User, kind: TaskKind) -> Task:
@@ -154,8 +157,8 @@ def test_simulated_labelers_keep_the_queue_rules_on_a_demo_being_labeled(
         assert comparison.displayed_completion_ids == task.assignment.display_order
         assert session.get_one(Assignment, task.id).state == AssignmentState.submitted
     assert ranking_of(third, prompt_2) is not None
-    # 10 more prompts ranked by all three, 3 on prompt 2, none on prompt 1.
-    assert done.rankings == 33
+    # the other prompts ranked by all three, 3 on prompt 2, none on prompt 1.
+    assert done.rankings == 3 * (ANSWERED - 2) + 3
 
     # The queue's invariants: no surplus ranking, full prompts marked, one task per labeler.
     demo_prompts = session.scalars(
@@ -185,7 +188,7 @@ def test_simulated_labelers_keep_the_queue_rules_on_a_demo_being_labeled(
     demo_2 = session.scalars(select(Demonstration).where(Demonstration.prompt_id == prompt_2)).all()
     assert [(d.author_id, d.assignment_id) for d in demo_2] == [(first.id, held_demo.id)]
     assert session.get_one(Assignment, held_demo.id).state == AssignmentState.submitted
-    assert done.demonstrations == len(demo_prompts) == 12
+    assert done.demonstrations == len(demo_prompts) == ANSWERED
 
 
 def test_the_readme_counts_the_demo_as_a_labeler_sees_it(session: Session) -> None:
@@ -219,3 +222,17 @@ def test_the_readme_counts_the_demo_as_a_labeler_sees_it(session: Session) -> No
         lease_for=timedelta(minutes=30),
     )  # fmt: skip
     assert first is not None and not first.prompt.completions  # an unanswered one first
+
+
+def test_the_demo_has_dialogues_to_rank(session: Session) -> None:
+    """A few demo prompts are conversations ending with the user's turn, each with 4 answers."""
+    summary = seed_demo(session=session, fixed_passwords=True)
+    dialogues = session.scalars(
+        select(Prompt).where(Prompt.project_id == summary.project_id, Prompt.messages.is_not(None))
+    ).all()
+    assert len(dialogues) == len(DEMO_DIALOGUES) >= 3
+    for prompt in dialogues:
+        assert prompt.messages is not None and len(prompt.messages) >= 3
+        assert prompt.messages[-1]["role"] == "user"
+        assert len(prompt.completions) == 4
+        assert prompt.text.startswith(("System: ", "User: "))

@@ -2,6 +2,8 @@
 
 from typing import Final, TypedDict
 
+from app.dialogue import Message
+
 
 class DemoAnswer(TypedDict):
     text: str
@@ -782,4 +784,146 @@ DEMO_UNANSWERED_PROMPTS: Final[list[str]] = [
         "me the steps."
     ),
     "What are three good questions to ask at the end of a job interview?",
+]
+
+
+class DemoDialogue(TypedDict):
+    messages: list[Message]  # ends with the user's turn
+    answers: list[DemoAnswer]  # exactly 4, all distinct: the next assistant turn
+
+
+# Multi-turn prompts (design §11): the answers rank the assistant's next turn, which must take
+# the earlier turns into account; the weaker answers ignore them or get them wrong.
+DEMO_DIALOGUES: Final[list[DemoDialogue]] = [
+    {
+        "messages": [
+            {
+                "role": "system",
+                "content": "You are a friendly travel helper. Keep answers short and practical.",
+            },
+            {
+                "role": "user",
+                "content": "I have one free day in Lisbon next month. What should I not miss?",
+            },
+            {
+                "role": "assistant",
+                "content": (
+                    "With one day, stay central: the Alfama district in the morning, lunch in "
+                    "Baixa, then a tram or a walk up to a viewpoint (*miradouro*) for sunset."
+                ),
+            },
+            {"role": "user", "content": "I don't like crowds. Would you change anything?"},
+        ],
+        "answers": [
+            {
+                "text": (
+                    "Yes, mostly the timing:\n\n"
+                    "- **Walk Alfama first thing**: before 9 am its lanes are nearly empty.\n"
+                    "- **Skip tram 28**, which is packed all day; walk or take a taxi uphill.\n"
+                    "- **Lunch** at a small *tasca* a few streets away from the main squares.\n"
+                    "- **Afternoon**: the Gulbenkian museum and its garden are calm.\n"
+                    "- **Sunset**: Miradouro da Senhora do Monte is usually quieter than "
+                    "Santa Luzia."
+                ),
+                "model": "demo-large",
+            },
+            {
+                "text": (
+                    "Go out early in the morning and avoid the most famous tram line. Museums "
+                    "are usually quieter than the streets in the afternoon."
+                ),
+                "model": "demo-medium",
+            },
+            {
+                "text": (
+                    "Lisbon is the capital of Portugal and one of the oldest cities in Western "
+                    "Europe. It is known for its hills, its trams and its custard tarts."
+                ),
+                "model": "demo-small",
+            },
+            {
+                "text": (
+                    "If you don't like crowds, skip Lisbon and stay at your hotel: every part "
+                    "of the city is crowded all year round."
+                ),
+                "model": "demo-draft",
+            },
+        ],
+    },
+    {
+        "messages": [
+            {"role": "user", "content": "How long should I boil an egg for a runny yolk?"},
+            {
+                "role": "assistant",
+                "content": "About 6 minutes in water that is already boiling, then straight "
+                "into cold water.",
+            },
+            {"role": "user", "content": "And if I want it firm but not chalky?"},
+        ],
+        "answers": [
+            {
+                "text": (
+                    "Around 9 to 10 minutes from the moment the egg goes into boiling water, "
+                    "then cool it in cold water for a few minutes. That sets the yolk without "
+                    "the grey ring and dry, chalky texture you get at 12 minutes or more."
+                ),
+                "model": "demo-large",
+            },
+            {"text": "About 9 minutes, then cold water.", "model": "demo-medium"},
+            {
+                "text": "For a runny yolk, boil it for about 6 minutes.",
+                "model": "demo-small",
+            },
+            {
+                "text": "Boil it for 20 minutes to be safe: the longer, the firmer and better.",
+                "model": "demo-draft",
+            },
+        ],
+    },
+    {
+        "messages": [
+            {
+                "role": "user",
+                "content": "Can you help me write a message declining a wedding invitation?",
+            },
+            {
+                "role": "assistant",
+                "content": "Of course. Who is getting married, and why can't you go?",
+            },
+            {
+                "role": "user",
+                "content": "My cousin Sam. I'll be abroad for work that week. Keep it warm "
+                "but short.",
+            },
+        ],
+        "answers": [
+            {
+                "text": (
+                    "Dear Sam,\n\nThank you so much for the invitation. I'm really sorry, but "
+                    "I'll be abroad for work that week and can't be there. I'll be thinking of "
+                    "you both on the day, and I can't wait to celebrate with you when I'm "
+                    "back.\n\nWith love,\n[your name]"
+                ),
+                "model": "demo-large",
+            },
+            {
+                "text": (
+                    "Hi Sam, sorry, I can't come to the wedding because I'm working abroad "
+                    "that week. Congratulations!"
+                ),
+                "model": "demo-medium",
+            },
+            {
+                "text": (
+                    "Dear Sir or Madam, I regret to inform you that I am unable to attend the "
+                    "event owing to prior professional commitments. Yours faithfully."
+                ),
+                "model": "demo-small",
+            },
+            {
+                "text": "Who is Sam? Please tell me more about the wedding first.",
+                "model": "demo-draft",
+            },
+        ],
+    },
 ]

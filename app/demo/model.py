@@ -9,7 +9,12 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.demo.content import DEMO_GUIDELINES, DEMO_PROMPTS, DEMO_UNANSWERED_PROMPTS
+from app.demo.content import (
+    DEMO_DIALOGUES,
+    DEMO_GUIDELINES,
+    DEMO_PROMPTS,
+    DEMO_UNANSWERED_PROMPTS,
+)
 from app.models_registry.models import ModelKind, ModelVersion
 from app.models_registry.service import promote_model, register_model
 from app.projects.models import Project
@@ -31,6 +36,9 @@ def ensure_demo_policy(
         for item in DEMO_PROMPTS:
             texts.append(item["prompt"])
             texts.extend(answer["text"] for answer in item["answers"])
+        for dialogue in DEMO_DIALOGUES:
+            texts.extend(message["content"] for message in dialogue["messages"])
+            texts.extend(answer["text"] for answer in dialogue["answers"])
         # A context long enough for the demo's longest answers: SFT and RM train on all of them.
         build_tiny_causal_lm(folder, texts=texts, vocab_size=2048, n_positions=2048)
     version = session.scalar(select(ModelVersion).where(ModelVersion.name == DEMO_MODEL_NAME))

@@ -14,11 +14,14 @@ from sqlalchemy.orm import Session
 from app.auth.models import Role
 from app.auth.service import create_user, get_user_by_email
 from app.demo.content import (
+    DEMO_DIALOGUES,
     DEMO_GUIDELINES,
     DEMO_PROJECT_NAME,
     DEMO_PROMPTS,
     DEMO_UNANSWERED_PROMPTS,
+    DemoAnswer,
 )
+from app.dialogue import Message, plain_text
 from app.labeling.models import Completion, Prompt, PromptSource, text_sha256
 from app.projects.models import Project
 from app.projects.service import create_project
@@ -82,14 +85,23 @@ def seed_demo(*, session: Session, fixed_passwords: bool) -> DemoSummary:
     existing = set(
         session.scalars(select(Prompt.external_id).where(Prompt.project_id == project.id))
     )
-    items = [(f"demo-{i}", p["prompt"], p["answers"]) for i, p in enumerate(DEMO_PROMPTS, 1)]
-    items += [(f"demo-open-{i}", text, []) for i, text in enumerate(DEMO_UNANSWERED_PROMPTS, 1)]
-    for external_id, text, answers in items:
+    items: list[tuple[str, str, list[Message] | None, list[DemoAnswer]]] = [
+        (f"demo-{i}", p["prompt"], None, p["answers"]) for i, p in enumerate(DEMO_PROMPTS, 1)
+    ]
+    items += [
+        (f"demo-chat-{i}", plain_text(d["messages"]), d["messages"], d["answers"])
+        for i, d in enumerate(DEMO_DIALOGUES, 1)
+    ]
+    items += [
+        (f"demo-open-{i}", text, None, []) for i, text in enumerate(DEMO_UNANSWERED_PROMPTS, 1)
+    ]
+    for external_id, text, messages, answers in items:
         if external_id in existing:
             continue
         prompt = Prompt(
             project_id=project.id,
             text=text,
+            messages=messages,
             source=PromptSource.import_,
             external_id=external_id,
             submitter_external="demo",
