@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    JSON,
     Boolean,
     CheckConstraint,
     Float,
@@ -63,7 +64,7 @@ class Prompt(Base):
     text: Mapped[str] = mapped_column(Text)
     # A dialogue prompt's turns [{"role", "content"}, ...] ending with a user turn (design
     # §11); None for a string prompt, which is one user message.
-    messages: Mapped[list[Any] | None] = mapped_column(default=None)
+    messages: Mapped[list[Any] | None] = mapped_column(JSON(none_as_null=True), default=None)
     source: Mapped[PromptSource] = mapped_column(str_enum(PromptSource, "prompt_source"))
     external_id: Mapped[str | None] = mapped_column(String(200))
     # The submitter drives train/validation splits: a user, or an external id from an import.
