@@ -74,9 +74,11 @@ async def test_a_bad_form_says_why_and_starts_nothing(
     page = f"/admin/projects/{project_id}/exports"
     token = await csrf_token(client, page)
     r = await client.post(page, data={"kind": "sft", "format": "parquet", "gzip": "true",
-                                      "validation_pct": "95", "csrf_token": token})  # fmt: skip
+                                      "validation_pct": "95", "conversational": "sometimes",
+                                      "csrf_token": token})  # fmt: skip
     assert r.status_code == 422
     assert "Gzip applies to JSONL only" in r.text and "validation_ratio must be between" in r.text
+    assert "conversational must be one of auto, always, never, not &#39;sometimes&#39;" in r.text
     assert session.query(Job).filter_by(kind="export").count() == 0
 
 
@@ -115,9 +117,16 @@ def test_rlhf_export_queues_a_job_and_refuses_bad_options(tmp_path: Path) -> Non
         project_id = _ranked_project(s)
     engine.dispose()
     out = tmp_path / "dataset"
-    queued = rlhf(env, "export", str(project_id), "--kind", "pairwise", "--out", str(out))
+    queued = rlhf(env, "export", str(project_id), "--kind", "pairwise", "--out", str(out),
+                  "--conversational", "always")  # fmt: skip
     assert queued.returncode == 0, queued.stderr
     assert queued.stdout.startswith("job ") and "queued" in queued.stdout
+    engine = create_engine(url)
+    with sessionmaker(engine)() as s:
+        assert s.query(Job).filter_by(kind="export").one().params["conversational"] == "always"
+    engine.dispose()
+    wrong = rlhf(env, "export", str(project_id), "--kind", "sft", "--conversational", "yes")
+    assert wrong.returncode == 2 and "conversational must be one of" in wrong.stderr
     again = rlhf(env, "export", str(project_id), "--kind", "pairwise", "--format", "csv")
     assert again.returncode == 2 and "format must be one of" in again.stderr
     exists = rlhf(env, "export", str(project_id), "--kind", "sft", "--out", str(tmp_path))
@@ -138,3 +147,40 @@ async def test_the_form_offers_the_projects_labelers(
     assert r.status_code == 303
     job = session.get_one(Job, int(r.headers["location"].rsplit("/", 1)[1]))
     assert job.params["labelers"] == [keys[0]]
+
+
+async def test_the_form_offers_conversational_rows(
+    client: httpx.AsyncClient,
+    session: Session,
+    session_factory: sessionmaker[Session],
+    settings: Settings,
+) -> None:
+    """Auto by default; 'always' makes the string prompts messages, and the export's page says
+    which format its rows are in and why."""
+    project_id = _ranked_project(session)
+    await login(client, make_admin(session))
+    page = f"/admin/projects/{project_id}/exports"
+    html = (await client.get(page)).text
+    choice = re.search(r'<select name="conversational">(.*?)</select>', html)
+    assert choice and re.findall(r'<option value="(\w+)"', choice.group(1)) == [
+        "auto", "always", "never",
+    ]  # fmt: skip
+    assert '<option value="auto" selected>' in choice.group(1)
+    token = await csrf_token(client, page)
+    r = await client.post(page, data={"kind": "prompts", "validation_pct": "0",
+                                      "conversational": "always", "csrf_token": token})  # fmt: skip
+    assert r.status_code == 303
+    job = session.get_one(Job, int(r.headers["location"].rsplit("/", 1)[1]))
+    assert job.params["conversational"] == "always"
+    assert run_job(job_id=job.id, session_factory=session_factory, settings=settings) == (
+        JobStatus.succeeded
+    )
+    session.expire_all()
+    export = session.query(Export).filter_by(job_id=job.id).one()
+    detail = (await client.get(f"/admin/exports/{export.id}")).text
+    assert (
+        "Rows in the conversational format (always was asked for: a string prompt is one user"
+        in detail
+    )
+    lines = (await client.get(f"/admin/exports/{export.id}/files/train.jsonl")).text.splitlines()
+    assert json.loads(lines[0])["prompt"] == [{"role": "user", "content": "Question 0?"}]

@@ -14,6 +14,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from tests.chat import CHAT_TEMPLATE
 from workers.ml.formatting import PLAIN_TEMPLATE, format_prompt, template_for
 from workers.ml.sampling import (
     SamplingParams,
@@ -36,11 +37,6 @@ PROMPTS = [
     "What is the capital of France, and why is it famous?",
     "Tell me a long story about a spider who counts its eight legs every morning.",
 ]
-
-CHAT_TEMPLATE = (
-    "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
-    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
-)
 
 
 @pytest.fixture(scope="module")

@@ -42,6 +42,13 @@ def export_command(
     labeler: Annotated[
         list[str] | None, typer.Option(help="Only this labeler's rankings (email); repeatable")
     ] = None,
+    conversational: Annotated[
+        str,
+        typer.Option(
+            help="TRL's conversational rows (prompts as messages): auto (when a prompt of the "
+            "export is a dialogue), always or never (dialogues as plain text)"
+        ),
+    ] = "auto",
     wait: Annotated[bool, typer.Option("--wait", help="Wait for the job, with progress")] = False,
 ) -> None:
     """Export a dataset (a job): train/validation files, manifest.json and a dataset card."""
@@ -61,7 +68,7 @@ def export_command(
             "kind": kind, "format": format, "gzip": gzip, "validation_ratio": validation_ratio,
             "seed": seed, "min_agreement": min_agreement, "consensus_only": consensus_only,
             "gold": gold, "include_surplus": surplus, "since": since, "until": until,
-            "labelers": keys,
+            "labelers": keys, "conversational": conversational,
         }  # fmt: skip
         try:
             params = ExportOptions.from_dict(raw).as_dict()

@@ -12,6 +12,9 @@ from app.jobs.errors import JobFailure
 KINDS = ("pairwise", "kwise", "sft", "prompts")
 FORMATS = ("jsonl", "parquet", "hf")
 GOLD_CHOICES = ("include", "exclude", "only")
+# Rows in TRL's conversational format (prompts as messages) or its standard one (strings);
+# auto: conversational when a prompt of the export is a dialogue (design §11).
+CONVERSATIONAL_CHOICES = ("auto", "always", "never")
 
 
 class ExportError(JobFailure, ValueError):
@@ -32,6 +35,7 @@ class ExportOptions:
     since: date | None = None
     until: date | None = None  # inclusive
     labelers: tuple[str, ...] = field(default_factory=tuple)  # "user:3", "external:NAME"
+    conversational: str = "auto"  # auto, always or never
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -100,6 +104,12 @@ class ExportOptions:
         bad = [key for key in labelers if not key.startswith(("user:", "external:"))]
         if bad:
             errors.append(f"labelers are user:ID or external:NAME, not {bad[0]!r}")
+        conversational = str(data.get("conversational") or "auto")
+        if conversational not in CONVERSATIONAL_CHOICES:
+            errors.append(
+                f"conversational must be one of {', '.join(CONVERSATIONAL_CHOICES)}, "
+                f"not {conversational!r}"
+            )
         consensus_only = bool(data.get("consensus_only", False))
         if consensus_only and kind not in ("pairwise", "kwise"):
             errors.append("consensus-only applies to rankings (pairwise or kwise)")
@@ -118,4 +128,5 @@ class ExportOptions:
             since=since,
             until=until,
             labelers=labelers,
+            conversational=conversational,
         )

@@ -5,23 +5,28 @@ the ranking's own order), so the same data and options give the same files.
 Each row comes with its split. Splits go by prompt submitter (InstructGPT): a submitter's
 prompts are all in train or all in validation, decided by a hash of (seed, submitter), so the
 split is stable as the data grows. A prompt with no known submitter is its own group.
+
+Rows are in TRL's standard format (texts) or its conversational one (design §11: prompts as
+lists of messages, answers as one assistant message; K-wise completions stay texts), the same
+for every row of an export: :func:`row_format` decides which before the first row.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, Text, and_, cast, select
 from sqlalchemy.orm import Session
 
 from app.agreement.service import consensus_of, labeler_key
 from app.db import day_bounds, within_days
+from app.dialogue import Message, as_messages
 from app.exports.options import ExportOptions
-from app.exports.writers import EncodedRow, json_text
+from app.exports.writers import EncodedRow, json_value
 from app.labeling.models import Comparison, Completion, Demonstration, GoldRanking, Prompt
 from app.labeling.ranking import ordered_pairs
 from app.projects.models import Project
@@ -31,6 +36,39 @@ TRAIN, VALIDATION = "train", "validation"
 SPLITS = (TRAIN, VALIDATION)
 
 Row = dict[str, Any]
+#: A kind's rows with their splits (a generator: :func:`row_format` stops one early).
+Rows = Generator[tuple[str, Row], None, None]
+#: A prompt or an answer as a row holds it: a text, or messages (conversational rows).
+RowText = str | list[Message]
+
+#: A dialogue prompt: its messages are a JSON array. A string prompt's are SQL NULL, or JSON
+#: null where an insert passed None (the JSON type writes Python None as JSON null).
+IS_DIALOGUE = and_(Prompt.messages.is_not(None), cast(Prompt.messages, Text) != "null")
+
+
+@dataclass(frozen=True)
+class RowShape:
+    """How a kind's rows are made: prompts and answers as messages (``conversational``) or
+    texts; ``dialogues_only`` reads dialogue prompts only (:func:`row_format` looks ahead)."""
+
+    conversational: bool = False
+    dialogues_only: bool = False
+
+
+STANDARD = RowShape()
+
+
+def prompt_value(text: str, messages: list[Any] | None, *, conversational: bool) -> RowText:
+    """A prompt as a row holds it: its turns in a conversational export (a string prompt is
+    one user message), else its text (a dialogue's plain rendering)."""
+    if not conversational:
+        return text
+    return as_messages(messages if messages is not None else text)
+
+
+def answer_value(text: str, *, conversational: bool) -> RowText:
+    """An answer (a chosen, rejected or SFT completion) as a row holds it."""
+    return [{"role": "assistant", "content": text}] if conversational else text
 
 
 def split_of(key: str, *, seed: int, ratio: float) -> str:
@@ -77,7 +115,7 @@ class Ranked:
 @dataclass
 class PromptData:
     id: int
-    text: str
+    prompt: RowText
     split: str
     answers: dict[int, str] = field(default_factory=dict)
     rankings: list[Ranked] = field(default_factory=list)
@@ -86,7 +124,10 @@ class PromptData:
 SelectT = TypeVar("SelectT", bound="Select[*tuple[Any, ...]]")
 
 
-def _gold_filter(stmt: SelectT, options: ExportOptions) -> SelectT:
+def _prompt_filter(stmt: SelectT, options: ExportOptions, shape: RowShape) -> SelectT:
+    """The prompts the options select (gold), dialogues only if the shape says so."""
+    if shape.dialogues_only:
+        stmt = stmt.where(IS_DIALOGUE)
     gold = select(GoldRanking.prompt_id)
     if options.gold == "exclude":
         return stmt.where(Prompt.id.not_in(gold))
@@ -111,7 +152,7 @@ class _Splitter:
 
 
 def _ranked_prompts(
-    session: Session, project: Project, options: ExportOptions
+    session: Session, project: Project, options: ExportOptions, shape: RowShape
 ) -> Iterator[PromptData]:
     """The project's prompts with their current rankings, in prompt id order, a batch of
     prompts at a time (their texts and answers fetched per batch)."""
@@ -134,16 +175,20 @@ def _ranked_prompts(
         )
         .order_by(Comparison.prompt_id, Comparison.id)
     )
-    stmt = _gold_filter(stmt, options)
+    stmt = _prompt_filter(stmt, options, shape)
     splitter = _Splitter(options)
     pending: dict[int, list[Ranked]] = {}
 
     def flush() -> Iterator[PromptData]:
         ids = list(pending)
         prompts = {
-            pid: PromptData(id=pid, text=text, split=splitter(pid, sid, ext))
-            for pid, text, sid, ext in session.execute(
-                select(Prompt.id, Prompt.text, Prompt.submitter_id, Prompt.submitter_external)
+            pid: PromptData(
+                id=pid, prompt=prompt_value(text, messages, conversational=shape.conversational),
+                split=splitter(pid, sid, ext),
+            )
+            for pid, text, messages, sid, ext in session.execute(
+                select(Prompt.id, Prompt.text, Prompt.messages, Prompt.submitter_id,
+                       Prompt.submitter_external)
                 .where(Prompt.id.in_(ids))
             )
         }  # fmt: skip
@@ -200,29 +245,33 @@ def _rankings_to_export(prompt: PromptData, options: ExportOptions) -> list[Rank
 
 
 def pairwise_rows(
-    session: Session, project: Project, options: ExportOptions
-) -> Iterator[tuple[str, Row]]:
+    session: Session, project: Project, options: ExportOptions, shape: RowShape = STANDARD
+) -> Rows:
     """One row per (ranking, ordered pair of answers in different groups): ties give none.
     ``agreement`` is the prompt's pairwise agreement over all its current rankings."""
-    for prompt in _ranked_prompts(session, project, options):
+    for prompt in _ranked_prompts(session, project, options, shape):
         agreement = prompt_agreement([r.ranking for r in prompt.rankings])
         if options.min_agreement is not None and (
             agreement is None or agreement < options.min_agreement
         ):
             continue
         # The texts are JSON-encoded once per prompt, not once per pair (see EncodedRow).
-        text = json_text(prompt.text)
-        answer_text = {a: json_text(t) for a, t in prompt.answers.items()}
+        text = json_value(prompt.prompt)
+        answers = {
+            a: answer_value(t, conversational=shape.conversational)
+            for a, t in prompt.answers.items()
+        }
+        answer_json = {a: json_value(value) for a, value in answers.items()}
         shown_agreement = "null" if agreement is None else repr(agreement)
         for ranked in _rankings_to_export(prompt, options):
-            labeler = json_text(ranked.labeler)
+            labeler = json_value(ranked.labeler)
             comparison_id = ranked.comparison_id or None
             shown_id = "null" if comparison_id is None else str(comparison_id)
             for winner, loser, margin in ordered_pairs(ranked.ranking):
                 row = EncodedRow(
-                    prompt=prompt.text,
-                    chosen=prompt.answers[winner],
-                    rejected=prompt.answers[loser],
+                    prompt=prompt.prompt,
+                    chosen=answers[winner],
+                    rejected=answers[loser],
                     prompt_id=prompt.id,
                     chosen_id=winner,
                     rejected_id=loser,
@@ -232,8 +281,8 @@ def pairwise_rows(
                     comparison_id=comparison_id,
                 )
                 row.line = (
-                    f'{{"prompt":{text},"chosen":{answer_text[winner]},'
-                    f'"rejected":{answer_text[loser]},"prompt_id":{prompt.id},'
+                    f'{{"prompt":{text},"chosen":{answer_json[winner]},'
+                    f'"rejected":{answer_json[loser]},"prompt_id":{prompt.id},'
                     f'"chosen_id":{winner},"rejected_id":{loser},"labeler":{labeler},'
                     f'"margin":{margin},"agreement":{shown_agreement},'
                     f'"comparison_id":{shown_id}}}\n'
@@ -242,11 +291,12 @@ def pairwise_rows(
 
 
 def kwise_rows(
-    session: Session, project: Project, options: ExportOptions
-) -> Iterator[tuple[str, Row]]:
+    session: Session, project: Project, options: ExportOptions, shape: RowShape = STANDARD
+) -> Rows:
     """One row per ranking: the answers as shown to the labeler, and the ranking as groups of
-    indices into that list, best first (a group of two or more is a tie)."""
-    for prompt in _ranked_prompts(session, project, options):
+    indices into that list, best first (a group of two or more is a tie). The completions are
+    texts in either format (the RM reads them as answers to the prompt)."""
+    for prompt in _ranked_prompts(session, project, options, shape):
         agreement = prompt_agreement([r.ranking for r in prompt.rankings])
         if options.min_agreement is not None and (
             agreement is None or agreement < options.min_agreement
@@ -257,7 +307,7 @@ def kwise_rows(
             yield (
                 prompt.split,
                 {
-                    "prompt": prompt.text,
+                    "prompt": prompt.prompt,
                     "completions": [prompt.answers[a] for a in ranked.displayed],
                     "completion_ids": list(ranked.displayed),
                     "ranking": [sorted(index[a] for a in group) for group in ranked.ranking],
@@ -270,13 +320,14 @@ def kwise_rows(
 
 
 def sft_rows(
-    session: Session, project: Project, options: ExportOptions
-) -> Iterator[tuple[str, Row]]:
+    session: Session, project: Project, options: ExportOptions, shape: RowShape = STANDARD
+) -> Rows:
     """Demonstrations in TRL's prompt-completion format."""
     stmt = (
         select(
             Prompt.id,
             Prompt.text,
+            Prompt.messages,
             Prompt.submitter_id,
             Prompt.submitter_external,
             Demonstration.id,
@@ -288,19 +339,19 @@ def sft_rows(
         .where(Prompt.project_id == project.id)
         .order_by(Prompt.id, Demonstration.id)
     )
-    stmt = _gold_filter(stmt, options)
+    stmt = _prompt_filter(stmt, options, shape)
     stmt = stmt.where(*within_days(Demonstration.created_at, options.since, options.until))
     splitter = _Splitter(options)
     result = session.execute(stmt.execution_options(yield_per=BATCH_PROMPTS))
-    for pid, text, sid, ext, did, completion, author_id, author_external in result:
+    for pid, text, messages, sid, ext, did, completion, author_id, author_external in result:
         author = labeler_key(author_id, author_external)
         if options.labelers and author not in options.labelers:
             continue
         yield (
             splitter(pid, sid, ext),
             {
-                "prompt": text,
-                "completion": completion,
+                "prompt": prompt_value(text, messages, conversational=shape.conversational),
+                "completion": answer_value(completion, conversational=shape.conversational),
                 "prompt_id": pid,
                 "demonstration_id": did,
                 "author": author,
@@ -309,24 +360,66 @@ def sft_rows(
 
 
 def prompt_rows(
-    session: Session, project: Project, options: ExportOptions
-) -> Iterator[tuple[str, Row]]:
+    session: Session, project: Project, options: ExportOptions, shape: RowShape = STANDARD
+) -> Rows:
     """Every prompt of the project (for PPO rollouts)."""
-    stmt = _gold_filter(
-        select(Prompt.id, Prompt.text, Prompt.submitter_id, Prompt.submitter_external)
+    stmt = _prompt_filter(
+        select(
+            Prompt.id, Prompt.text, Prompt.messages, Prompt.submitter_id, Prompt.submitter_external
+        )
         .where(Prompt.project_id == project.id)
         .order_by(Prompt.id),
         options,
+        shape,
     )
     splitter = _Splitter(options)
-    for pid, text, sid, ext in session.execute(stmt.execution_options(yield_per=BATCH_PROMPTS)):
-        yield splitter(pid, sid, ext), {"prompt": text, "prompt_id": pid}
+    result = session.execute(stmt.execution_options(yield_per=BATCH_PROMPTS))
+    for pid, text, messages, sid, ext in result:
+        prompt = prompt_value(text, messages, conversational=shape.conversational)
+        yield splitter(pid, sid, ext), {"prompt": prompt, "prompt_id": pid}
 
 
 ROWS = {"pairwise": pairwise_rows, "kwise": kwise_rows, "sft": sft_rows, "prompts": prompt_rows}
 
 
+@dataclass(frozen=True)
+class RowFormat:
+    """Whether an export's rows are in TRL's conversational format, and why (the manifest
+    and the dataset card say both)."""
+
+    conversational: bool
+    why: str
+
+    @property
+    def name(self) -> str:
+        return "conversational" if self.conversational else "standard"
+
+
+def row_format(session: Session, project: Project, options: ExportOptions) -> RowFormat:
+    """The format of the export's rows. Under auto, conversational when a dialogue prompt
+    gives a row with the export's own filters: the first such row decides, so a project of
+    string prompts costs one query that finds none."""
+    if options.conversational == "always":
+        return RowFormat(True, "always was asked for: a string prompt is one user message")
+    if options.conversational == "never":
+        return RowFormat(
+            False, "never was asked for: a dialogue prompt is its plain text, turn by turn"
+        )
+    rows = ROWS[options.kind](session, project, options, RowShape(dialogues_only=True))
+    try:
+        first = next(rows, None)
+    finally:
+        rows.close()  # its cursor too
+    if first is None:
+        return RowFormat(False, "auto: no prompt of the export is a dialogue")
+    return RowFormat(
+        True,
+        f"auto: the export has dialogue prompts (prompt {first[1]['prompt_id']} is one), so a "
+        "string prompt is one user message",
+    )
+
+
 def export_rows(
-    session: Session, project: Project, options: ExportOptions
+    session: Session, project: Project, options: ExportOptions, conversational: bool
 ) -> Iterator[tuple[str, Row]]:
-    return ROWS[options.kind](session, project, options)
+    return ROWS[options.kind](session, project, options, RowShape(conversational=conversational))

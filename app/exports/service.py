@@ -1,6 +1,6 @@
 """Export jobs: write a project's data as files in a folder of their own, atomically (a
 temporary folder renamed into place once everything, manifest last, is written), with a
-manifest (what was asked, counts, sha256 per file) and a dataset card."""
+manifest (what was asked, counts, sha256 per file, the rows' format) and a dataset card."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ import app
 from app.errors import NotFoundError
 from app.exports.models import Export
 from app.exports.options import ExportOptions
-from app.exports.rows import SPLITS, export_rows
+from app.exports.rows import SPLITS, RowFormat, export_rows, row_format
 from app.exports.writers import JsonlWriter, ParquetWriter, RowWriter, parquet_to_dataset_folder
 from app.labeling.models import Prompt
 from app.projects.models import Project
@@ -73,7 +73,8 @@ def write_export(
     tmp = folder.parent / f"{TMP_PREFIX}{folder.name}-{os.getpid()}"
     tmp.mkdir()
     try:
-        counts, prompts, agreement = _write_rows(session, project, options, tmp, progress)
+        rows = row_format(session, project, options)
+        counts, prompts, agreement = _write_rows(session, project, options, rows, tmp, progress)
         files = {
             path.relative_to(tmp).as_posix(): file_sha256(path)
             for path in sorted(tmp.rglob("*"))
@@ -83,6 +84,7 @@ def write_export(
             "kind": options.kind,
             "format": options.format,
             "options": options.as_dict(),
+            "row_format": {"name": rows.name, "why": rows.why},
             "project": {"id": project.id, "name": project.name, "k": project.k},
             "counts": {**counts, "total": sum(counts.values()), "prompts": prompts},
             "files": files,
@@ -109,6 +111,7 @@ def _write_rows(
     session: Session,
     project: Project,
     options: ExportOptions,
+    rows: RowFormat,
     tmp: Path,
     progress: Callable[[float, str], None] | None,
 ) -> tuple[dict[str, int], int, dict[str, Any] | None]:
@@ -120,7 +123,11 @@ def _write_rows(
             path = tmp / _data_file("jsonl", split, options.gzip)
             writers[split] = JsonlWriter(path, compress=options.gzip)
         else:
-            writers[split] = ParquetWriter(parquet_dir / f"{split}.parquet", kind=options.kind)
+            writers[split] = ParquetWriter(
+                parquet_dir / f"{split}.parquet",
+                kind=options.kind,
+                conversational=rows.conversational,
+            )
     first, last = session.execute(
         select(func.min(Prompt.id), func.max(Prompt.id)).where(Prompt.project_id == project.id)
     ).one()
@@ -131,7 +138,7 @@ def _write_rows(
     agreement_sum, agreement_count = 0.0, 0
     written = 0
     try:
-        for split, row in export_rows(session, project, options):
+        for split, row in export_rows(session, project, options, rows.conversational):
             writers[split].write(row)
             prompt_id = row["prompt_id"]
             if prompt_id != last_prompt:
@@ -172,6 +179,27 @@ LOADING = {
     "parquet": 'load_dataset("parquet", data_files={{"train": "train.parquet", '
     '"validation": "validation.parquet"}})',
     "hf": 'load_from_disk("dataset")',
+}
+_TURNS = "`prompt` is a list of messages (`role`, `content`) ending with a user turn"
+ROW_FORMATS = {  # kind: (conversational, standard)
+    "pairwise": (
+        f"{_TURNS}; `chosen` and `rejected` are one assistant message each (TRL's "
+        "conversational preference format)",
+        "`prompt`, `chosen` and `rejected` are texts (TRL's standard preference format)",
+    ),
+    "kwise": (
+        f"{_TURNS}; `completions` are texts, the answers to that turn",
+        "`prompt` and `completions` are texts",
+    ),
+    "sft": (
+        f"{_TURNS}; `completion` is one assistant message (TRL's conversational "
+        "prompt-completion format)",
+        "`prompt` and `completion` are texts (TRL's standard prompt-completion format)",
+    ),
+    "prompts": (
+        f"{_TURNS} (TRL's conversational prompt-only format)",
+        "`prompt` is a text (TRL's standard prompt-only format)",
+    ),
 }
 TRAINERS = {
     "pairwise": "TRL's `RewardTrainer` and `DPOTrainer` (preference format: prompt, chosen, "
@@ -226,6 +254,17 @@ def dataset_card(manifest: dict[str, Any]) -> str:
                 f"more: **{mean * 100:.1f}%** (a pair tied by either labeler is left out). "
                 "Each row's `agreement` is its prompt's."
             )
+    row_format = manifest["row_format"]
+    conversational, standard = ROW_FORMATS[manifest["kind"]]
+    lines += ["", "## Format", ""]
+    if row_format["name"] == "conversational":
+        lines.append(
+            f"**Conversational**: {conversational}. Trainers lay the messages out with the "
+            "tokenizer's chat template."
+        )
+    else:
+        lines.append(f"**Standard**: {standard}.")
+    lines += ["", f"Why: {row_format['why']}."]
     lines += ["", "## Options", "", *chosen, "", "## Loading", "", "```python"]
     lines += [
         "from datasets import load_dataset, load_from_disk",

@@ -12,7 +12,14 @@ from fastapi.responses import FileResponse, RedirectResponse, Response
 from app.agreement.service import labeler_choices
 from app.audit.service import record
 from app.deps import AdminUser, CeleryDep, DbSession
-from app.exports.options import FORMATS, GOLD_CHOICES, KINDS, ExportError, ExportOptions
+from app.exports.options import (
+    CONVERSATIONAL_CHOICES,
+    FORMATS,
+    GOLD_CHOICES,
+    KINDS,
+    ExportError,
+    ExportOptions,
+)
 from app.exports.service import export_file, get_export, list_exports
 from app.jobs import kinds
 from app.jobs.service import commit_and_enqueue, create_job
@@ -32,6 +39,11 @@ FORMAT_TITLES = {
     "parquet": "Parquet",
     "hf": "datasets folder",
 }
+CONVERSATIONAL_TITLES = {
+    "auto": "Messages if a prompt is a dialogue",
+    "always": "Messages (conversational)",
+    "never": "Texts (standard)",
+}
 
 
 def _page(
@@ -48,6 +60,9 @@ def _page(
             "kinds": [(k, KIND_TITLES[k]) for k in KINDS],
             "formats": [(f, FORMAT_TITLES[f]) for f in FORMATS],
             "gold_choices": GOLD_CHOICES,
+            "conversational_choices": [
+                (c, CONVERSATIONAL_TITLES[c]) for c in CONVERSATIONAL_CHOICES
+            ],
             "form": form,
             "error": error,
         },
@@ -56,7 +71,7 @@ def _page(
 
 
 DEFAULT_FORM = {"kind": "pairwise", "format": "jsonl", "validation_pct": "10", "seed": "0",
-                "gold": "include", "include_surplus": True}  # fmt: skip
+                "gold": "include", "include_surplus": True, "conversational": "auto"}  # fmt: skip
 
 
 @router.get("/admin/projects/{project_id}/exports", name="project_exports")
@@ -85,13 +100,14 @@ def start_export(
     since: Annotated[str, Form()] = "",
     until: Annotated[str, Form()] = "",
     labelers: Annotated[list[str] | None, Form()] = None,
+    conversational: Annotated[str, Form()] = "auto",
 ) -> Response:
     project = get_project(session=session, ref=project_id)
     form = {
         "kind": kind, "format": format, "gzip": gzip, "validation_pct": validation_pct,
         "seed": seed, "min_agreement_pct": min_agreement_pct, "consensus_only": consensus_only,
         "gold": gold, "include_surplus": include_surplus, "since": since, "until": until,
-        "labelers": labelers or [],
+        "labelers": labelers or [], "conversational": conversational,
     }  # fmt: skip
 
     def fraction(text: str) -> float | str | None:
@@ -110,7 +126,7 @@ def start_export(
                 "validation_ratio": fraction(validation_pct), "seed": seed or 0,
                 "min_agreement": fraction(min_agreement_pct), "consensus_only": consensus_only,
                 "gold": gold, "include_surplus": include_surplus, "since": since,
-                "until": until, "labelers": labelers or [],
+                "until": until, "labelers": labelers or [], "conversational": conversational,
             }
         )  # fmt: skip
     except ExportError as exc:

@@ -28,9 +28,10 @@ def json_line(row: dict[str, Any]) -> str:
     return _escape_breaks(json.dumps(row, ensure_ascii=False, separators=(",", ":"))) + "\n"
 
 
-def json_text(value: str) -> str:
-    """A string as JSON, exactly as ``json_line`` writes it inside a row."""
-    return _escape_breaks(json.dumps(value, ensure_ascii=False))
+def json_value(value: Any) -> str:
+    """A value (a string, a list of messages) as JSON, exactly as ``json_line`` writes it
+    inside a row."""
+    return _escape_breaks(json.dumps(value, ensure_ascii=False, separators=(",", ":")))
 
 
 class EncodedRow(dict[str, Any]):
@@ -42,26 +43,30 @@ class EncodedRow(dict[str, Any]):
     line: str
 
 
-def arrow_schema(kind: str) -> Any:
+def arrow_schema(kind: str, *, conversational: bool) -> Any:
+    """The columns of ``kind``'s rows. Conversational rows hold messages as a list of
+    ``{role, content}`` structs (``datasets`` reads them back as lists of dicts)."""
     import pyarrow as pa
 
     text, whole = pa.string(), pa.int64()
+    messages = pa.list_(pa.struct([("role", text), ("content", text)]))
+    prompt, answer = (messages, messages) if conversational else (text, text)
     fields = {
         "pairwise": [
-            ("prompt", text), ("chosen", text), ("rejected", text), ("prompt_id", whole),
+            ("prompt", prompt), ("chosen", answer), ("rejected", answer), ("prompt_id", whole),
             ("chosen_id", whole), ("rejected_id", whole), ("labeler", text), ("margin", whole),
             ("agreement", pa.float64()), ("comparison_id", whole),
         ],
         "kwise": [
-            ("prompt", text), ("completions", pa.list_(text)), ("completion_ids", pa.list_(whole)),
+            ("prompt", prompt), ("completions", pa.list_(text)), ("completion_ids", pa.list_(whole)),
             ("ranking", pa.list_(pa.list_(whole))), ("prompt_id", whole), ("labeler", text),
             ("agreement", pa.float64()), ("comparison_id", whole),
         ],
         "sft": [
-            ("prompt", text), ("completion", text), ("prompt_id", whole),
+            ("prompt", prompt), ("completion", answer), ("prompt_id", whole),
             ("demonstration_id", whole), ("author", text),
         ],
-        "prompts": [("prompt", text), ("prompt_id", whole)],
+        "prompts": [("prompt", prompt), ("prompt_id", whole)],
     }[kind]  # fmt: skip
     return pa.schema(fields)
 
@@ -104,11 +109,11 @@ class JsonlWriter:
 
 
 class ParquetWriter:
-    def __init__(self, path: Path, *, kind: str) -> None:
+    def __init__(self, path: Path, *, kind: str, conversational: bool) -> None:
         import pyarrow.parquet as pq
 
         self.rows = 0
-        self._schema = arrow_schema(kind)
+        self._schema = arrow_schema(kind, conversational=conversational)
         self._writer = pq.ParquetWriter(str(path), self._schema, compression="zstd")
         self._buffer: list[dict[str, Any]] = []
 
