@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from app.auth.models import Role, User
 from app.auth.service import create_user
+from app.dialogue import Message, plain_text
 from app.labeling.models import Comparison, Completion, Prompt, PromptSource, text_sha256
 from app.projects.models import Project
 from app.projects.service import create_project
@@ -42,9 +43,23 @@ def make_project(
 
 
 def make_prompt(
-    session: Session, project: Project, *, text: str = "Say hello", answers: int = 4
+    session: Session,
+    project: Project,
+    *,
+    text: str = "Say hello",
+    answers: int = 4,
+    messages: list[Message] | None = None,
 ) -> Prompt:
-    prompt = Prompt(project_id=project.id, text=text, source=PromptSource.import_)
+    """A prompt with ``answers`` imported answers; ``messages`` makes it a dialogue (its
+    ``text`` then is the dialogue's plain rendering)."""
+    if messages is not None:
+        text = plain_text(messages)
+    prompt = Prompt(
+        project_id=project.id,
+        text=text,
+        messages=[dict(m) for m in messages] if messages is not None else None,
+        source=PromptSource.import_,
+    )
     session.add(prompt)
     session.flush()
     for i in range(answers):

@@ -29,7 +29,11 @@ async def test_lease_rank_submit_and_resubmit(client: httpx.AsyncClient, session
     assert r.status_code == 200, r.text
     task = r.json()
     assert set(task) >= {"task_id", "kind", "prompt", "completions", "expires_at"}
-    assert task["prompt"] == {"id": prompt.id, "text": "Why is the sea salty?"}
+    assert task["prompt"] == {
+        "id": prompt.id,
+        "text": "Why is the sea salty?",
+        "messages": [{"role": "user", "content": "Why is the sea salty?"}],
+    }
     ids = [c["id"] for c in task["completions"]]
     assert sorted(ids) == sorted(c.id for c in prompt.completions)
 

@@ -16,6 +16,7 @@ from app.labeling.models import Assignment, Prompt, TaskKind
 from app.labeling.queue import Task, lease_next_task
 from app.labeling.schemas import (
     CompletionOut,
+    MessageOut,
     NextTaskIn,
     PromptOut,
     SkipIn,
@@ -41,7 +42,11 @@ def task_out(task: Task) -> TaskOut:
     return TaskOut(
         task_id=task.id,
         kind=task.assignment.kind,
-        prompt=PromptOut(id=task.prompt.id, text=task.prompt.text),
+        prompt=PromptOut(
+            id=task.prompt.id,
+            text=task.prompt.text,
+            messages=[MessageOut(**m) for m in task.prompt.turns],
+        ),
         completions=[CompletionOut(id=c.id, text=c.text) for c in task.completions],
         expires_at=task.assignment.expires_at,
         draft=task.assignment.draft,

@@ -7,6 +7,7 @@ from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from app.dialogue import Role as MessageRole
 from app.labeling.models import TaskKind
 
 
@@ -14,9 +15,23 @@ class NextTaskIn(BaseModel):
     kind: Literal["rank", "demonstration"] = "rank"
 
 
+class MessageOut(BaseModel):
+    """One turn of a prompt: who speaks (`role`) and what they say (`content`)."""
+
+    role: MessageRole
+    content: str
+
+
 class PromptOut(BaseModel):
     id: int
-    text: str
+    text: str = Field(
+        description="The prompt as plain text; a dialogue's turns as 'User: ...', "
+        "'Assistant: ...', a blank line between turns"
+    )
+    messages: list[MessageOut] = Field(
+        description="The prompt as turns, ending with the user's turn: the answers (and a "
+        "demonstration) are the next assistant turn. A string prompt is one user message."
+    )
 
 
 class CompletionOut(BaseModel):

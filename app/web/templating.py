@@ -14,6 +14,7 @@ from starlette.responses import HTMLResponse
 import app
 from app.auth.csrf import CSRF_FIELD, CSRF_HEADER, get_csrf_token
 from app.db import utcnow
+from app.dialogue import ROLE_LABELS, is_dialogue
 from app.web.bidi import finalize
 from app.web.markdown import render_markdown
 
@@ -64,6 +65,9 @@ def _build_templates() -> Jinja2Templates:
     env.filters["timeago"] = _timeago
     env.filters["queue_count"] = _queue_count
     env.filters["iso"] = lambda d: d.strftime("%Y-%m-%d %H:%M UTC") if d else "-"
+    # `{% if prompt.input is dialogue %}`: shown as turns (templates/labeling/_prompt.html).
+    env.tests["dialogue"] = is_dialogue
+    env.globals["ROLE_LABELS"] = ROLE_LABELS
     return Jinja2Templates(env=env, context_processors=[_context])
 
 
