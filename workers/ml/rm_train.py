@@ -22,7 +22,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
@@ -139,8 +139,18 @@ class KwiseCollator:
         }
 
 
+class AnswerBudget(Protocol):
+    """What ``prepare_rankings`` needs of a collator: the RM's and DPO's both have it."""
+
+    tokenizer: Any
+    max_length: int
+
+    @property
+    def answer_budget(self) -> int: ...
+
+
 def prepare_rankings(
-    rankings: Sequence[Ranking], collator: KwiseCollator, *, long_answers: str = DROP
+    rankings: Sequence[Ranking], collator: AnswerBudget, *, long_answers: str = DROP
 ) -> tuple[list[Ranking], LeftOut, int]:
     """The rankings the reward model can learn from, what was left out (``LeftOut``) and how
     many answers were cut. An answer longer than ``collator.answer_budget`` tokens is left out
