@@ -180,7 +180,8 @@ def test_keys_read_as_words() -> None:
     assert words("sft_kl_penalty") == "SFT KL penalty"
     assert words("heldout_entropy") == "Held-out entropy"
     assert words("Tokens") == "Tokens" and words("") == ""
-    assert kind_label("train_ppo") == "PPO training" and kind_label("train_dpo") == "Train DPO"
+    assert kind_label("train_ppo") == "PPO training" and kind_label("train_dpo") == "DPO training"
+    assert kind_label("train_sft_kl") == "Train SFT KL"  # a kind with no label reads as words
 
 
 async def test_a_training_jobs_figures_and_outputs_are_words_and_links(

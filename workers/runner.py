@@ -190,6 +190,7 @@ def job_impls() -> dict[str, JobImpl]:
         kinds.EXPORT: export_impl,
         kinds.TRAIN_SFT: train_impl,
         kinds.TRAIN_RM: train_impl,
+        kinds.TRAIN_DPO: train_impl,
         kinds.TRAIN_PPO: ppo_impl,
     }
 

@@ -1,4 +1,4 @@
-"""The SFT and reward-model training jobs.
+"""The SFT, reward-model and DPO training jobs.
 
 1. The dataset is snapshotted with the export code (an SFT or K-wise export of the project,
    split by prompt submitter) and recorded as an Export: the model's dataset snapshot.
@@ -32,15 +32,16 @@ from app.exports.service import record_export, write_export
 from app.jobs import kinds
 from app.jobs.errors import JobFailure
 from app.jobs.models import Job
-from app.jobs.training import RM, SFT, TrainOptions
+from app.jobs.training import DPO, RM, SFT, TrainOptions
 from app.models_registry.models import ModelKind, ModelVersion
 from app.models_registry.service import register_model, unique_name
 from app.projects.models import Project
 from workers.ml.long_inputs import DataReport, LeftOut
 from workers.runner import JobContext
 
-DATASET_KIND = {SFT: "sft", RM: "kwise"}
-MODEL_KIND = {SFT: ModelKind.sft, RM: ModelKind.rm}
+DATASET_KIND = {SFT: "sft", RM: "kwise", DPO: "kwise"}
+MODEL_KIND = {SFT: ModelKind.sft, RM: ModelKind.rm, DPO: ModelKind.policy}
+KIND_OF_JOB = {kinds.TRAIN_SFT: SFT, kinds.TRAIN_RM: RM, kinds.TRAIN_DPO: DPO}
 
 
 class TrainingError(JobFailure, RuntimeError):
@@ -169,6 +170,21 @@ def _rankings(rows: list[dict[str, Any]], k: int | None, left_out: Any) -> list[
     return rankings
 
 
+def _ranking_splits(
+    train_rows: list[dict[str, Any]], validation_rows: list[dict[str, Any]], k: int | None,
+    left_out: Any, *, what: str,
+) -> tuple[list[Any], list[Any]]:  # fmt: skip
+    """Both splits as rankings; the job fails when no training ranking is left."""
+    train, validation = _rankings(train_rows, k, left_out), _rankings(validation_rows, k, left_out)
+    if not train:
+        raise TrainingError(
+            f"The project has no rankings to train {what}"
+            + (f" with {k} answers (--k {k})" if k else "")
+            + ": rank some answers first (or import preferences)."
+        )
+    return train, validation
+
+
 #: fewer training rows than this: the job says it is too little to learn from (it still runs;
 #: a job fails only with no usable row at all)
 FEW_TRAIN_ROWS = 16
@@ -275,13 +291,17 @@ def project_unless_registered(ctx: JobContext) -> Project | None:
 def train_impl(ctx: JobContext) -> None:
     from workers.ml.training import ReportCallback, checkpoint_step, last_checkpoint, save_model
 
-    kind = SFT if ctx.kind == kinds.TRAIN_SFT else RM
+    kind = KIND_OF_JOB[ctx.kind]
     options = TrainOptions.from_dict({**ctx.params, "kind": kind})  # TrainError: job fails
     project = project_unless_registered(ctx)
     if project is None:
         return
     folder = job_folder(ctx.settings.data_dir, ctx.job_id)
-    base_path, base_id = resolve_model(ctx, options.base)
+    role = "policy" if options.kind == DPO else "base"
+    base_path, base_id = resolve_model(ctx, options.base, role=role)
+    reference: tuple[str, int | None] | None = None
+    if options.kind == DPO and options.reference is not None:
+        reference = resolve_model(ctx, options.reference, role="reference")
     name, out = destination(ctx, project, kind=options.kind, name=options.name, out_dir=options.out)
     ctx.progress(0.0, "snapshotting the dataset")
     export_id, dataset = snapshot(
@@ -344,17 +364,43 @@ def train_impl(ctx: JobContext) -> None:
             "validation_examples": result.validation_examples,
         }  # fmt: skip
         extra: dict[str, Any] = {}
+    elif options.kind == DPO:
+        from workers.ml.dpo_train import DPOConfig, train_dpo
+
+        train_set, validation_set = _ranking_splits(
+            train_rows, validation_rows, options.k, left_out, what="a policy on with DPO"
+        )
+        reference_path = reference[0] if reference is not None else None
+        model, tokenizer, dpo = _run(
+            train_dpo, base_path, train_set, validation_set, checkpoints,
+            DPOConfig(**options.trainer_config()), reporter, on_step, resume, on_data,
+            reference=reference_path, reference_cache=folder / "reference_logps.json",
+        )  # fmt: skip
+        k = next(iter(dpo.sizes)) if len(dpo.sizes) == 1 else None
+        metrics = {
+            "validation_accuracy": dpo.accuracy, "validation_margin": dpo.margin,
+            "validation_loss": dpo.loss, "validation_pairs": dpo.pairs,
+            "validation_chosen_logps": dpo.chosen_logps,
+            "validation_rejected_logps": dpo.rejected_logps,
+            "k": k, "rankings_by_k": {str(size): n for size, n in dpo.sizes.items()},
+            "train_rankings": dpo.train_rankings, "validation_rankings": dpo.validation_rankings,
+        }  # fmt: skip
+        result = dpo
+        # the reference: a registered version's id, else its folder; the starting policy by
+        # default (design §12)
+        ref = reference or (base_path, base_id)
+        extra = {
+            "reference": ref[1] if ref[1] is not None else ref[0],
+            "dpo": {"beta": options.beta, "loss": options.loss,
+                    "label_smoothing": options.label_smoothing},
+        }  # fmt: skip
+        ctx.log(f"reference: {ref[0]}{' (the starting policy)' if reference is None else ''}")
     else:
         from workers.ml.rm_train import RewardConfig, train_reward_model
 
-        train_set = _rankings(train_rows, options.k, left_out)
-        validation_set = _rankings(validation_rows, options.k, left_out)
-        if not train_set:
-            raise TrainingError(
-                "The project has no rankings to train a reward model on"
-                + (f" with {options.k} answers (--k {options.k})" if options.k else "")
-                + ": rank some answers first (or import preferences)."
-            )
+        train_set, validation_set = _ranking_splits(
+            train_rows, validation_rows, options.k, left_out, what="a reward model on"
+        )
         model, tokenizer, result = _run(
             train_reward_model, base_path, train_set, validation_set, checkpoints,
             RewardConfig(**options.trainer_config()), reporter, on_step, resume, on_data,
@@ -381,7 +427,7 @@ def train_impl(ctx: JobContext) -> None:
     ctx.progress(0.96, "saving the model", **metrics)
 
     save_model(
-        model, tokenizer, out, kind=options.kind, parent=base_id if base_id is not None else base_path,
+        model, tokenizer, out, kind=MODEL_KIND[options.kind].value, parent=base_id if base_id is not None else base_path,
         extra={**extra, "export_id": export_id, "job_id": ctx.job_id, "metrics": metrics},
     )  # fmt: skip
     register_trained(
@@ -414,7 +460,8 @@ def register_trained(
 
 def _run(train: Any, base: str, train_set: Any, validation_set: Any, checkpoints: Path,
          config: Any, reporter: Any, on_step: Any, resume: Path | None,
-         on_data: Any) -> Any:  # fmt: skip
+         on_data: Any, **options: Any) -> Any:  # fmt: skip
+    from workers.ml.dpo_train import DPODataError
     from workers.ml.loading import ModelLoadError
     from workers.ml.reward_model import RewardModelError
     from workers.ml.rm_train import RewardDataError
@@ -423,7 +470,7 @@ def _run(train: Any, base: str, train_set: Any, validation_set: Any, checkpoints
     try:
         return train(
             base, train_set, validation_set, checkpoints, config,
-            callbacks=[reporter], on_step=on_step, resume=resume, on_data=on_data,
+            callbacks=[reporter], on_step=on_step, resume=resume, on_data=on_data, **options,
         )  # fmt: skip
-    except (ModelLoadError, RewardDataError, RewardModelError, SftDataError) as exc:
+    except (ModelLoadError, RewardDataError, RewardModelError, SftDataError, DPODataError) as exc:
         raise TrainingError(str(exc)) from exc

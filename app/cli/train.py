@@ -1,4 +1,4 @@
-"""`rlhf train`: training jobs (SFT, reward model, PPO) that register a model version."""
+"""`rlhf train`: training jobs (SFT, reward model, DPO, PPO) that register a model version."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import typer
 from app.cli.common import db_session, fail, settings
 from app.cli.jobs import echo_data_report, wait_for_job
 
-train_app = typer.Typer(help="Training jobs (SFT, reward model, PPO).", no_args_is_help=True)
+train_app = typer.Typer(help="Training jobs (SFT, reward model, DPO, PPO).", no_args_is_help=True)
 
 BaseOpt = Annotated[
     str, typer.Option("--base", help="The model to start from: a registered version or a folder")
@@ -42,6 +42,7 @@ LongOpt = Annotated[
         "left_out) or truncate (cut it from the right)",
     ),
 ]
+KOpt = Annotated[int | None, typer.Option("--k", help="Train on the rankings of K answers only")]
 GroupOpt = Annotated[
     bool,
     typer.Option(
@@ -51,11 +52,16 @@ GroupOpt = Annotated[
 ]
 
 
+def _options(kind: str, arguments: dict[str, Any]) -> dict[str, Any]:
+    """A training command's arguments as the job's raw settings (``TrainOptions``)."""
+    return {"kind": kind, **{k: v for k, v in arguments.items() if k not in ("project", "wait")}}
+
+
 def _start_training(project: str, raw: dict[str, Any], wait: bool) -> None:
     from app.errors import NotFoundError
     from app.jobs import kinds
     from app.jobs.service import commit_and_enqueue, create_job, get_job
-    from app.jobs.training import PPO, SFT, PPOOptions, TrainError, TrainOptions
+    from app.jobs.training import DPO, PPO, RM, SFT, PPOOptions, TrainError, TrainOptions
     from app.models_registry.service import get_model
     from app.projects.service import get_project
     from workers.celery_app import create_celery_app
@@ -65,7 +71,7 @@ def _start_training(project: str, raw: dict[str, Any], wait: bool) -> None:
         fail(f"{raw['out']} already exists: give a new folder (nothing is overwritten)")
     with db_session() as session:
         target = get_project(session=session, ref=project)
-        for field in ("base", "policy", "reward"):
+        for field in ("base", "policy", "reward", "reference"):
             if field not in raw:
                 continue
             try:
@@ -84,7 +90,9 @@ def _start_training(project: str, raw: dict[str, Any], wait: bool) -> None:
                 params = TrainOptions.from_dict(raw).as_dict()
         except TrainError as exc:
             fail(str(exc))
-        kind = {SFT: kinds.TRAIN_SFT, PPO: kinds.TRAIN_PPO}.get(params["kind"], kinds.TRAIN_RM)
+        kind = {
+            SFT: kinds.TRAIN_SFT, RM: kinds.TRAIN_RM, DPO: kinds.TRAIN_DPO, PPO: kinds.TRAIN_PPO,
+        }[params["kind"]]  # fmt: skip
         job = create_job(session=session, kind=kind, project_id=target.id, params=params)
         commit_and_enqueue(session=session, celery=create_celery_app(settings()), job=job)
         job_id, status = job.id, job.status
@@ -118,14 +126,7 @@ def train_sft(
     wait: WaitOpt = False,
 ) -> None:
     """Fine-tune BASE on the project's demonstrations (loss on the answer tokens only)."""
-    _start_training(
-        project,
-        {"kind": "sft", "base": base, "out": out, "name": name, "epochs": epochs,
-         "batch_size": batch_size, "learning_rate": learning_rate, "max_length": max_length,
-         "seed": seed, "save_steps": save_steps, "validation_ratio": validation_ratio,
-         "group_by_length": group_by_length, "long_answers": long_answers},
-        wait,
-    )  # fmt: skip
+    _start_training(project, _options("sft", locals()), wait)
 
 
 @train_app.command("rm")
@@ -141,9 +142,7 @@ def train_rm(
     seed: SeedOpt = 0,
     save_steps: SaveOpt = 50,
     validation_ratio: RatioOpt = 0.1,
-    k: Annotated[
-        int | None, typer.Option("--k", help="Train on the rankings of K answers only")
-    ] = None,
+    k: KOpt = None,
     long_answers: LongOpt = "drop",
     margin_coef: Annotated[float, typer.Option(help="Weight of the margin term")] = 0.0,
     center_coef: Annotated[float, typer.Option(help="Weight of reward centering")] = 0.0,
@@ -152,15 +151,45 @@ def train_rm(
 ) -> None:
     """Train a reward model from BASE on the project's rankings (all K answers of a prompt in
     one batch, every pair in the loss)."""
-    _start_training(
-        project,
-        {"kind": "rm", "base": base, "out": out, "name": name, "epochs": epochs,
-         "batch_size": batch_size, "learning_rate": learning_rate, "max_length": max_length,
-         "seed": seed, "save_steps": save_steps, "validation_ratio": validation_ratio, "k": k,
-         "margin_coef": margin_coef, "center_coef": center_coef,
-         "group_by_length": group_by_length, "long_answers": long_answers},
-        wait,
-    )  # fmt: skip
+    _start_training(project, _options("rm", locals()), wait)
+
+
+@train_app.command("dpo")
+def train_dpo(
+    project: Annotated[str, typer.Argument(help="Project name or id")],
+    policy: Annotated[
+        str,
+        typer.Option(
+            "--policy", help="The policy to improve: a registered sft/policy/base model or folder"
+        ),
+    ],
+    reference: Annotated[
+        str | None,
+        typer.Option(help="The reference model (default: the starting policy itself)"),
+    ] = None,
+    beta: Annotated[float, typer.Option(help="Strength of the pull towards the reference")] = 0.1,
+    loss: Annotated[str, typer.Option(help="sigmoid (DPO) or ipo")] = "sigmoid",
+    label_smoothing: Annotated[
+        float, typer.Option(help="sigmoid: the share of rankings assumed wrong (cDPO)")
+    ] = 0.0,
+    out: OutOpt = None,
+    name: NameOpt = None,
+    epochs: EpochsOpt = 1.0,
+    batch_size: BatchOpt = None,
+    learning_rate: LrOpt = None,
+    max_length: MaxLenOpt = 1024,
+    seed: SeedOpt = 0,
+    save_steps: SaveOpt = 50,
+    validation_ratio: RatioOpt = 0.1,
+    k: KOpt = None,
+    long_answers: LongOpt = "drop",
+    group_by_length: GroupOpt = False,
+    wait: WaitOpt = False,
+) -> None:
+    """Train POLICY with DPO on the project's rankings: every ordered pair of different groups
+    of a ranking, each answer's log-probability computed once per step (all K answers of a
+    prompt in one batch) and the reference's once per run. Registers a policy."""
+    _start_training(project, _options("dpo", locals()), wait)
 
 
 @train_app.command("ppo")

@@ -14,6 +14,7 @@ GENERATE: Final = "generate"
 EXPORT: Final = "export"
 TRAIN_SFT: Final = "train_sft"
 TRAIN_RM: Final = "train_rm"
+TRAIN_DPO: Final = "train_dpo"
 TRAIN_PPO: Final = "train_ppo"
 
 QUEUE_BY_KIND: Final[dict[str, str]] = {
@@ -22,6 +23,7 @@ QUEUE_BY_KIND: Final[dict[str, str]] = {
     EXPORT: QUEUE_DEFAULT,
     TRAIN_SFT: QUEUE_TRAIN,
     TRAIN_RM: QUEUE_TRAIN,
+    TRAIN_DPO: QUEUE_TRAIN,
     TRAIN_PPO: QUEUE_TRAIN,
 }
 

@@ -15,6 +15,7 @@ KIND_LABELS: Final = {
     kinds.EXPORT: "Export",
     kinds.TRAIN_SFT: "SFT training",
     kinds.TRAIN_RM: "Reward model training",
+    kinds.TRAIN_DPO: "DPO training",
     kinds.TRAIN_PPO: "PPO training",
 }
 
@@ -55,6 +56,11 @@ METRIC_LABELS: Final = {
     "validation_accuracy": "Validation accuracy",
     "validation_margin": "Validation margin",
     "validation_pairs": "Validation pairs",
+    # DPO (workers/ml/dpo_train.py): implicit rewards beta * log(policy / reference)
+    "chosen_logps": "Log-probability of the better answer",
+    "rejected_logps": "Log-probability of the worse answer",
+    "validation_chosen_logps": "Validation log-probability of the better answer",
+    "validation_rejected_logps": "Validation log-probability of the worse answer",
     "train_examples": "Training demonstrations",
     "validation_examples": "Validation demonstrations",
     "train_rankings": "Training rankings",

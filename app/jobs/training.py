@@ -15,8 +15,13 @@ from workers.ml.long_inputs import DROP, LONG_ANSWERS
 
 SFT: Final = "sft"
 RM: Final = "rm"
+DPO: Final = "dpo"
 PPO: Final = "ppo"
-KINDS: Final = (SFT, RM)
+KINDS: Final = (SFT, RM, DPO)
+DPO_LOSSES: Final = ("sigmoid", "ipo")  # workers/ml/dpo_loss.py
+#: DPO's default learning rate when none is given (TRL's DPOConfig): DPO moves a policy
+#: away from its reference, and the SFT/RM default (5e-5) moves it too far too fast
+DPO_LEARNING_RATE: Final = 1e-6
 #: what a training job says of its data in its metrics (design §10): shown as a note on the
 #: job page and by the CLI, not as figures
 DATA_REPORT_KEYS: Final = frozenset({"left_out", "left_out_reasons", "truncated", "data_warnings"})
@@ -92,8 +97,8 @@ class _Checker:
 
 @dataclass(frozen=True)
 class TrainOptions:
-    kind: str  # sft | rm
-    base: str  # a registered version id, or a model folder
+    kind: str  # sft | rm | dpo
+    base: str  # a registered version id, or a model folder (dpo: the policy, --policy)
     epochs: float = 1.0
     batch_size: int = 8  # sft: demonstrations; rm: prompts (x K answers each)
     learning_rate: float = 5e-5
@@ -107,7 +112,11 @@ class TrainOptions:
     long_answers: str = DROP  # an answer longer than max_length: drop it, or truncate it
     margin_coef: float = 0.0  # rm
     center_coef: float = 0.0  # rm
-    k: int | None = None  # rm: train on the rankings of this size only
+    k: int | None = None  # rm, dpo: train on the rankings of this size only
+    reference: str | None = None  # dpo: the reference model (default: the starting policy)
+    beta: float = 0.1  # dpo: the strength of the KL constraint
+    loss: str = "sigmoid"  # dpo: sigmoid (DPO) or ipo
+    label_smoothing: float = 0.0  # dpo (sigmoid): the share of labels assumed flipped
     validation_ratio: float = 0.1  # share of prompt submitters held out
     name: str | None = None  # the registered model's name
     out: str | None = None  # the saved folder (default: the data dir's models/)
@@ -119,6 +128,8 @@ class TrainOptions:
         config = {name: getattr(self, name) for name in TRAINER_FIELDS}
         if self.kind == RM:
             config.update(margin_coef=self.margin_coef, center_coef=self.center_coef)
+        if self.kind == DPO:
+            config.update(beta=self.beta, loss_type=self.loss, label_smoothing=self.label_smoothing)
         return config
 
     @classmethod
@@ -129,9 +140,14 @@ class TrainOptions:
         kind = str(data.get("kind") or "")
         if kind not in KINDS:
             errors.append(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
-        base = str(data.get("base") or "").strip()
+        base = str(data.get("policy" if kind == DPO else "base") or data.get("base") or "")
+        base = base.strip()
         if not base:
-            errors.append("base is required: a registered model (id or name) or a model folder")
+            role = "policy" if kind == DPO else "base"
+            errors.append(f"{role} is required: a registered model (id or name) or a model folder")
+        reference = str(data.get("reference") or "").strip() or None
+        if reference is not None and kind != DPO:
+            errors.append("reference applies to dpo")
 
         values = {
             "epochs": number("epochs", 0.01, 100),
@@ -148,7 +164,14 @@ class TrainOptions:
             "validation_ratio": number("validation_ratio", 0, 0.9),
             "group_by_length": check.flag("group_by_length"),
             "long_answers": check.choice("long_answers", LONG_ANSWERS),
+            "beta": number("beta", 1e-4, 100),
+            "loss": check.choice("loss", DPO_LOSSES),
+            "label_smoothing": number("label_smoothing", 0, 0.49),
         }
+        if kind == DPO and data.get("learning_rate") in (None, ""):
+            values["learning_rate"] = DPO_LEARNING_RATE
+        if values["label_smoothing"] and values["loss"] != "sigmoid":
+            errors.append("label_smoothing applies to the sigmoid loss, not to ipo")
         k = data.get("k")
         if k in (None, ""):
             k = None
@@ -164,7 +187,7 @@ class TrainOptions:
             errors.append("k applies to reward models (rankings of k answers), not to sft")
         name, out = check.name_and_out()
         check.done()
-        return cls(kind=kind, base=base, k=k, name=name, out=out, **values)
+        return cls(kind=kind, base=base, k=k, name=name, out=out, reference=reference, **values)
 
 
 @dataclass(frozen=True)
