@@ -15,11 +15,13 @@ import torch.nn.functional as F
 from workers.ml.dpo_loss import IPO, SIGMOID, dpo_loss
 
 
-def pair_loss(h_w: float, h_l: float, *, beta: float, loss_type: str, eps: float) -> float:
-    """One pair, written as the papers (and TRL's DPOTrainer) write it."""
+def pair_loss(
+    h_w: float, h_l: float, *, beta: float, loss_type: str, eps: float, n_w: int, n_l: int
+) -> float:
+    """One pair, written as the papers write it (IPO's log-ratios per token, as TRL's)."""
     z = beta * (h_w - h_l)
     if loss_type == IPO:
-        return (h_w - h_l - 1 / (2 * beta)) ** 2
+        return (h_w / n_w - h_l / n_l - 1 / (2 * beta)) ** 2
     return -(1 - eps) * math.log(1 / (1 + math.exp(-z))) - eps * math.log(1 / (1 + math.exp(z)))
 
 
@@ -35,16 +37,21 @@ def test_the_loss_is_the_mean_over_prompts_of_each_prompts_pair_losses(
     # prompt 0: a strict order; prompt 1: a tie (answers 1 and 2); prompt 2: K = 3 (padding)
     places = torch.tensor([[0, 1, 2, 3], [2, 0, 0, 1], [1, 0, 2, 0]])
     valid = torch.tensor([[True] * 4, [True] * 4, [True, True, True, False]])
+    lengths = torch.tensor([[3, 5, 2, 7], [1, 4, 4, 2], [6, 3, 2, 1]])
     stats = dpo_loss(policy, reference, places, beta=beta, loss_type=loss_type,
-                     label_smoothing=eps, valid=valid)  # fmt: skip
+                     label_smoothing=eps, valid=valid, lengths=lengths)  # fmt: skip
     h = (policy - reference).tolist()
     per_prompt, all_pairs = [], []
     for b in range(3):
         k = int(valid[b].sum())
+        n = lengths[b].tolist()
+        pairs = [(w, lo) for w in range(k) for lo in range(k) if places[b, w] < places[b, lo]]
         losses = [
-            pair_loss(h[b][w], h[b][lo], beta=beta, loss_type=loss_type, eps=eps)
-            for w in range(k) for lo in range(k) if places[b, w] < places[b, lo]
-        ]  # fmt: skip
+            pair_loss(
+                h[b][w], h[b][lo], beta=beta, loss_type=loss_type, eps=eps, n_w=n[w], n_l=n[lo]
+            )
+            for w, lo in pairs
+        ]
         all_pairs += [
             (h[b][w] - h[b][lo]) * beta for w in range(k) for lo in range(k)
             if places[b, w] < places[b, lo]

@@ -6,10 +6,12 @@ in different groups of a ranking (ties give none) is a DPO pair. With ``h_i = (l
 log ref(y_i))``, the implicit reward ``beta * h_i``, and answer ``w`` placed above ``l``:
 
     sigmoid: -(1 - eps) * log sigmoid(beta * (h_w - h_l)) - eps * log sigmoid(-beta * (h_w - h_l))
-    ipo:     (h_w - h_l - 1 / (2 * beta)) ** 2
+    ipo:     (h_w / n_w - h_l / n_l - 1 / (2 * beta)) ** 2
 
-(Rafailov et al. 2023 with the label smoothing of conservative DPO, and Azar et al. 2023,
-as TRL's ``DPOTrainer`` writes them, one pair at a time.) The loss is the mean over prompts of
+(Rafailov et al. 2023 with the label smoothing of conservative DPO; Azar et al. 2023 with
+each log-ratio averaged over the answer's ``n`` tokens, as TRL's ``DPOTrainer`` computes IPO,
+so that beta means the same whatever the answers' lengths; without ``lengths`` the IPO
+log-ratios are the sequence sums.) The loss is the mean over prompts of
 the mean over each prompt's pairs, like the reward model's K-wise loss, so a prompt weighs
 the same whatever its number of pairs; gradients reach each answer's log-probability once,
 summed over the pairs it is in.
@@ -49,10 +51,12 @@ def dpo_loss(
     loss_type: str = SIGMOID,
     label_smoothing: float = 0.0,
     valid: torch.Tensor | None = None,
+    lengths: torch.Tensor | None = None,
 ) -> DPOStats:
     """``policy_logps``, ``reference_logps`` and ``places`` are (B prompts, K answers); a
     smaller place is better, equal places tie; ``valid`` (B, K) marks the real answers of a
-    batch that mixes ranking sizes. See the module docstring."""
+    batch that mixes ranking sizes; ``lengths`` (B, K), each answer's tokens, for IPO. See
+    the module docstring."""
     if not policy_logps.shape == reference_logps.shape == places.shape or places.dim() != 2:
         raise ValueError(
             f"policy {tuple(policy_logps.shape)}, reference {tuple(reference_logps.shape)} and "
@@ -70,7 +74,8 @@ def dpo_loss(
             label_smoothing * F.logsigmoid(-beta * diff)
         )
     else:
-        per_pair = (diff - 1 / (2 * beta)) ** 2
+        per_token = ratio if lengths is None else ratio / lengths.to(ratio.dtype).clamp(min=1)
+        per_pair = (per_token[:, :, None] - per_token[:, None, :] - 1 / (2 * beta)) ** 2
     counts = mask.sum(dim=(1, 2))
     has_pairs = counts > 0
     per_prompt = (per_pair * mask).sum(dim=(1, 2)) / counts.clamp(min=1)

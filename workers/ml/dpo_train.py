@@ -136,6 +136,11 @@ def sequence_logps(
     return (per_token * keep).sum(-1)
 
 
+def answer_tokens(labels: torch.Tensor) -> torch.Tensor:
+    """Each row's labelled tokens (the answer and EOS): IPO averages over them."""
+    return (labels[:, 1:] != IGNORE).sum(-1)
+
+
 def compute_reference_logps(
     model: Any, collator: RankingCollator, rankings: Sequence[Ranking], *, batch_prompts: int = 8
 ) -> list[tuple[float, ...]]:
@@ -200,6 +205,7 @@ def evaluate_dpo(
                 by_ranking(logps, batch["valid"]), batch["reference_logps"], batch["places"],
                 valid=batch["valid"], beta=config.beta, loss_type=config.loss_type,
                 label_smoothing=config.label_smoothing,
+                lengths=by_ranking(answer_tokens(batch["labels"]).float(), batch["valid"]),
             )  # fmt: skip
             if stats.pairs:
                 for name in sums:
@@ -294,6 +300,7 @@ def train_dpo(
                 by_ranking(logps, inputs["valid"]), inputs["reference_logps"], inputs["places"],
                 valid=inputs["valid"], beta=config.beta, loss_type=config.loss_type,
                 label_smoothing=config.label_smoothing,
+                lengths=by_ranking(answer_tokens(inputs["labels"]).float(), inputs["valid"]),
             )  # fmt: skip
             if stats.pairs:
                 for name in ("accuracy", "margin"):
