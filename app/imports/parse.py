@@ -42,7 +42,6 @@ MAX_MODEL_CHARS = 190  # "import:<model>" must fit the 200-character origin colu
 
 FIELDS = (
     "prompt",
-    "messages",
     "id",
     "submitter",
     "metadata",
@@ -50,6 +49,7 @@ FIELDS = (
     "completion",
     "chosen",
     "rejected",
+    "messages",  # a dialogue, instead of "prompt"
 )
 ANSWER_FIELDS = ("text", "model")
 JSON_CELLS = ("metadata", "completions", "messages")  # CSV cells that hold JSON
