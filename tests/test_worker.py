@@ -21,6 +21,7 @@ from sqlalchemy import Engine, delete
 from sqlalchemy.orm import Session
 
 from app.config import Settings
+from app.demo.content import DEMO_DIALOGUES, DEMO_PROMPTS
 from app.jobs import kinds
 from app.jobs.models import Job, JobStatus
 from app.jobs.service import commit_and_enqueue, create_job
@@ -133,7 +134,9 @@ def test_the_whole_loop_on_the_demo_sft_rm_ppo_promote_generate(tmp_path: Path) 
     assert rlhf(env, "db", "upgrade").returncode == 0
     demo = rlhf(env, "demo", "--feedback")
     assert demo.returncode == 0, demo.stderr
-    assert "simulated feedback: 36 rankings and 12 demonstrations added" in demo.stdout
+    answered = len(DEMO_PROMPTS) + len(DEMO_DIALOGUES)  # the demo prompts with 4 answers
+    said = f"simulated feedback: {3 * answered} rankings and {answered} demonstrations added"
+    assert said in demo.stdout
     assert "demo policy: demo-tiny-gpt2" in demo.stdout
     before = json.loads(rlhf(env, "projects", "show", "1", "--json").stdout)["counts"]
     assert before["rankable_prompts"] < before["prompts"]
@@ -152,11 +155,24 @@ def test_the_whole_loop_on_the_demo_sft_rm_ppo_promote_generate(tmp_path: Path) 
         sft = rlhf(env, "train", "sft", "1", "--base", "demo-tiny-gpt2", "--name", "demo-sft",
                    *common)  # fmt: skip
         assert sft.returncode == 0, sft.stdout + sft.stderr
-        # 12 demonstrations: the job runs, and says (stderr) it is too little to learn from
+        # 15 demonstrations: the job runs, and says (stderr) it is too little to learn from
         assert "warning: Only" in sft.stderr and "training demonstrations" in sft.stderr
         rm = rlhf(env, "train", "rm", "1", "--base", "demo-sft", "--name", "demo-rm", *common)
         assert rm.returncode == 0, rm.stdout + rm.stderr
         assert "saved in" in rm.stdout
+        dpo = rlhf(env, "train", "dpo", "1", "--policy", "demo-sft", "--name", "demo-dpo",
+                   *common)  # fmt: skip
+        assert dpo.returncode == 0, dpo.stdout + dpo.stderr
+        # the DPO policy samples: promoted, it answers the prompts that had none
+        assert rlhf(env, "models", "promote", "demo-dpo", "1").returncode == 0
+        sampled = rlhf(env, "generate", "1", "--wait")
+        assert sampled.returncode == 0, sampled.stdout + sampled.stderr
+        assert (
+            json.loads(rlhf(env, "projects", "show", "1", "--json").stdout)["counts"][
+                "rankable_prompts"
+            ]
+            == before["prompts"]
+        )
         ppo = rlhf(env, "train", "ppo", "1", "--policy", "demo-sft", "--reward", "demo-rm",
                    "--name", "demo-ppo", "--steps", "2", "--batch-size", "4",
                    "--mini-batch-size", "2", "--max-new-tokens", "8", "--wait")  # fmt: skip
@@ -179,6 +195,9 @@ def test_the_whole_loop_on_the_demo_sft_rm_ppo_promote_generate(tmp_path: Path) 
     policy = models["demo-ppo"]
     assert policy["kind"] == "policy" and policy["parent_id"] == models["demo-sft"]["id"]
     assert policy["metrics"]["reward_model_id"] == models["demo-rm"]["id"]
+    dpo_policy = models["demo-dpo"]
+    assert dpo_policy["kind"] == "policy" and dpo_policy["parent_id"] == models["demo-sft"]["id"]
+    assert dpo_policy["metrics"]["k"] == 4
     shown = json.loads(rlhf(env, "projects", "show", "1", "--json").stdout)
     assert shown["current_policy_id"] == policy["id"]
     script = (
@@ -186,12 +205,18 @@ def test_the_whole_loop_on_the_demo_sft_rm_ppo_promote_generate(tmp_path: Path) 
         "from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification\n"
         "print(type(AutoModelForCausalLM.from_pretrained(sys.argv[1])).__name__)\n"
         "print(type(AutoModelForSequenceClassification.from_pretrained(sys.argv[2])).__name__)\n"
+        "print(type(AutoModelForCausalLM.from_pretrained(sys.argv[3])).__name__)\n"
     )
     shell = subprocess.run(
-        [sys.executable, "-c", script, models["demo-ppo"]["path"], models["demo-rm"]["path"]],
+        [sys.executable, "-c", script, models["demo-ppo"]["path"], models["demo-rm"]["path"],
+         dpo_policy["path"]],
         capture_output=True, text=True, timeout=120, check=True,
     )  # fmt: skip
-    assert shell.stdout.split() == ["GPT2LMHeadModel", "GPT2ForSequenceClassification"]
+    assert shell.stdout.split() == [
+        "GPT2LMHeadModel",
+        "GPT2ForSequenceClassification",
+        "GPT2LMHeadModel",
+    ]
     for args, message in (
         (["generate", "nope"], "error: no project 'nope'"),
         (
