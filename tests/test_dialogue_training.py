@@ -118,3 +118,13 @@ def test_the_reward_model_trains_on_dialogues_and_says_how_they_are_laid_out(
     with torch.no_grad():
         score = model(**tokenizer(text + "Red." + tokenizer.eos_token, return_tensors="pt"))
     assert score.logits.shape == (1, 1)
+
+
+def test_dpo_trains_on_dialogues(
+    session: Session, session_factory: sessionmaker[Session], settings: Settings, tiny: Path
+) -> None:
+    version = _train(session, session_factory, settings, tiny, kinds.TRAIN_DPO)
+    rows = _snapshot_rows(session, version)
+    assert rows and all(isinstance(row["prompt"], list) for row in rows)
+    assert version.kind == ModelKind.policy
+    assert version.metrics["train_rankings"] + version.metrics["validation_rankings"] == len(rows)
