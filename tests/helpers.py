@@ -11,7 +11,14 @@ from sqlalchemy.orm import Session
 from app.auth.models import Role, User
 from app.auth.service import create_user
 from app.dialogue import Message, plain_text
-from app.labeling.models import Comparison, Completion, Prompt, PromptSource, text_sha256
+from app.labeling.models import (
+    Comparison,
+    Completion,
+    Demonstration,
+    Prompt,
+    PromptSource,
+    text_sha256,
+)
 from app.projects.models import Project
 from app.projects.service import create_project
 
@@ -139,3 +146,35 @@ def rank(
     session.add(comparison)
     session.flush()
     return comparison
+
+
+def make_ranked_project(session: Session, *, n: int = 10, k: int = 4) -> Project:
+    """A project of ``n`` prompts "Question i?", each from a submitter of its own (so a split
+    by submitter holds some out) and each with ``k`` answers ranked in order by one labeler."""
+    project = make_project(session, k=k)
+    labeler = make_user(session)
+    for i in range(n):
+        prompt = make_prompt(session, project, text=f"Question {i}?", answers=k)
+        prompt.submitter_id = make_user(session).id
+        rank(session, prompt, labeler, list(range(k)))
+    session.flush()
+    return project
+
+
+def make_demonstrated_project(
+    session: Session,
+    *,
+    n: int = 8,
+    prompt: str = "How do I boil egg number {i}?",
+    answer: str = "Put it in boiling water for nine minutes.",
+) -> Project:
+    """A project of ``n`` prompts (``prompt`` with its number), each from a submitter of its
+    own who wrote ``answer`` as its demonstration."""
+    project = make_project(session, k=4)
+    for i in range(n):
+        submitter = make_user(session)
+        row = make_prompt(session, project, text=prompt.format(i=i), answers=0)
+        row.submitter_id = submitter.id
+        session.add(Demonstration(prompt_id=row.id, author_id=submitter.id, text=answer))
+    session.flush()
+    return project

@@ -15,6 +15,7 @@ from app.jobs.service import create_job
 from app.labeling.models import Completion
 from app.models_registry.models import ModelKind, ModelVersion
 from tests.helpers import make_project, make_prompt
+from tests.lost_worker import WorkerKilled
 from workers.runner import run_job
 
 TEXTS = [
@@ -134,10 +135,6 @@ async def test_the_project_page_starts_a_generation_job(client, session: Session
     assert r.status_code == 303 and r.headers["location"].startswith("/admin/jobs/")
     job = session.get_one(Job, int(r.headers["location"].rsplit("/", 1)[1]))
     assert (job.kind, job.project_id, job.queue) == ("generate", project.id, "train")
-
-
-class WorkerKilled(BaseException):
-    """Stands for SIGKILL: nothing in the runner catches it, as nothing runs after a kill."""
 
 
 def test_a_worker_killed_mid_job_keeps_its_answers_and_the_retry_completes(

@@ -25,16 +25,13 @@ from app.models_registry.models import ModelKind, ModelVersion
 from app.models_registry.service import promote_model
 from app.projects.models import Project
 from tests.helpers import login, make_admin, make_project, make_prompt, make_user, rank
-from workers.runner import JobContext, run_job
+from tests.lost_worker import WorkerKilled, killed_at_step
+from workers.runner import run_job
 
 pytestmark = pytest.mark.slow
 TEXTS = ["Question: say please and thank you to the old red dog. Answer: please"] * 40
 FIGURES = {"score", "kl", "kl_k3", "entropy", "clip_fraction", "approx_kl", "value_loss",
            "response_length", "eos_rate", "policy_loss"}  # fmt: skip
-
-
-class WorkerKilled(BaseException):
-    """Stands for SIGKILL: nothing in the runner catches it."""
 
 
 @pytest.fixture(scope="module")
@@ -147,20 +144,9 @@ def test_a_lost_ppo_worker_resumes_from_its_last_checkpoint(
     assert _run(session_factory, settings, whole) == JobStatus.succeeded, whole.error
     job = _job(session, kinds.TRAIN_PPO, project, **params)
 
-    def killed_at_step_3(ctx: JobContext) -> None:
-        real = ctx.record_step
-
-        def record_step(step: int, values: dict[str, Any], *, phase: str = "train") -> None:
-            real(step, values, phase=phase)
-            if step == 3 and phase == "train":
-                raise WorkerKilled()
-
-        ctx.record_step = record_step  # type: ignore[method-assign]
-        ppo_impl(ctx)
-
     with pytest.raises(WorkerKilled):
         run_job(job_id=job.id, session_factory=session_factory, settings=settings,
-                impls={kinds.TRAIN_PPO: killed_at_step_3})  # fmt: skip
+                impls={kinds.TRAIN_PPO: killed_at_step(ppo_impl, 3)})  # fmt: skip
     session.refresh(job)
     job.heartbeat_at = utcnow() - 2 * settings.job_stale_after - timedelta(seconds=1)
     session.commit()

@@ -23,7 +23,17 @@ from app.jobs.training import TrainError, TrainOptions
 from app.labeling.models import Demonstration, Prompt
 from app.models_registry.models import ModelKind, ModelVersion
 from app.projects.models import Project
-from tests.helpers import login, make_admin, make_project, make_prompt, make_user, rank
+from tests.helpers import (
+    login,
+    make_admin,
+    make_demonstrated_project,
+    make_project,
+    make_prompt,
+    make_ranked_project,
+    make_user,
+    rank,
+)
+from tests.lost_worker import WorkerKilled, killed_at_step
 from workers.runner import JobContext, run_job
 
 pytestmark = pytest.mark.slow
@@ -51,33 +61,6 @@ def _base(session: Session, tiny: Path) -> ModelVersion:
     return version
 
 
-def _with_demonstrations(session: Session, n: int = 8) -> Project:
-    project = make_project(session, k=4)
-    for i in range(n):
-        submitter = make_user(session)  # one submitter each: the split holds some out
-        prompt = make_prompt(session, project, text=f"How do I boil egg number {i}?", answers=0)
-        prompt.submitter_id = submitter.id
-        session.add(
-            Demonstration(
-                prompt_id=prompt.id, author_id=submitter.id,
-                text="Put it in boiling water for nine minutes.",
-            )
-        )  # fmt: skip
-    session.flush()
-    return project
-
-
-def _with_rankings(session: Session, n: int = 10, k: int = 4) -> Project:
-    project = make_project(session, k=k)
-    labeler = make_user(session)
-    for i in range(n):
-        prompt = make_prompt(session, project, text=f"Question {i}?", answers=k)
-        prompt.submitter_id = make_user(session).id
-        rank(session, prompt, labeler, list(range(k)))
-    session.flush()
-    return project
-
-
 def _job(session: Session, kind: str, project: Project, **params: object) -> Job:
     job = create_job(session=session, kind=kind, project_id=project.id, params=params)
     session.commit()
@@ -94,7 +77,7 @@ def test_sft_job_snapshots_trains_saves_and_registers(
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     base = _base(session, tiny)
-    project = _with_demonstrations(session)
+    project = make_demonstrated_project(session)
     job = _job(
         session, kinds.TRAIN_SFT, project, base=str(base.id), epochs=3, batch_size=2,
         learning_rate=5e-3, logging_steps=1, save_steps=4, validation_ratio=0.3,
@@ -139,7 +122,7 @@ def test_rm_job_registers_a_reward_model_with_its_score_statistics(
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     base = _base(session, tiny)
-    project = _with_rankings(session, n=12)
+    project = make_ranked_project(session, n=12)
     name = f"rm-of-{project.name.replace(' ', '-')}"
     (settings.data_dir / "models" / name).mkdir(parents=True)  # someone else's folder
     (settings.data_dir / "models" / name / "notes.txt").write_text("keep me")
@@ -202,7 +185,7 @@ def test_a_project_without_rankings_or_demonstrations_says_so(
 def test_rankings_of_mixed_sizes_train_in_one_run_and_k_picks_one(
     session: Session, session_factory: sessionmaker[Session], settings: Settings, tiny: Path
 ) -> None:
-    project = _with_rankings(session, n=6, k=4)
+    project = make_ranked_project(session, n=6, k=4)
     labeler = make_user(session)
     for i in range(3):  # imported pairs: rankings of 2 answers
         prompt = make_prompt(session, project, text=f"Pair {i}?", answers=2)
@@ -232,7 +215,7 @@ def test_a_base_that_cannot_be_trained_is_refused_before_training(
     from transformers import ViTConfig
 
     ViTConfig().save_pretrained(tmp_path / "vit")
-    project = _with_rankings(session, n=4)
+    project = make_ranked_project(session, n=4)
     rm = _job(session, kinds.TRAIN_RM, project, base=str(tmp_path / "vit"))
     assert "cannot score text" in _failed(session, session_factory, settings, rm)
     missing = _job(session, kinds.TRAIN_RM, project, base=str(tmp_path / "nowhere"))
@@ -300,7 +283,7 @@ def test_a_job_left_with_nothing_fails_naming_the_option(
 def test_sft_leaves_out_long_demonstrations_and_says_when_data_is_too_small(
     session: Session, session_factory: sessionmaker[Session], settings: Settings, tiny: Path
 ) -> None:
-    project = _with_demonstrations(session, n=3)
+    project = make_demonstrated_project(session, n=3)
     prompt = make_prompt(session, project, text="Tell me everything.", answers=0)
     prompt.submitter_id = make_user(session).id
     session.add(Demonstration(prompt_id=prompt.id, author_id=prompt.submitter_id,
@@ -318,7 +301,7 @@ def test_sft_leaves_out_long_demonstrations_and_says_when_data_is_too_small(
     assert any("No validation set" in w for w in warnings)
     assert "warning: Only 3 training demonstrations" in job.log
 
-    one = _with_demonstrations(session, n=1)  # 1 example, 0 validation rows
+    one = make_demonstrated_project(session, n=1)  # 1 example, 0 validation rows
     single = _job(session, kinds.TRAIN_SFT, one, base=str(tiny), epochs=1)
     assert _run(session_factory, settings, single) == JobStatus.succeeded, single.error
     session.refresh(single)
@@ -346,7 +329,7 @@ def test_cancel_stops_training_and_registers_nothing(
 ) -> None:
     from workers.train import train_impl
 
-    project = _with_rankings(session, n=8)
+    project = make_ranked_project(session, n=8)
     job = _job(session, kinds.TRAIN_RM, project, base=str(tiny), epochs=50, batch_size=2,
                logging_steps=1)  # fmt: skip
 
@@ -370,10 +353,6 @@ def test_cancel_stops_training_and_registers_nothing(
     assert session.scalar(select(func.count()).select_from(ModelVersion)) == 0
 
 
-class WorkerKilled(BaseException):
-    """Stands for SIGKILL: nothing in the runner catches it, as nothing runs after a kill."""
-
-
 def test_a_lost_worker_resumes_from_its_last_checkpoint(
     session: Session, session_factory: sessionmaker[Session], settings: Settings, tiny: Path
 ) -> None:
@@ -385,27 +364,16 @@ def test_a_lost_worker_resumes_from_its_last_checkpoint(
     from workers.train import train_impl
 
     base = _base(session, tiny)
-    project = _with_rankings(session, n=12)
+    project = make_ranked_project(session, n=12)
     params = dict(base=str(base.id), epochs=2, batch_size=2, learning_rate=1e-3,
                   logging_steps=1, save_steps=3, validation_ratio=0.3)  # fmt: skip
     whole = _job(session, kinds.TRAIN_RM, project, **params)
     assert _run(session_factory, settings, whole) == JobStatus.succeeded
     job = _job(session, kinds.TRAIN_RM, project, **params)
 
-    def killed_after_step_5(ctx: JobContext) -> None:
-        real = ctx.record_step
-
-        def record_step(step: int, values: dict[str, float], *, phase: str = "train") -> None:
-            real(step, values, phase=phase)
-            if step == 5:
-                raise WorkerKilled()
-
-        ctx.record_step = record_step  # type: ignore[method-assign]
-        train_impl(ctx)
-
     with pytest.raises(WorkerKilled):
         run_job(job_id=job.id, session_factory=session_factory, settings=settings,
-                impls={kinds.TRAIN_RM: killed_after_step_5})  # fmt: skip
+                impls={kinds.TRAIN_RM: killed_at_step(train_impl, 5)})  # fmt: skip
     session.refresh(job)
     assert job.status == JobStatus.running and "export_id" in job.artifacts
     snapshot = job.artifacts["export_id"]

@@ -4,7 +4,8 @@
    train prompts feed the rollouts, held-out ones measure the mean score every ``eval_every``
    steps. With PPO-ptx the demonstrations are snapshotted too (an SFT export).
 2. The policy, its frozen copy (the reference), the critic and the reward model are loaded;
-   the RM's stored reward mean and std normalise its scores (design §5).
+   the RM's stored reward mean and std normalise its scores (design §5). With LoRA the policy
+   and the critic train adapters and the reference is the policy with its adapter off.
 3. Each step's figures go to the job (the page charts them), sample answers every
    ``sample_every`` steps; checkpoints every ``save_steps``, from which a lost worker's retry
    resumes; a cancel stops at the next step.
@@ -63,6 +64,7 @@ def ppo_impl(ctx: JobContext) -> None:
     import torch
 
     from workers.ml.loading import ModelLoadError, load_causal_lm
+    from workers.ml.lora import LoraError, describe_lora, lora_summary
     from workers.ml.ppo import (
         PPOConfig,
         PPOError,
@@ -114,7 +116,8 @@ def ppo_impl(ctx: JobContext) -> None:
         prompts, held_out, demonstrations, data = _usable_data(
             ctx, tokenizer, options, config, prompts, held_out, demo_rows
         )
-        reference, _ = load_causal_lm(policy_path)
+        # LoRA: the reference is the policy with its adapter off, not a copy (design §12)
+        reference = None if config.lora is not None else load_causal_lm(policy_path)[0]
         critic, critic_source = build_critic(
             policy_path, tokenizer, reward_path, reward_mean=reward_mean, reward_std=reward_std
         )
@@ -122,12 +125,15 @@ def ppo_impl(ctx: JobContext) -> None:
             reward_path, max_length=config.max_prompt_length + config.max_new_tokens + 16
         ).to(device)
         trainer = PPOTrainer(
-            policy.to(device), reference.to(device), critic.to(device), tokenizer, scorer,
-            config, prompts=prompts, reward_mean=reward_mean, reward_std=reward_std,
-            demonstrations=demonstrations,
+            policy.to(device), reference.to(device) if reference is not None else None,
+            critic.to(device), tokenizer, scorer, config, prompts=prompts,
+            reward_mean=reward_mean, reward_std=reward_std, demonstrations=demonstrations,
         )  # fmt: skip
-    except (ModelLoadError, RewardModelError, PPOError) as exc:
+    except (ModelLoadError, RewardModelError, PPOError, LoraError) as exc:
         raise TrainingError(str(exc)) from exc
+    lora = lora_summary(trainer.policy, config.lora) if config.lora is not None else None
+    if lora is not None:
+        ctx.log(describe_lora(lora, "the policy") + "; the reference is the policy with it off")
     ctx.log(
         f"PPO: policy {policy_path}, reward model {reward_path} (mean {reward_mean:.4g}, "
         f"std {reward_std:.4g}), critic from the {critic_source}; {len(prompts):,} train and "
@@ -178,6 +184,8 @@ def ppo_impl(ctx: JobContext) -> None:
         "train_prompts": len(prompts), "heldout_prompts": len(held),
         "max_prompt_length": config.max_prompt_length, **data,
     }  # fmt: skip
+    if lora is not None:
+        metrics["lora"] = lora
     ctx.progress(0.96, "saving the policy", **{k: v for k, v in metrics.items() if v is not None})
     save_model(
         trainer.policy, tokenizer, out, kind="policy",
@@ -185,6 +193,7 @@ def ppo_impl(ctx: JobContext) -> None:
         extra={
             "reward_model": reward_id if reward_id is not None else reward_path,
             "export_id": export_id, "job_id": ctx.job_id, "metrics": metrics,
+            **({"lora": lora} if lora is not None else {}),
         },
     )  # fmt: skip
     register_trained(

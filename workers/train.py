@@ -5,7 +5,9 @@
 2. Training runs with checkpoints every ``save_steps`` in the job's folder; each logged step is
    stored on the job (the job page charts them) and a cancel stops it at the next step.
 3. The trained model is saved (``save_pretrained`` + ``rlhf.json``) through a temporary folder
-   and registered as a ModelVersion with its parent, dataset and final metrics.
+   and registered as a ModelVersion with its parent, dataset and final metrics. With LoRA the
+   saved model is merged, its adapter kept in ``adapter/``, and the metrics say what it
+   trained (``lora``).
 
 A worker lost mid-run is replaced by a new attempt (``workers/runner.py``), which reuses the
 snapshot and resumes from the last complete checkpoint. Nothing is registered before the
@@ -371,6 +373,8 @@ def train_impl(ctx: JobContext) -> None:
             train_rows, validation_rows, options.k, left_out, what="a policy on with DPO"
         )
         reference_path = reference[0] if reference is not None else None
+        default = " (the starting policy)" if reference is None else ""
+        ctx.log(f"reference: {reference_path or base_path}{default}")
         model, tokenizer, dpo = _run(
             train_dpo, base_path, train_set, validation_set, checkpoints,
             DPOConfig(**options.trainer_config()), reporter, on_step, resume, on_data,
@@ -394,7 +398,6 @@ def train_impl(ctx: JobContext) -> None:
             "dpo": {"beta": options.beta, "loss": options.loss,
                     "label_smoothing": options.label_smoothing},
         }  # fmt: skip
-        ctx.log(f"reference: {ref[0]}{' (the starting policy)' if reference is None else ''}")
     else:
         from workers.ml.rm_train import RewardConfig, train_reward_model
 
@@ -424,6 +427,11 @@ def train_impl(ctx: JobContext) -> None:
     }
     metrics["train_seconds"] = round(result.train_seconds, 2)
     metrics.update(data)
+    if options.lora is not None:  # the settings and the share of the weights trained
+        from workers.ml.lora import describe_lora, lora_summary
+
+        extra["lora"] = metrics["lora"] = lora_summary(model, options.lora)
+        ctx.log(describe_lora(metrics["lora"], f"the {options.kind} model"))
     ctx.progress(0.96, "saving the model", **metrics)
 
     save_model(
@@ -463,6 +471,7 @@ def _run(train: Any, base: str, train_set: Any, validation_set: Any, checkpoints
          on_data: Any, **options: Any) -> Any:  # fmt: skip
     from workers.ml.dpo_train import DPODataError
     from workers.ml.loading import ModelLoadError
+    from workers.ml.lora import LoraError
     from workers.ml.reward_model import RewardModelError
     from workers.ml.rm_train import RewardDataError
     from workers.ml.sft_train import SftDataError
@@ -472,5 +481,7 @@ def _run(train: Any, base: str, train_set: Any, validation_set: Any, checkpoints
             base, train_set, validation_set, checkpoints, config,
             callbacks=[reporter], on_step=on_step, resume=resume, on_data=on_data, **options,
         )  # fmt: skip
-    except (ModelLoadError, RewardDataError, RewardModelError, SftDataError, DPODataError) as exc:
+    except (
+        ModelLoadError, RewardDataError, RewardModelError, SftDataError, DPODataError, LoraError,
+    ) as exc:  # fmt: skip
         raise TrainingError(str(exc)) from exc

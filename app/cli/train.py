@@ -51,6 +51,36 @@ GroupOpt = Annotated[
     ),
 ]
 
+LoraROpt = Annotated[
+    int,
+    typer.Option(
+        "--lora-r",
+        help="LoRA: train a low-rank adapter of this rank instead of every weight (0: off); the "
+        "saved model is merged, the adapter kept in adapter/ beside it",
+    ),
+]
+LoraAlphaOpt = Annotated[
+    float | None,
+    typer.Option("--lora-alpha", help="LoRA: the adapter's update is scaled by alpha / r "
+                 "(default: alpha = 2 x r)"),
+]  # fmt: skip
+LoraDropoutOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--lora-dropout",
+        help="LoRA: dropout on the adapter's input (default 0.05 for SFT; 0 for RM, DPO and "
+        "PPO, which turn every dropout off)",
+    ),
+]
+LoraTargetsOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--lora-target-modules",
+        help="LoRA: all-linear (default: every linear layer but the output head) or "
+        "comma-separated module names, e.g. c_attn,c_proj",
+    ),
+]
+
 
 def _options(kind: str, arguments: dict[str, Any]) -> dict[str, Any]:
     """A training command's arguments as the job's raw settings (``TrainOptions``)."""
@@ -123,6 +153,10 @@ def train_sft(
     validation_ratio: RatioOpt = 0.1,
     group_by_length: GroupOpt = False,
     long_answers: LongOpt = "drop",
+    lora_r: LoraROpt = 0,
+    lora_alpha: LoraAlphaOpt = None,
+    lora_dropout: LoraDropoutOpt = None,
+    lora_target_modules: LoraTargetsOpt = None,
     wait: WaitOpt = False,
 ) -> None:
     """Fine-tune BASE on the project's demonstrations (loss on the answer tokens only)."""
@@ -147,6 +181,10 @@ def train_rm(
     margin_coef: Annotated[float, typer.Option(help="Weight of the margin term")] = 0.0,
     center_coef: Annotated[float, typer.Option(help="Weight of reward centering")] = 0.0,
     group_by_length: GroupOpt = False,
+    lora_r: LoraROpt = 0,
+    lora_alpha: LoraAlphaOpt = None,
+    lora_dropout: LoraDropoutOpt = None,
+    lora_target_modules: LoraTargetsOpt = None,
     wait: WaitOpt = False,
 ) -> None:
     """Train a reward model from BASE on the project's rankings (all K answers of a prompt in
@@ -184,6 +222,10 @@ def train_dpo(
     k: KOpt = None,
     long_answers: LongOpt = "drop",
     group_by_length: GroupOpt = False,
+    lora_r: LoraROpt = 0,
+    lora_alpha: LoraAlphaOpt = None,
+    lora_dropout: LoraDropoutOpt = None,
+    lora_target_modules: LoraTargetsOpt = None,
     wait: WaitOpt = False,
 ) -> None:
     """Train POLICY with DPO on the project's rankings: every ordered pair of different groups
@@ -234,6 +276,10 @@ def train_ppo(
     ] = 0.0,
     seed: SeedOpt = 0,
     save_steps: SaveOpt = 10,
+    lora_r: LoraROpt = 0,
+    lora_alpha: LoraAlphaOpt = None,
+    lora_dropout: LoraDropoutOpt = None,
+    lora_target_modules: LoraTargetsOpt = None,
     wait: WaitOpt = False,
 ) -> None:
     """Improve POLICY with PPO against the reward model on the project's prompts (per-token
@@ -246,6 +292,8 @@ def train_ppo(
          "max_new_tokens": max_new_tokens, "max_prompt_length": max_prompt_length,
          "long_answers": long_answers, "temperature": temperature, "kl_coef": kl_coef,
          "kl_target": kl_target, "missing_eos_penalty": missing_eos_penalty,
-         "ptx_coef": ptx_coef, "seed": seed, "save_steps": save_steps},
+         "ptx_coef": ptx_coef, "seed": seed, "save_steps": save_steps, "lora_r": lora_r,
+         "lora_alpha": lora_alpha, "lora_dropout": lora_dropout,
+         "lora_target_modules": lora_target_modules},
         wait,
     )  # fmt: skip

@@ -1,4 +1,5 @@
-"""The settings of a training job (SFT, reward model, PPO), checked before the job is queued.
+"""The settings of a training job (SFT, reward model, DPO, PPO; LoRA on each), checked before
+the job is queued.
 
 Torch-free, so the CLI and the web app check a request without loading the ML stack; the
 worker turns the checked settings into the trainer's config (``workers/ml/training.py``).
@@ -12,6 +13,7 @@ from typing import Any, Final
 
 from app.jobs.errors import JobFailure
 from workers.ml.long_inputs import DROP, LONG_ANSWERS
+from workers.ml.lora import ALL_LINEAR, ALPHA_PER_RANK, LoraSettings, parse_target_modules
 
 SFT: Final = "sft"
 RM: Final = "rm"
@@ -22,6 +24,10 @@ DPO_LOSSES: Final = ("sigmoid", "ipo")  # workers/ml/dpo_loss.py
 #: DPO's default learning rate when none is given (TRL's DPOConfig): DPO moves a policy
 #: away from its reference, and the SFT/RM default (5e-5) moves it too far too fast
 DPO_LEARNING_RATE: Final = 1e-6
+#: the adapter's dropout when none is given: SFT's is LoRA's usual 0.05; the RM, DPO and
+#: PPO turn every dropout of the base off (``disable_dropout``), so the adapter's is off too
+LORA_DROPOUT: Final = {SFT: 0.05, RM: 0.0, DPO: 0.0, PPO: 0.0}
+LORA_FIELDS: Final = ("lora_r", "lora_alpha", "lora_dropout", "lora_target_modules")
 #: what a training job says of its data in its metrics (design §10): shown as a note on the
 #: job page and by the CLI, not as figures
 DATA_REPORT_KEYS: Final = frozenset({"left_out", "left_out_reasons", "truncated", "data_warnings"})
@@ -84,6 +90,31 @@ class _Checker:
             return str(getattr(self.cls, name))
         return str(value)
 
+    def lora(self, kind: str) -> dict[str, Any]:
+        """The LoRA fields: off (r 0, the rest None) or all set, alpha 2 x r and the kind's
+        dropout (``LORA_DROPOUT``) when not given; the others given without r are refused."""
+        errors = len(self.errors)
+        r = self.number("lora_r", 0, 4096, whole=True)
+        given = [f for f in LORA_FIELDS[1:] if self.data.get(f) not in (None, "")]
+        if not r:
+            if given and len(self.errors) == errors:  # not when lora_r itself was wrong
+                verb = "applies" if len(given) == 1 else "apply"
+                self.errors.append(f"{', '.join(given)} {verb} only with lora_r above 0 (LoRA)")
+            return dict.fromkeys(LORA_FIELDS[1:], None) | {"lora_r": 0}
+        alpha = self.number("lora_alpha", 0.001, 100000)
+        dropout = self.number("lora_dropout", 0, 0.9)
+        targets, error = parse_target_modules(str(self.data.get("lora_target_modules") or ""))
+        if "lora_target_modules" not in given:
+            targets, error = ALL_LINEAR, None
+        if error:
+            self.errors.append(error)
+        return {
+            "lora_r": r,
+            "lora_alpha": alpha if "lora_alpha" in given else ALPHA_PER_RANK * r,
+            "lora_dropout": dropout if "lora_dropout" in given else LORA_DROPOUT.get(kind, 0.0),
+            "lora_target_modules": targets or ALL_LINEAR,
+        }
+
     def name_and_out(self) -> tuple[str | None, str | None]:
         name = str(self.data.get("name") or "").strip() or None
         if name is not None and (len(name) > 200 or name.isdigit()):
@@ -118,14 +149,23 @@ class TrainOptions:
     loss: str = "sigmoid"  # dpo: sigmoid (DPO) or ipo
     label_smoothing: float = 0.0  # dpo (sigmoid): the share of labels assumed flipped
     validation_ratio: float = 0.1  # share of prompt submitters held out
+    lora_r: int = 0  # > 0: train a LoRA adapter of this rank, not every weight
+    lora_alpha: float | None = None  # the adapter's scale is alpha / r; default 2 x r
+    lora_dropout: float | None = None  # default: LORA_DROPOUT of the kind
+    lora_target_modules: str | None = None  # all-linear (default) or comma-separated names
     name: str | None = None  # the registered model's name
     out: str | None = None  # the saved folder (default: the data dir's models/)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @property
+    def lora(self) -> LoraSettings | None:
+        return _lora_settings(self)
+
     def trainer_config(self) -> dict[str, Any]:
         config = {name: getattr(self, name) for name in TRAINER_FIELDS}
+        config["lora"] = self.lora
         if self.kind == RM:
             config.update(margin_coef=self.margin_coef, center_coef=self.center_coef)
         if self.kind == DPO:
@@ -185,9 +225,12 @@ class TrainOptions:
                 k = None
         if k is not None and kind == SFT:
             errors.append("k applies to reward models (rankings of k answers), not to sft")
+        lora = check.lora(kind)
         name, out = check.name_and_out()
         check.done()
-        return cls(kind=kind, base=base, k=k, name=name, out=out, reference=reference, **values)
+        return cls(
+            kind=kind, base=base, k=k, name=name, out=out, reference=reference, **values, **lora
+        )
 
 
 @dataclass(frozen=True)
@@ -224,6 +267,12 @@ class PPOOptions:
     sample_every: int = 5
     eval_every: int = 10
     validation_ratio: float = 0.1
+    #: LoRA as for TrainOptions: adapters on the policy and the critic, whose score head is
+    #: trained in full; the reference is the policy with its adapter off
+    lora_r: int = 0
+    lora_alpha: float | None = None
+    lora_dropout: float | None = None
+    lora_target_modules: str | None = None
     name: str | None = None
     out: str | None = None
 
@@ -232,14 +281,17 @@ class PPOOptions:
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @property
+    def lora(self) -> LoraSettings | None:
+        return _lora_settings(self)
+
     def trainer_config(self) -> dict[str, Any]:
         """The fields ``workers.ml.ppo.PPOConfig`` takes."""
-        config = {
-            key: value for key, value in asdict(self).items()
-            if key
-            not in {"policy", "reward", "name", "out", "kind", "validation_ratio", "long_answers"}
-        }  # fmt: skip
+        left_out = {"policy", "reward", "name", "out", "kind", "validation_ratio",
+                    "long_answers", *LORA_FIELDS}  # fmt: skip
+        config = {key: value for key, value in asdict(self).items() if key not in left_out}
         config["kl_target"] = self.kl_target or None
+        config["lora"] = self.lora
         return config
 
     @classmethod
@@ -285,6 +337,19 @@ class PPOOptions:
                 f"batch_size ({values['batch_size']}) must be a multiple of mini_batch_size "
                 f"({values['mini_batch_size']})"
             )
+        lora = check.lora(PPO)
         name, out = check.name_and_out()
         check.done()
-        return cls(policy=refs["policy"], reward=refs["reward"], name=name, out=out, **values)
+        return cls(
+            policy=refs["policy"], reward=refs["reward"], name=name, out=out, **values, **lora
+        )
+
+
+def _lora_settings(options: TrainOptions | PPOOptions) -> LoraSettings | None:
+    if not options.lora_r:
+        return None
+    assert options.lora_alpha is not None and options.lora_dropout is not None
+    return LoraSettings(
+        r=options.lora_r, alpha=options.lora_alpha, dropout=options.lora_dropout,
+        target_modules=options.lora_target_modules or ALL_LINEAR,
+    )  # fmt: skip

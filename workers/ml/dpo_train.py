@@ -9,6 +9,7 @@ policy **once per step**, lays them out per ranking and takes ``dpo_loss`` over 
 pair of different groups. The reference log-probabilities are computed **once per run**,
 before training, by the starting policy itself (the default reference: no second copy of the
 model) or by ``reference``, and cached in a file so a resumed job does not compute them again.
+With LoRA (``config.lora``) the starting policy is the same model with its adapter off.
 
 TRL's ``DPOTrainer`` takes pairs: with K answers ranked, each answer is in K-1 pairs and its
 log-probability (policy and reference) is computed K-1 times. Here it is computed once.
@@ -31,6 +32,7 @@ import torch
 from workers.ml.dpo_loss import SIGMOID, dpo_loss
 from workers.ml.loading import ModelLoadError, load_causal_lm
 from workers.ml.long_inputs import DataSink, LeftOut, prepare_splits
+from workers.ml.lora import adapter_off, apply_lora
 from workers.ml.rm_train import Ranking, by_ranking, check_rankings, prepare_rankings
 from workers.ml.sft_train import IGNORE, CompletionCollator, Example
 from workers.ml.training import (
@@ -247,6 +249,8 @@ def train_dpo(
     except ModelLoadError as exc:
         raise DPODataError(str(exc)) from exc
     disable_dropout(model)
+    if config.lora is not None:  # after: an adapter dropout asked for is kept
+        model = apply_lora(model, config.lora, task="causal")
     max_length = fit_max_length(config.max_length, model)
     collator = RankingCollator(tokenizer, max_length=max_length)
     train, validation, data = prepare_splits(
@@ -260,7 +264,8 @@ def train_dpo(
 
     def run_reference() -> list[tuple[float, ...]]:
         if reference is None or str(reference) == str(policy):
-            return compute_reference_logps(model, collator, every)
+            with adapter_off(model):  # LoRA: the starting policy is the base, adapter off
+                return compute_reference_logps(model, collator, every)
         try:
             ref_model, _ = load_causal_lm(reference)
         except ModelLoadError as exc:

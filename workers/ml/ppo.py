@@ -11,7 +11,9 @@ sampling), score it, then ``ppo_epochs`` passes of clipped updates over minibatc
    stored with the RM, clipped to ``+-score_clip``; a response that hit the length limit
    without EOS loses ``missing_eos_penalty``.
 3. **Log-probs** of the policy (the "old" ones) and of the frozen reference (the SFT model) are
-   computed with the same temperature; values come from the critic.
+   computed with the same temperature; values come from the critic. With LoRA
+   (``config.lora``) the policy and the critic each carry an adapter (the critic's score head
+   trained in full) and the reference is the policy with its adapter off: no copy of it.
 4. **Rewards**: ``-beta * (logp - logp_ref)`` per token plus the score on the last real token;
    GAE (gamma 1, lambda 0.95), advantages whitened over the real tokens.
 5. **Update**: clipped surrogate (0.2) + ``vf_coef`` * clipped value loss (0.2), plus with
@@ -43,6 +45,7 @@ import torch
 
 from app.dialogue import PromptInput
 from workers.ml.long_inputs import DROP, LeftOut, check_policy, too_long
+from workers.ml.lora import LoraSettings, adapter_off, apply_lora, is_lora
 from workers.ml.ppo_math import (
     KLController,
     entropy_from_logits,
@@ -95,6 +98,7 @@ class PPOConfig:
     eval_prompts: int = 32
     save_steps: int = 0  # a checkpoint every N steps (0: none)
     max_bad_steps: int = 3  # NaN/inf steps in a row before the run stops
+    lora: LoraSettings | None = None  # set: adapters on the policy and critic, not every weight
 
     def __post_init__(self) -> None:
         if self.batch_size % self.mini_batch_size:
@@ -274,12 +278,14 @@ class StepStats:
 class PPOTrainer:
     """Policy, frozen reference, critic and scorer on one device. ``step()`` runs one PPO step
     (rollout, score, update) on the next batch of ``prompts``; ``rollout`` and ``update`` are
-    public so a test or a benchmark can feed a frozen rollout."""
+    public so a test or a benchmark can feed a frozen rollout. With ``config.lora`` the
+    policy and critic get their adapters here and ``ref_policy`` must be None (the reference
+    is the policy with its adapter off)."""
 
     def __init__(
         self,
         policy: Any,
-        ref_policy: Any,
+        ref_policy: Any | None,
         critic: Any,
         tokenizer: Any,
         scorer: Scorer,
@@ -294,12 +300,23 @@ class PPOTrainer:
 
         if not prompts:
             raise PPOError("there are no prompts to train on: import or write some first")
-        self.policy, self.ref_policy, self.critic = policy, ref_policy, critic
+        if (ref_policy is None) != (config.lora is not None):
+            raise PPOError(
+                "PPO takes a reference model without LoRA and none with it (the policy with "
+                "its adapter off is the reference)"
+            )
         for model in (policy, ref_policy, critic):
-            disable_dropout(model)
-        self.ref_policy.eval()
-        for p in self.ref_policy.parameters():
-            p.requires_grad_(False)
+            if model is not None:
+                disable_dropout(model)
+        if config.lora is not None:  # after: an adapter dropout asked for is kept
+            torch.manual_seed(config.seed)  # the adapters start random (lora_A): seeded
+            policy = apply_lora(policy, config.lora, task="causal")
+            critic = apply_lora(critic, config.lora, task="score")
+        self.policy, self.ref_policy, self.critic = policy, ref_policy, critic
+        if ref_policy is not None:
+            ref_policy.eval()
+            for p in ref_policy.parameters():
+                p.requires_grad_(False)
         self.tokenizer = tokenizer
         self.scorer = scorer
         self.config = config
@@ -311,7 +328,7 @@ class PPOTrainer:
         self.pad_id = (
             tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_ids[0]
         )
-        params = [p for p in policy.parameters()] + [p for p in critic.parameters()]
+        params = [p for model in (policy, critic) for p in model.parameters() if p.requires_grad]
         # AdamW as the transformers Trainer sets it up (no weight decay), one over both models
         self.optimizer = torch.optim.AdamW(
             params, lr=config.learning_rate, eps=1e-8, weight_decay=0.0
@@ -420,9 +437,11 @@ class PPOTrainer:
             rows = order[start : start + cfg.mini_batch_size]
             logits = forward_logits(self.policy, ids[rows], attn[rows])[:, p - 1 : -1]
             logprobs[rows] = token_logprobs(logits / cfg.temperature, rollout.response[rows])
+        reference = self.policy if self.ref_policy is None else self.ref_policy
         for start in range(0, len(order), cfg.forward_batch_size):
             rows = order[start : start + cfg.forward_batch_size]
-            ref = forward_logits(self.ref_policy, ids[rows], attn[rows])[:, p - 1 : -1]
+            with adapter_off(reference):  # LoRA: the policy with its adapter off
+                ref = forward_logits(reference, ids[rows], attn[rows])[:, p - 1 : -1]
             ref_logprobs[rows] = token_logprobs(ref / cfg.temperature, rollout.response[rows])
             values[rows] = token_values(self.critic, ids[rows], attn[rows])[:, p - 1 : -1]
         mask = rollout.mask
@@ -624,8 +643,13 @@ class PPOTrainer:
     def load_checkpoint(self, checkpoint: Path) -> None:
         from transformers import AutoModelForCausalLM
 
-        policy = AutoModelForCausalLM.from_pretrained(checkpoint / "policy")
-        self.policy.load_state_dict(policy.state_dict())
+        if is_lora(self.policy):  # the checkpoint holds the adapter (save_pretrained's)
+            self.policy.load_adapter(
+                checkpoint / "policy", self.policy.active_adapter, is_trainable=True
+            )
+        else:
+            policy = AutoModelForCausalLM.from_pretrained(checkpoint / "policy")
+            self.policy.load_state_dict(policy.state_dict())
         critic = torch.load(checkpoint / "critic.pt", map_location=self.device, weights_only=True)
         self.critic.load_state_dict(critic)
         state = torch.load(checkpoint / "state.pt", map_location=self.device, weights_only=False)

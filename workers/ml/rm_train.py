@@ -37,6 +37,7 @@ from workers.ml.long_inputs import (
     prepare_splits,
     too_long,
 )
+from workers.ml.lora import apply_lora
 from workers.ml.reward_model import is_causal, load_reward_model, reward_scores
 from workers.ml.rm_loss import kwise_loss
 from workers.ml.training import (
@@ -273,6 +274,8 @@ def train_reward_model(
     set_seed(config.seed)
     model, tokenizer = load_reward_model(base)
     disable_dropout(model)
+    if config.lora is not None:  # after: an adapter dropout asked for is kept
+        model = apply_lora(model, config.lora, task="score")
     max_length = fit_max_length(config.max_length, model)
     collator = KwiseCollator(tokenizer, max_length=max_length, causal=is_causal(model.config))
     train, validation, data = prepare_splits(

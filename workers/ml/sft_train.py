@@ -32,6 +32,7 @@ from workers.ml.long_inputs import (
     prepare_splits,
     too_long,
 )
+from workers.ml.lora import apply_lora
 from workers.ml.sampling import encode_prompt
 from workers.ml.training import (
     StepSink,
@@ -182,6 +183,8 @@ def train_sft(
         model, tokenizer = load_causal_lm(base)
     except ModelLoadError as exc:
         raise SftDataError(str(exc)) from exc
+    if config.lora is not None:
+        model = apply_lora(model, config.lora, task="causal")
     max_length = fit_max_length(config.max_length, model)
     collator = CompletionCollator(tokenizer, max_length=max_length)
     train, validation, data = prepare_splits(

@@ -22,6 +22,7 @@ import torch
 from transformers import TrainerCallback
 
 from workers.ml.formatting import dialogue_layout, template_for
+from workers.ml.lora import LoraSettings, is_lora, save_merged
 
 CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 TMP_SUFFIX = ".tmp"
@@ -47,6 +48,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     group_by_length: bool = False  # batches of similar length: faster, less random
     long_answers: str = "drop"  # an answer that does not fit: "drop" it or "truncate" it
+    lora: LoraSettings | None = None  # set: train a LoRA adapter, not every weight
     extra: dict[str, Any] = field(default_factory=dict)  # any other TrainingArguments
 
 
@@ -184,10 +186,14 @@ def save_model(
     extra: Mapping[str, Any] | None = None,
 ) -> Path:
     """``save_pretrained`` (weights + tokenizer) and ``rlhf.json`` (design §5) into ``folder``,
-    through a temporary sibling renamed at the end: a folder under the final name is whole."""
+    through a temporary sibling renamed at the end: a folder under the final name is whole.
+    A LoRA model is saved merged, its adapter in ``adapter/`` (``lora.save_merged``; the
+    model is merged in place)."""
     tmp = folder.with_name(folder.name + TMP_SUFFIX)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
+    if is_lora(model):
+        model = save_merged(model, tmp)
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     meta = {
