@@ -34,7 +34,7 @@ from workers.ml.loading import ModelLoadError, load_causal_lm
 from workers.ml.long_inputs import DataSink, LeftOut, prepare_splits
 from workers.ml.lora import adapter_off, apply_lora
 from workers.ml.rm_train import Ranking, by_ranking, check_rankings, prepare_rankings
-from workers.ml.sft_train import IGNORE, CompletionCollator, Example
+from workers.ml.sft_train import IGNORE, CompletionCollator, Example, pad_rows
 from workers.ml.training import (
     StepSink,
     TrainConfig,
@@ -96,6 +96,15 @@ class RankingCollator:
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.answers = CompletionCollator(tokenizer, max_length=max_length)
+        # each answer is laid out and tokenized once per run, not once per step
+        self._encoded: dict[tuple[str, str], tuple[list[int], list[int]]] = {}
+
+    def encode(self, prompt: Any, answer: str) -> tuple[list[int], list[int]]:
+        """The answer's ids after its prompt's, and its labels (the prompt's are IGNORE)."""
+        key = (prompt if isinstance(prompt, str) else json.dumps(prompt), answer)
+        if key not in self._encoded:
+            self._encoded[key] = self.answers.encode(Example(prompt=prompt, completion=answer))
+        return self._encoded[key]
 
     @property
     def answer_budget(self) -> int:
@@ -107,11 +116,12 @@ class RankingCollator:
         return [Example(prompt=ranking.prompt, completion=a) for a in ranking.answers]
 
     def length(self, ranking: Ranking) -> int:
-        return max(len(self.answers.encode(e)[0]) for e in self.examples(ranking))
+        return max(len(self.encode(ranking.prompt, a)[0]) for a in ranking.answers)
 
     def __call__(self, batch: Sequence[DPOItem | Ranking]) -> dict[str, torch.Tensor]:
         rankings = [item.ranking if isinstance(item, DPOItem) else item for item in batch]
-        flat = self.answers([e for r in rankings for e in self.examples(r)])
+        rows = [self.encode(r.prompt, answer) for r in rankings for answer in r.answers]
+        flat = pad_rows(rows, self.answers.pad_id)
         width = max(len(r.answers) for r in rankings)
         places = torch.zeros((len(rankings), width), dtype=torch.long)
         valid = torch.zeros((len(rankings), width), dtype=torch.bool)

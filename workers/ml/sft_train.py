@@ -101,16 +101,21 @@ class CompletionCollator:
         return [*prompt, *answer], [IGNORE] * len(prompt) + answer
 
     def __call__(self, batch: Sequence[Example]) -> dict[str, torch.Tensor]:
-        rows = [self.encode(example) for example in batch]
-        width = max(len(ids) for ids, _ in rows)
-        input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
-        labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, (ids, target) in enumerate(rows):
-            input_ids[i, : len(ids)] = torch.tensor(ids)
-            labels[i, : len(ids)] = torch.tensor(target)
-            mask[i, : len(ids)] = 1
-        return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
+        return pad_rows([self.encode(example) for example in batch], self.pad_id)
+
+
+def pad_rows(rows: Sequence[tuple[list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Encoded rows (ids, labels) right-padded: ``input_ids``, ``attention_mask`` and
+    ``labels`` (IGNORE in the padding)."""
+    width = max(len(ids) for ids, _ in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, (ids, target) in enumerate(rows):
+        input_ids[i, : len(ids)] = torch.tensor(ids)
+        labels[i, : len(ids)] = torch.tensor(target)
+        mask[i, : len(ids)] = 1
+    return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
 
 
 def prepare_examples(
