@@ -34,10 +34,16 @@ def rlhf_env(database_url: str, data_dir: Path, **extra: str) -> dict[str, str]:
     return env
 
 
+#: how long one `rlhf` command may take before a test calls it hung: a training job with
+#: --wait on a busy 2-core machine took over 120 s (a guard against hangs, not a speed check)
+COMMAND_TIMEOUT = 300
+
+
 def rlhf(env: dict[str, str], *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [*CLI, *args], env=env, input=stdin, capture_output=True, text=True, timeout=120, cwd=CWD
-    )
+        [*CLI, *args], env=env, input=stdin, capture_output=True, text=True,
+        timeout=COMMAND_TIMEOUT, cwd=CWD,
+    )  # fmt: skip
 
 
 def free_port() -> int:
