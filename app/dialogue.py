@@ -77,7 +77,7 @@ def check_messages(
     ``content``, a ``system`` turn only first, the last turn ``user``. ``unstorable(text)``
     says why the database cannot store a text, if it cannot."""
     if not isinstance(value, list):
-        problems.append(f"{label} must be a string or an array of messages, not {_type(value)}")
+        problems.append(f"{label} must be a string or an array of messages, not {json_type(value)}")
         return None
     if not value:
         problems.append(f"{label} is an empty array: a dialogue needs at least one user turn")
@@ -87,7 +87,9 @@ def check_messages(
     for index, item in enumerate(value):
         where = f"{label[:-1]}[{index}]'" if label.endswith("'") else f"{label}[{index}]"
         if not isinstance(item, dict):
-            found.append(f"{where} must be an object with 'role' and 'content', not {_type(item)}")
+            found.append(
+                f"{where} must be an object with 'role' and 'content', not {json_type(item)}"
+            )
             continue
         unknown = [key for key in item if key not in MESSAGE_FIELDS]
         if unknown:
@@ -100,7 +102,9 @@ def check_messages(
         elif role == "system" and index > 0:
             found.append(f"{where}: a system turn can only be the first")
         if not isinstance(content, str):
-            missing = "is missing" if content is None else f"must be a string, not {_type(content)}"
+            missing = (
+                "is missing" if content is None else f"must be a string, not {json_type(content)}"
+            )
             found.append(f"{where}: 'content' {missing}")
         elif not content.strip():
             found.append(f"{where}: 'content' is empty")
@@ -126,7 +130,7 @@ def check_answer_message(value: Any, label: str, problems: list[str]) -> str | N
     as for string answers (harmlessness data prefers saying nothing)."""
     shape = "one assistant message, [{'role': 'assistant', 'content': ...}]"
     if not isinstance(value, list) or len(value) != 1 or not isinstance(value[0], dict):
-        what = f"{len(value)} items" if isinstance(value, list) else _type(value)
+        what = f"{len(value)} items" if isinstance(value, list) else json_type(value)
         problems.append(f"{label} must be a string or {shape}, not {what}")
         return None
     message = value[0]
@@ -163,7 +167,8 @@ def parse_hh(text: str) -> list[Message] | str:
     return messages
 
 
-def _type(value: Any) -> str:
+def json_type(value: Any) -> str:
+    """A JSON value's kind in words, for messages ("a string", "an array", ...)."""
     if value is None:
         return "null"
     if isinstance(value, bool):

@@ -33,7 +33,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from app.dialogue import Message, check_answer_message, check_messages, parse_hh, plain_text
+from app.dialogue import (
+    Message,
+    check_answer_message,
+    check_messages,
+    json_type,
+    parse_hh,
+    plain_text,
+)
 
 MAX_ROW_BYTES = 5 * 1024 * 1024
 MAX_COMPLETIONS = 9  # the largest K (design §1)
@@ -272,7 +279,7 @@ def _load_json(text: str) -> tuple[Any, str | None]:
 def _jsonl_row(number: int, text: str, size: int, transcript: str | None) -> SourceRow:
     value, error = _load_json(text)
     if error is None and not isinstance(value, dict):
-        error = f"not a JSON object: the line holds {_json_type(value)}"
+        error = f"not a JSON object: the line holds {json_type(value)}"
     if error is not None:
         return SourceRow(number, text, error=error)
     parsed = parse_row(value, line=number, size=size, transcript=transcript)
@@ -539,7 +546,7 @@ def _text(
     if value is None:
         problems.append(f"{label} is missing{missing}")
     elif not isinstance(value, str):
-        problems.append(f"{label} must be a string, not {_json_type(value)}")
+        problems.append(f"{label} must be a string, not {json_type(value)}")
     elif not empty_ok and not value.strip():
         problems.append(f"{label} is empty")
     elif (problem := _unstorable(value)) is not None:
@@ -568,7 +575,7 @@ def _name(
         return None
     if not isinstance(value, str):
         kinds = "a string or an integer" if numbers else "a string"
-        problems.append(f"{label} must be {kinds}, not {_json_type(value)}")
+        problems.append(f"{label} must be {kinds}, not {json_type(value)}")
     elif not value.strip():
         problems.append(f"{label} is empty")
     elif len(value) > max_chars:
@@ -584,7 +591,7 @@ def _metadata(value: Any, problems: list[str]) -> dict[str, Any] | None:
     if value is None:
         return None
     if not isinstance(value, dict):
-        problems.append(f"'metadata' must be an object, not {_json_type(value)}")
+        problems.append(f"'metadata' must be an object, not {json_type(value)}")
         return None
     stack: list[Any] = [value]
     while stack:  # keys and strings at any depth must be storable too
@@ -604,7 +611,7 @@ def _answers(value: Any, problems: list[str]) -> tuple[Answer, ...]:
     """The answers to rank. Two equal answers are not an error (two models may well agree):
     the import stores the text once per prompt and counts the duplicate."""
     if not isinstance(value, list):
-        problems.append(f"'completions' must be an array of answers, not {_json_type(value)}")
+        problems.append(f"'completions' must be an array of answers, not {json_type(value)}")
         return ()
     if not value:
         problems.append("'completions' is empty")
@@ -620,7 +627,7 @@ def _answers(value: Any, problems: list[str]) -> tuple[Answer, ...]:
         if not isinstance(item, dict):
             problems.append(
                 f"'completions[{index}]' must be an object with 'text' (and 'model'), "
-                f"not {_json_type(item)}"
+                f"not {json_type(item)}"
             )
             continue
         unknown = [key for key in item if key not in ANSWER_FIELDS]
@@ -650,20 +657,6 @@ def _unstorable(text: str) -> str | None:
             "which is not valid Unicode"
         )
     return None
-
-
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true/false"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    return "an object"
 
 
 def _quote(name: str) -> str:

@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from workers.ml.dpo_loss import SIGMOID, dpo_loss
+from workers.ml.dpo_loss import SIGMOID, DPOStats, dpo_loss
 from workers.ml.loading import ModelLoadError, load_causal_lm
 from workers.ml.long_inputs import DataSink, LeftOut, prepare_splits
 from workers.ml.lora import adapter_off, apply_lora
@@ -153,6 +153,16 @@ def answer_tokens(labels: torch.Tensor) -> torch.Tensor:
     return (labels[:, 1:] != IGNORE).sum(-1)
 
 
+def batch_loss(logps: torch.Tensor, batch: dict[str, torch.Tensor], config: DPOConfig) -> DPOStats:
+    """``dpo_loss`` of a collated batch, given its answers' flat policy log-probabilities."""
+    valid = batch["valid"]
+    return dpo_loss(
+        by_ranking(logps, valid), batch["reference_logps"], batch["places"], valid=valid,
+        beta=config.beta, loss_type=config.loss_type, label_smoothing=config.label_smoothing,
+        lengths=by_ranking(answer_tokens(batch["labels"]).float(), valid),
+    )  # fmt: skip
+
+
 def compute_reference_logps(
     model: Any, collator: RankingCollator, rankings: Sequence[Ranking], *, batch_prompts: int = 8
 ) -> list[tuple[float, ...]]:
@@ -213,12 +223,7 @@ def evaluate_dpo(
             logps = sequence_logps(
                 model, batch["input_ids"], batch["attention_mask"], batch["labels"]
             )
-            stats = dpo_loss(
-                by_ranking(logps, batch["valid"]), batch["reference_logps"], batch["places"],
-                valid=batch["valid"], beta=config.beta, loss_type=config.loss_type,
-                label_smoothing=config.label_smoothing,
-                lengths=by_ranking(answer_tokens(batch["labels"]).float(), batch["valid"]),
-            )  # fmt: skip
+            stats = batch_loss(logps, batch, config)
             if stats.pairs:
                 for name in sums:
                     sums[name] += float(getattr(stats, name)) * stats.pairs
@@ -311,12 +316,7 @@ def train_dpo(
             logps = sequence_logps(
                 model, inputs["input_ids"], inputs["attention_mask"], inputs["labels"]
             )
-            stats = dpo_loss(
-                by_ranking(logps, inputs["valid"]), inputs["reference_logps"], inputs["places"],
-                valid=inputs["valid"], beta=config.beta, loss_type=config.loss_type,
-                label_smoothing=config.label_smoothing,
-                lengths=by_ranking(answer_tokens(inputs["labels"]).float(), inputs["valid"]),
-            )  # fmt: skip
+            stats = batch_loss(logps, inputs, config)
             if stats.pairs:
                 for name in ("accuracy", "margin"):
                     self.sums[name] = self.sums.get(name, 0.0) + float(getattr(stats, name))
