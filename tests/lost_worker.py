@@ -1,9 +1,16 @@
-"""A worker lost mid-job, for the tests of resuming: the job's first attempt dies at a chosen
-step, as if its process were killed, and the runner's recovery starts the next one."""
+"""A worker lost mid-job, for the tests of resuming: the job's first attempt dies once it has
+recorded a chosen step, as if its process were killed, and the runner's recovery starts the
+next one.
+
+A training job's trainer runs in child processes, a little ahead of what the job has stored:
+when the worker dies at step 5 the trainer may have reached step 9, so a test asks which
+checkpoint was the last complete one at that moment (``last_complete_checkpoint``) and gives
+the run enough steps that one was written and the run was not over."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 
@@ -27,3 +34,14 @@ def killed_at_step(impl: Callable[[Any], None], step: int) -> Callable[[Any], No
         impl(ctx)
 
     return run
+
+
+def last_complete_checkpoint(data_dir: Path, job_id: int, *, steps: int) -> str:
+    """The name of the checkpoint a resumed run of job ``job_id`` starts from, checked to be
+    mid-run (a run of ``steps`` steps)."""
+    from workers.ml.training import checkpoint_step, last_checkpoint
+
+    checkpoint = last_checkpoint(data_dir / "training" / f"job-{job_id}" / "checkpoints")
+    assert checkpoint is not None, "the worker was killed before the first checkpoint"
+    assert checkpoint_step(checkpoint) < steps, "the trainer finished before the kill was seen"
+    return checkpoint.name

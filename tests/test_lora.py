@@ -30,7 +30,7 @@ from app.models_registry.models import ModelKind, ModelVersion
 from app.models_registry.service import register_model
 from app.projects.models import Project
 from tests.helpers import make_demonstrated_project, make_ranked_project
-from tests.lost_worker import WorkerKilled, killed_at_step
+from tests.lost_worker import WorkerKilled, killed_at_step, last_complete_checkpoint
 from workers.runner import run_job
 
 TEXTS = ["User: Question 1? say please\nAssistant: Answer 0 to the question, please."] * 40
@@ -325,19 +325,27 @@ def test_dpo_with_lora_takes_the_policy_with_its_adapter_off_as_the_reference(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
     from workers.ml import dpo_train
+    from workers.ml.lora import LoraSettings
+    from workers.ml.synthetic import please_rankings
 
+    # the trainer itself (the job runs it in a child process, out of the monkeypatch's reach)
     loaded: list[str] = []
     load = dpo_train.load_causal_lm
     monkeypatch.setattr(
         dpo_train, "load_causal_lm", lambda path, **kw: loaded.append(str(path)) or load(path, **kw)
     )
+    config = dpo_train.DPOConfig(
+        epochs=1, batch_size=2, lora=LoraSettings(r=8, alpha=16, dropout=0)
+    )
+    dpo_train.train_dpo(tiny, please_rankings(4, seed=1), [], settings.data_dir / "ck", config)
+    assert loaded == [str(tiny)]  # the policy once; no second copy for the reference
+
     policy = _registered_base(session, tiny)
     project = make_ranked_project(session, n=8)
     job = _run(session, session_factory, settings, kinds.TRAIN_DPO, project,
                policy=str(policy.id), lora_r=8, beta=0.2, **FAST)  # fmt: skip
     version = _registered(session, job)
     assert (version.kind, version.parent_id) == (ModelKind.policy, policy.id)
-    assert loaded == [str(tiny)]  # the policy once; no second copy for the reference
     cache = settings.data_dir / "training" / f"job-{job.id}" / "reference_logps.json"
     assert len(json.loads(cache.read_text())["logps"]) == 8
     _check_saved(version, "causal")
@@ -427,7 +435,7 @@ def test_a_lost_lora_worker_resumes_from_the_adapters_checkpoint(
     from workers.train import train_impl
 
     project = make_ranked_project(session, n=12)
-    params = dict(base=str(tiny), epochs=2, batch_size=2, learning_rate=5e-3, logging_steps=1,
+    params = dict(base=str(tiny), epochs=40, batch_size=2, learning_rate=5e-3, logging_steps=1,
                   save_steps=3, validation_ratio=0.3, lora_r=8)  # fmt: skip
     whole = _run(session, session_factory, settings, kinds.TRAIN_RM, project, **params)
     assert whole.status == JobStatus.succeeded, whole.error
@@ -438,14 +446,15 @@ def test_a_lost_lora_worker_resumes_from_the_adapters_checkpoint(
         run_job(job_id=job.id, session_factory=session_factory, settings=settings,
                 impls={kinds.TRAIN_RM: killed_at_step(train_impl, 5)})  # fmt: skip
     session.refresh(job)
-    checkpoint = settings.data_dir / "training" / f"job-{job.id}" / "checkpoints" / "checkpoint-3"
+    name = last_complete_checkpoint(settings.data_dir, job.id, steps=160)
+    checkpoint = settings.data_dir / "training" / f"job-{job.id}" / "checkpoints" / name
     assert (checkpoint / "adapter_model.safetensors").is_file()  # the adapter, not the model
     job.heartbeat_at = utcnow() - 2 * settings.job_stale_after - timedelta(seconds=1)
     session.commit()
     run_job(job_id=job.id, session_factory=session_factory, settings=settings)
     session.refresh(job)
     assert job.status == JobStatus.succeeded, job.error
-    assert "resuming from checkpoint-3" in job.log
+    assert f"resuming from {name}" in job.log
 
     def weights(done: Job) -> dict[str, torch.Tensor]:
         path = _registered(session, done).path

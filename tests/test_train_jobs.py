@@ -33,7 +33,7 @@ from tests.helpers import (
     make_user,
     rank,
 )
-from tests.lost_worker import WorkerKilled, killed_at_step
+from tests.lost_worker import WorkerKilled, killed_at_step, last_complete_checkpoint
 from workers.runner import JobContext, run_job
 
 pytestmark = pytest.mark.slow
@@ -365,7 +365,9 @@ def test_a_lost_worker_resumes_from_its_last_checkpoint(
 
     base = _base(session, tiny)
     project = make_ranked_project(session, n=12)
-    params = dict(base=str(base.id), epochs=2, batch_size=2, learning_rate=1e-3,
+    # 8 training rankings, 4 steps an epoch: enough steps that the trainer (a child process,
+    # a little ahead of the job) is still running when the job's worker is killed at step 5
+    params = dict(base=str(base.id), epochs=40, batch_size=2, learning_rate=1e-3,
                   logging_steps=1, save_steps=3, validation_ratio=0.3)  # fmt: skip
     whole = _job(session, kinds.TRAIN_RM, project, **params)
     assert _run(session_factory, settings, whole) == JobStatus.succeeded
@@ -377,11 +379,12 @@ def test_a_lost_worker_resumes_from_its_last_checkpoint(
     session.refresh(job)
     assert job.status == JobStatus.running and "export_id" in job.artifacts
     snapshot = job.artifacts["export_id"]
+    checkpoint = last_complete_checkpoint(settings.data_dir, job.id, steps=160)
     job.heartbeat_at = utcnow() - 2 * settings.job_stale_after - timedelta(seconds=1)
     session.commit()
     assert _run(session_factory, settings, job) == JobStatus.succeeded
     session.refresh(job)
-    assert "resuming from checkpoint-3" in job.log
+    assert f"resuming from {checkpoint}" in job.log
     assert job.artifacts["export_id"] == snapshot  # the same dataset, not a new export
     steps = session.scalars(
         select(JobStep.step).where(JobStep.job_id == job.id, JobStep.phase == "train")

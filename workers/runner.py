@@ -105,6 +105,14 @@ class JobContext:
         if cancel:
             raise JobCancelled()
 
+    def check_cancel(self) -> None:
+        """Raise ``JobCancelled`` when an admin asked to cancel (``JobSuperseded`` when this
+        run no longer owns the job); writes nothing."""
+        with session_scope(self.session_factory) as session:
+            cancel = self._own(session).cancel_requested
+        if cancel:
+            raise JobCancelled()
+
     def log(self, line: str) -> None:
         stamp = utcnow().strftime("%H:%M:%S")
         with session_scope(self.session_factory) as session:
@@ -289,7 +297,7 @@ def run_job(
         log.exception("job %s (%s) failed", job_id, ctx.kind)
         # The message first, in plain words (a JobFailure's own); the traceback apart, folded
         # below it on the job page; the log ends with the message (stamped like every line).
-        detail = traceback.format_exc()
+        detail = getattr(exc, "detail", None) or traceback.format_exc()
         message = failure_message(exc)
         finish(
             status=JobStatus.failed,

@@ -2,12 +2,16 @@
 
 1. The dataset is snapshotted with the export code (an SFT or K-wise export of the project,
    split by prompt submitter) and recorded as an Export: the model's dataset snapshot.
-2. Training runs with checkpoints every ``save_steps`` in the job's folder; each logged step is
-   stored on the job (the job page charts them) and a cancel stops it at the next step.
-3. The trained model is saved (``save_pretrained`` + ``rlhf.json``) through a temporary folder
-   and registered as a ModelVersion with its parent, dataset and final metrics. With LoRA the
-   saved model is merged, its adapter kept in ``adapter/``, and the metrics say what it
-   trained (``lora``).
+2. Training runs in child processes that ``accelerate launch`` starts (``--processes N``, or
+   an ``accelerate config`` file: design §12; ``workers/ml/launch.py`` and
+   ``workers/ml/trainer_process.py``), with checkpoints every ``save_steps`` in the job's
+   folder. This process supervises: it stores each logged step the trainer's main process
+   reports (the job page charts them), keeps the heartbeat, stops every trainer process on a
+   cancel, and fails the job with their last lines if one dies.
+3. The trainer's main process writes the weights into a temporary folder; this process adds
+   ``rlhf.json``, renames it and registers a ModelVersion with its parent, dataset and final
+   metrics (``world_size`` among them). With LoRA the saved model is merged, its adapter kept
+   in ``adapter/``, and the metrics say what it trained (``lora``).
 
 A worker lost mid-run is replaced by a new attempt (``workers/runner.py``), which reuses the
 snapshot and resumes from the last complete checkpoint. Nothing is registered before the
@@ -38,7 +42,7 @@ from app.jobs.training import DPO, RM, SFT, TrainOptions
 from app.models_registry.models import ModelKind, ModelVersion
 from app.models_registry.service import register_model, unique_name
 from app.projects.models import Project
-from workers.ml.long_inputs import DataReport, LeftOut
+from workers.ml.long_inputs import LeftOut
 from workers.runner import JobContext
 
 DATASET_KIND = {SFT: "sft", RM: "kwise", DPO: "kwise"}
@@ -157,8 +161,6 @@ def splits(
 def _rankings(rows: list[dict[str, Any]], k: int | None, left_out: Any) -> list[Any]:
     """The K-wise export's rows as rankings (only those of ``k`` answers when it is given: the
     others are counted in ``left_out``)."""
-    from workers.ml.rm_train import Ranking
-
     rankings = []
     for row in rows:
         if k is not None and len(row["completions"]) != k:
@@ -168,7 +170,7 @@ def _rankings(rows: list[dict[str, Any]], k: int | None, left_out: Any) -> list[
         for place, group in enumerate(row["ranking"]):
             for index in group:
                 places[index] = place
-        rankings.append(Ranking(prompt=row["prompt"], answers=row["completions"], places=places))
+        rankings.append({"prompt": row["prompt"], "answers": row["completions"], "places": places})
     return rankings
 
 
@@ -291,7 +293,8 @@ def project_unless_registered(ctx: JobContext) -> Project | None:
 
 
 def train_impl(ctx: JobContext) -> None:
-    from workers.ml.training import ReportCallback, checkpoint_step, last_checkpoint, save_model
+    from workers.ml import launch
+    from workers.ml.training import checkpoint_step, finish_saved, last_checkpoint, weights_folder
 
     kind = KIND_OF_JOB[ctx.kind]
     options = TrainOptions.from_dict({**ctx.params, "kind": kind})  # TrainError: job fails
@@ -318,130 +321,135 @@ def train_impl(ctx: JobContext) -> None:
     if ctx.attempt == 1:  # checkpoints are for a retry of this job, nothing else
         shutil.rmtree(checkpoints, ignore_errors=True)
     resume = last_checkpoint(checkpoints)
+    launch_dir = folder / "launch"  # this attempt's: spec, events, output, config
     if resume is not None:
         ctx.log(f"resuming from {resume.name} (a previous attempt was lost)")
         ctx.forget_steps_after(checkpoint_step(resume))
+        keep_lost_steps(ctx, launch_dir, up_to=checkpoint_step(resume))
 
-    def on_step(step: int, values: dict[str, float], phase: str) -> None:
-        values = finite(values)
-        if values:
-            ctx.record_step(step, values, phase=phase)
-
-    reporter = ReportCallback(
-        on_step, lambda fraction, message: ctx.progress(0.05 + 0.9 * fraction, message)
-    )
     ctx.log(f"training {options.kind} from {base_path}")
     what = "demonstrations" if options.kind == SFT else "rankings"
     left_out = LeftOut()
-    data: dict[str, Any] = {}
-
-    def on_data(report: DataReport) -> None:
-        """Log and show what the trainer kept, left out and cut before it trains."""
-        left_out.update(report.left_out)
-        warnings = data_warnings(
-            what=what, train=report.train, validation=report.validation,
-            validation_ratio=options.validation_ratio,
-        )  # fmt: skip
-        data.update(report_data(ctx, left_out, warnings, truncated=report.truncated))
-        ctx.log(f"training on {report.train:,} {what}, validating on {report.validation:,}")
-        ctx.progress(0.05, f"training on {report.train:,} {what}", **data)
-
-    metrics: dict[str, Any]
     if options.kind == SFT:
-        from workers.ml.sft_train import Example, train_sft
-        from workers.ml.training import TrainConfig
-
-        def examples(rows: list[dict[str, Any]]) -> list[Example]:
-            return [
-                Example(prompt=r["prompt"], completion=answer_text(r["completion"])) for r in rows
-            ]
-
-        model, tokenizer, result = _run(
-            train_sft, base_path, examples(train_rows), examples(validation_rows), checkpoints,
-            TrainConfig(**options.trainer_config()), reporter, on_step, resume, on_data,
-        )  # fmt: skip
-        metrics = {
-            "validation_loss": result.loss, "validation_perplexity": result.perplexity,
-            "validation_tokens": result.tokens, "train_examples": result.train_examples,
-            "validation_examples": result.validation_examples,
-        }  # fmt: skip
-        extra: dict[str, Any] = {}
-    elif options.kind == DPO:
-        from workers.ml.dpo_train import DPOConfig, train_dpo
-
+        train_set = [_demonstration(row) for row in train_rows]
+        validation_set = [_demonstration(row) for row in validation_rows]
+    else:
         train_set, validation_set = _ranking_splits(
-            train_rows, validation_rows, options.k, left_out, what="a policy on with DPO"
-        )
-        reference_path = reference[0] if reference is not None else None
-        default = " (the starting policy)" if reference is None else ""
-        ctx.log(f"reference: {reference_path or base_path}{default}")
-        model, tokenizer, dpo = _run(
-            train_dpo, base_path, train_set, validation_set, checkpoints,
-            DPOConfig(**options.trainer_config()), reporter, on_step, resume, on_data,
-            reference=reference_path, reference_cache=folder / "reference_logps.json",
+            train_rows, validation_rows, options.k, left_out,
+            what="a policy on with DPO" if options.kind == DPO else "a reward model on",
         )  # fmt: skip
-        k = next(iter(dpo.sizes)) if len(dpo.sizes) == 1 else None
-        metrics = {
-            "validation_accuracy": dpo.accuracy, "validation_margin": dpo.margin,
-            "validation_loss": dpo.loss, "validation_pairs": dpo.pairs,
-            "validation_chosen_logps": dpo.chosen_logps,
-            "validation_rejected_logps": dpo.rejected_logps,
-            "k": k, "rankings_by_k": {str(size): n for size, n in dpo.sizes.items()},
-            "train_rankings": dpo.train_rankings, "validation_rankings": dpo.validation_rankings,
-        }  # fmt: skip
-        result = dpo
+    if reference is not None:
+        ctx.log(f"reference: {reference[0]}")
+    elif options.kind == DPO:
+        ctx.log(f"reference: {base_path} (the starting policy)")
+    spec = {
+        "kind": options.kind, "options": options.as_dict(), "base": base_path,
+        "reference": reference[0] if reference is not None else None,
+        "reference_cache": str(folder / "reference_logps.json"),
+        "train": train_set, "validation": validation_set, "checkpoints": str(checkpoints),
+        "resume": str(resume) if resume is not None else None,
+        "save_to": str(weights_folder(out)),
+    }  # fmt: skip
+    shutil.rmtree(launch_dir, ignore_errors=True)
+    launch_dir.mkdir(parents=True)
+    trainer = TrainerEvents(ctx, left_out, what=what, validation_ratio=options.validation_ratio)
+    try:
+        result = launch.run(
+            launch_dir, spec, launch.Launch(options.processes, options.accelerate_config),
+            on_event=trainer.on_event, check=ctx.check_cancel, on_start=trainer.on_start,
+        )  # fmt: skip
+    except launch.LaunchError as exc:
+        error = TrainingError(str(exc))
+        if not exc.user_error:
+            error.detail = exc.detail or None
+        raise error from exc
+
+    metrics: dict[str, Any] = {**result["metrics"], **trainer.data}
+    metrics["world_size"] = trainer.world_size
+    extra: dict[str, Any] = dict(result["extra"])
+    if options.kind == DPO:
         # the reference: a registered version's id, else its folder; the starting policy by
         # default (design §12)
         ref = reference or (base_path, base_id)
-        extra = {
-            "reference": ref[1] if ref[1] is not None else ref[0],
-            "dpo": {"beta": options.beta, "loss": options.loss,
-                    "label_smoothing": options.label_smoothing},
-        }  # fmt: skip
-    else:
-        from workers.ml.rm_train import RewardConfig, train_reward_model
+        extra["reference"] = ref[1] if ref[1] is not None else ref[0]
+        extra["dpo"] = {"beta": options.beta, "loss": options.loss,
+                        "label_smoothing": options.label_smoothing}  # fmt: skip
+    if result.get("lora") is not None:  # the settings and the share of the weights trained
+        from workers.ml.lora import describe_lora
 
-        train_set, validation_set = _ranking_splits(
-            train_rows, validation_rows, options.k, left_out, what="a reward model on"
-        )
-        model, tokenizer, result = _run(
-            train_reward_model, base_path, train_set, validation_set, checkpoints,
-            RewardConfig(**options.trainer_config()), reporter, on_step, resume, on_data,
-        )  # fmt: skip
-        # K when every ranking has the same size, else null; the sizes trained on together
-        k = next(iter(result.sizes)) if len(result.sizes) == 1 else None
-        metrics = {
-            "validation_accuracy": result.accuracy, "validation_margin": result.margin,
-            "validation_loss": result.loss, "validation_pairs": result.pairs,
-            "reward_mean": result.reward_mean, "reward_std": result.reward_std,
-            "k": k, "rankings_by_k": {str(size): n for size, n in result.sizes.items()},
-            "train_rankings": result.train_rankings,
-            "validation_rankings": result.validation_rankings,
-        }  # fmt: skip
-        # PPO normalises scores with these (design §5)
-        extra = {"reward_mean": result.reward_mean, "reward_std": result.reward_std, "k": k}
-    metrics = {
-        key: (round(v, 6) if isinstance(v, float) else v)
-        for key, v in metrics.items()
-        if not (isinstance(v, float) and not math.isfinite(v))
-    }
-    metrics["train_seconds"] = round(result.train_seconds, 2)
-    metrics.update(data)
-    if options.lora is not None:  # the settings and the share of the weights trained
-        from workers.ml.lora import describe_lora, lora_summary
-
-        extra["lora"] = metrics["lora"] = lora_summary(model, options.lora)
+        extra["lora"] = metrics["lora"] = result["lora"]
         ctx.log(describe_lora(metrics["lora"], f"the {options.kind} model"))
     ctx.progress(0.96, "saving the model", **metrics)
 
-    save_model(
-        model, tokenizer, out, kind=MODEL_KIND[options.kind].value, parent=base_id if base_id is not None else base_path,
-        extra={**extra, "export_id": export_id, "job_id": ctx.job_id, "metrics": metrics},
+    finish_saved(
+        weights_folder(out), out, kind=MODEL_KIND[options.kind].value,
+        parent=base_id if base_id is not None else base_path,
+        meta={**result["meta"], **extra, "export_id": export_id, "job_id": ctx.job_id,
+              "metrics": metrics},
     )  # fmt: skip
     register_trained(
         ctx, out, kind=MODEL_KIND[options.kind], name=name, parent_id=base_id,
         metrics=metrics, export_id=export_id, checkpoints=checkpoints,
     )  # fmt: skip
+
+
+def keep_lost_steps(ctx: JobContext, launch_dir: Path, *, up_to: int) -> None:
+    """Store the steps a lost attempt's trainer reported up to its last checkpoint that the
+    lost worker had not stored yet (the trainer runs a little ahead of the job): the resumed
+    run starts after them, so the chart would otherwise have a gap."""
+    from workers.ml.launch import EVENTS, EventReader
+
+    for kind, fields in EventReader(launch_dir / EVENTS).read():
+        if kind == "step" and int(fields["step"]) <= up_to and (values := finite(fields["values"])):
+            ctx.record_step(int(fields["step"]), values, phase=str(fields["phase"]))
+
+
+def _demonstration(row: dict[str, Any]) -> dict[str, Any]:
+    return {"prompt": row["prompt"], "completion": answer_text(row["completion"])}
+
+
+class TrainerEvents:
+    """What the trainer processes report, stored on the job as it comes (``launch.run``'s
+    ``on_event``): logged steps, progress, the data report, the number of processes."""
+
+    def __init__(
+        self, ctx: JobContext, left_out: LeftOut, *, what: str, validation_ratio: float
+    ) -> None:
+        self.ctx = ctx
+        self.left_out = left_out
+        self.what = what
+        self.validation_ratio = validation_ratio
+        self.data: dict[str, Any] = {}
+        self.world_size = 1
+
+    def on_start(self, processes: int) -> None:
+        self.ctx.progress(0.02, f"starting {processes} trainer process{'es' * (processes > 1)}")
+
+    def on_event(self, kind: str, fields: dict[str, Any]) -> None:
+        ctx = self.ctx
+        if kind == "step":
+            values = finite(fields["values"])
+            if values:
+                ctx.record_step(int(fields["step"]), values, phase=str(fields["phase"]))
+        elif kind == "progress":
+            ctx.progress(0.05 + 0.9 * float(fields["fraction"]), str(fields["message"]))
+        elif kind == "started":
+            self.world_size = int(fields["world_size"])
+            if self.world_size > 1:
+                ctx.log(f"{self.world_size} trainer processes (accelerate launch)")
+            ctx.progress(0.03, "loading the model", world_size=self.world_size)
+        elif kind == "data":  # what the trainer kept, left out and cut, before it trains
+            self.left_out.update(fields["left_out"])
+            train, validation = int(fields["train"]), int(fields["validation"])
+            warnings = data_warnings(
+                what=self.what, train=train, validation=validation,
+                validation_ratio=self.validation_ratio,
+            )  # fmt: skip
+            self.data.update(
+                report_data(ctx, self.left_out, warnings, truncated=int(fields["truncated"]))
+            )
+            ctx.log(f"training on {train:,} {self.what}, validating on {validation:,}")
+            ctx.progress(0.05, f"training on {train:,} {self.what}", **self.data)
 
 
 def register_trained(
@@ -464,24 +472,3 @@ def register_trained(
     shutil.rmtree(checkpoints, ignore_errors=True)
     ctx.log(f"registered {version_name!r} (model version {version_id}) at {out}")
     ctx.progress(1.0, f"registered {version_name} (model version {version_id})")
-
-
-def _run(train: Any, base: str, train_set: Any, validation_set: Any, checkpoints: Path,
-         config: Any, reporter: Any, on_step: Any, resume: Path | None,
-         on_data: Any, **options: Any) -> Any:  # fmt: skip
-    from workers.ml.dpo_train import DPODataError
-    from workers.ml.loading import ModelLoadError
-    from workers.ml.lora import LoraError
-    from workers.ml.reward_model import RewardModelError
-    from workers.ml.rm_train import RewardDataError
-    from workers.ml.sft_train import SftDataError
-
-    try:
-        return train(
-            base, train_set, validation_set, checkpoints, config,
-            callbacks=[reporter], on_step=on_step, resume=resume, on_data=on_data, **options,
-        )  # fmt: skip
-    except (
-        ModelLoadError, RewardDataError, RewardModelError, SftDataError, DPODataError, LoraError,
-    ) as exc:  # fmt: skip
-        raise TrainingError(str(exc)) from exc

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -82,15 +83,32 @@ def worker(
     concurrency: Annotated[int, typer.Option(help="Jobs run at once", min=1)] = 1,
     pool: Annotated[Pool, typer.Option(help="Celery pool")] = Pool.prefork,
     loglevel: Annotated[str, typer.Option(help="Log level")] = "info",
+    gpus: Annotated[
+        str | None,
+        typer.Option(
+            help="The GPUs this worker's jobs use, e.g. 0,1 (sets CUDA_VISIBLE_DEVICES; "
+            "default: every GPU the machine has)"
+        ),
+    ] = None,
 ) -> None:
     """Start a Celery worker that runs jobs (generation, export, training)."""
-    from app.jobs.kinds import QUEUES
+    from app.jobs.kinds import QUEUES, TRAIN_QUEUE_PREFIX, is_queue
     from workers.celery_app import create_celery_app
 
     wanted = [q.strip() for q in queues.split(",") if q.strip()]
-    unknown = [q for q in wanted if q not in QUEUES]
+    unknown = [q for q in wanted if not is_queue(q)]
     if not wanted or unknown:
-        fail(f"unknown queue(s) {', '.join(unknown) or '(none given)'}; known: {', '.join(QUEUES)}")
+        fail(
+            f"unknown queue(s) {', '.join(unknown) or '(none given)'}; known: "
+            f"{', '.join(QUEUES)}, or a training machine's own {TRAIN_QUEUE_PREFIX}NAME"
+        )
+    if gpus is not None:
+        ids = [g.strip() for g in gpus.split(",") if g.strip()]
+        if not ids or not all(g.isdigit() for g in ids):
+            fail(f"--gpus takes GPU numbers separated by commas (e.g. 0,1), not {gpus!r}")
+        # before anything imports torch: the worker's jobs and their trainer processes see
+        # these GPUs only, numbered from 0
+        os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(ids)
     cfg = settings()
     celery = create_celery_app(cfg)
     argv = [

@@ -20,7 +20,9 @@ OutOpt = Annotated[
 ]
 NameOpt = Annotated[str | None, typer.Option(help="The registered model's name")]
 EpochsOpt = Annotated[float, typer.Option(help="Passes over the training data")]
-BatchOpt = Annotated[int | None, typer.Option(help="Examples per step (RM: whole prompts)")]
+BatchOpt = Annotated[
+    int | None, typer.Option(help="Examples per step and process (RM, DPO: whole prompts)")
+]
 LrOpt = Annotated[float | None, typer.Option("--learning-rate", help="Peak learning rate")]
 MaxLenOpt = Annotated[
     int,
@@ -51,6 +53,23 @@ GroupOpt = Annotated[
     ),
 ]
 
+ProcessesOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--processes",
+        help="Trainer processes (accelerate launch): one per GPU, or N on the CPU with gloo; "
+        "--batch-size is per process (default: 1, or the --accelerate-config file's own)",
+        min=1,
+    ),
+]
+AccelerateConfigOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--accelerate-config",
+        help="A config file written by `accelerate config` (multi-GPU, DeepSpeed ZeRO, FSDP, "
+        "several machines), read on the worker's machine",
+    ),
+]
 LoraROpt = Annotated[
     int,
     typer.Option(
@@ -82,15 +101,28 @@ LoraTargetsOpt = Annotated[
 ]
 
 
+QueueOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--queue",
+        help="Send the job to one training machine's own queue (train-NAME: its worker runs "
+        "`rlhf worker --queues train-NAME`) instead of any worker on `train`",
+    ),
+]
+
+
 def _options(kind: str, arguments: dict[str, Any]) -> dict[str, Any]:
     """A training command's arguments as the job's raw settings (``TrainOptions``)."""
-    return {"kind": kind, **{k: v for k, v in arguments.items() if k not in ("project", "wait")}}
+    left_out = ("project", "wait", "queue")
+    return {"kind": kind, **{k: v for k, v in arguments.items() if k not in left_out}}
 
 
-def _start_training(project: str, raw: dict[str, Any], wait: bool) -> None:
+def _start_training(
+    project: str, raw: dict[str, Any], wait: bool, queue: str | None = None
+) -> None:
     from app.errors import NotFoundError
     from app.jobs import kinds
-    from app.jobs.service import commit_and_enqueue, create_job, get_job
+    from app.jobs.service import JobError, commit_and_enqueue, create_job, get_job
     from app.jobs.training import DPO, PPO, RM, SFT, PPOOptions, TrainError, TrainOptions
     from app.models_registry.service import get_model
     from app.projects.service import get_project
@@ -113,6 +145,14 @@ def _start_training(project: str, raw: dict[str, Any], wait: bool) -> None:
                 raw[field] = str(folder.resolve())
         if raw.get("out"):
             raw["out"] = str(Path(raw["out"]).expanduser().resolve())
+        if raw.get("accelerate_config"):
+            config = Path(raw["accelerate_config"]).expanduser()
+            if config.is_file():
+                raw["accelerate_config"] = str(config.resolve())
+            elif not config.is_absolute():  # an absolute path may be on the worker's machine
+                fail(
+                    f"no accelerate config {raw['accelerate_config']!r} here (--accelerate-config)"
+                )
         try:
             if raw["kind"] == PPO:
                 params = PPOOptions.from_dict(raw).as_dict()
@@ -123,7 +163,12 @@ def _start_training(project: str, raw: dict[str, Any], wait: bool) -> None:
         kind = {
             SFT: kinds.TRAIN_SFT, RM: kinds.TRAIN_RM, DPO: kinds.TRAIN_DPO, PPO: kinds.TRAIN_PPO,
         }[params["kind"]]  # fmt: skip
-        job = create_job(session=session, kind=kind, project_id=target.id, params=params)
+        try:
+            job = create_job(
+                session=session, kind=kind, project_id=target.id, params=params, queue=queue
+            )
+        except JobError as exc:
+            fail(str(exc))
         commit_and_enqueue(session=session, celery=create_celery_app(settings()), job=job)
         job_id, status = job.id, job.status
     typer.echo(f"job {job_id} {status.value}")
@@ -157,10 +202,13 @@ def train_sft(
     lora_alpha: LoraAlphaOpt = None,
     lora_dropout: LoraDropoutOpt = None,
     lora_target_modules: LoraTargetsOpt = None,
+    processes: ProcessesOpt = None,
+    accelerate_config: AccelerateConfigOpt = None,
+    queue: QueueOpt = None,
     wait: WaitOpt = False,
 ) -> None:
     """Fine-tune BASE on the project's demonstrations (loss on the answer tokens only)."""
-    _start_training(project, _options("sft", locals()), wait)
+    _start_training(project, _options("sft", locals()), wait, queue)
 
 
 @train_app.command("rm")
@@ -185,11 +233,14 @@ def train_rm(
     lora_alpha: LoraAlphaOpt = None,
     lora_dropout: LoraDropoutOpt = None,
     lora_target_modules: LoraTargetsOpt = None,
+    processes: ProcessesOpt = None,
+    accelerate_config: AccelerateConfigOpt = None,
+    queue: QueueOpt = None,
     wait: WaitOpt = False,
 ) -> None:
     """Train a reward model from BASE on the project's rankings (all K answers of a prompt in
     one batch, every pair in the loss)."""
-    _start_training(project, _options("rm", locals()), wait)
+    _start_training(project, _options("rm", locals()), wait, queue)
 
 
 @train_app.command("dpo")
@@ -226,12 +277,15 @@ def train_dpo(
     lora_alpha: LoraAlphaOpt = None,
     lora_dropout: LoraDropoutOpt = None,
     lora_target_modules: LoraTargetsOpt = None,
+    processes: ProcessesOpt = None,
+    accelerate_config: AccelerateConfigOpt = None,
+    queue: QueueOpt = None,
     wait: WaitOpt = False,
 ) -> None:
     """Train POLICY with DPO on the project's rankings: every ordered pair of different groups
     of a ranking, each answer's log-probability computed once per step (all K answers of a
     prompt in one batch) and the reference's once per run. Registers a policy."""
-    _start_training(project, _options("dpo", locals()), wait)
+    _start_training(project, _options("dpo", locals()), wait, queue)
 
 
 @train_app.command("ppo")
@@ -280,6 +334,7 @@ def train_ppo(
     lora_alpha: LoraAlphaOpt = None,
     lora_dropout: LoraDropoutOpt = None,
     lora_target_modules: LoraTargetsOpt = None,
+    queue: QueueOpt = None,
     wait: WaitOpt = False,
 ) -> None:
     """Improve POLICY with PPO against the reward model on the project's prompts (per-token
@@ -295,5 +350,5 @@ def train_ppo(
          "ptx_coef": ptx_coef, "seed": seed, "save_steps": save_steps, "lora_r": lora_r,
          "lora_alpha": lora_alpha, "lora_dropout": lora_dropout,
          "lora_target_modules": lora_target_modules},
-        wait,
+        wait, queue,
     )  # fmt: skip

@@ -16,6 +16,9 @@ class JobFailure(Exception):
     left, a wrong model, bad settings): the message is the job's error, as it is. Subclass it
     beside the builtin base you need (``class TrainingError(JobFailure, RuntimeError)``)."""
 
+    #: shown folded below the message instead of the traceback (a child process's output)
+    detail: str | None = None
+
 
 def failure_message(exc: BaseException) -> str:
     """The job's error for ``exc``: a ``JobFailure``'s own message; for anything else, a

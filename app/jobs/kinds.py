@@ -3,11 +3,21 @@ the code that runs a kind lives in ``workers/`` (heavy imports stay out of the w
 
 from __future__ import annotations
 
+import re
 from typing import Final
 
 QUEUE_DEFAULT: Final = "default"
 QUEUE_TRAIN: Final = "train"
 QUEUES: Final = (QUEUE_DEFAULT, QUEUE_TRAIN)
+#: a training machine's own queue (one worker per machine: design §12) is named ``train-...``
+TRAIN_QUEUE_PREFIX: Final = "train-"
+_QUEUE_NAME: Final = re.compile(r"^train-[A-Za-z0-9][A-Za-z0-9._-]{0,60}$")
+
+
+def is_queue(name: str) -> bool:
+    """A queue a worker may listen on and a training job may be sent to."""
+    return name in QUEUES or bool(_QUEUE_NAME.match(name))
+
 
 SELFCHECK: Final = "selfcheck"
 GENERATE: Final = "generate"

@@ -12,7 +12,14 @@ from sqlalchemy.orm import Session
 
 from app.db import utcnow
 from app.errors import NotFoundError
-from app.jobs.kinds import QUEUE_BY_KIND, TASK_RUN_JOB
+from app.jobs.kinds import (
+    QUEUE_BY_KIND,
+    QUEUE_TRAIN,
+    QUEUES,
+    TASK_RUN_JOB,
+    TRAIN_QUEUE_PREFIX,
+    is_queue,
+)
 from app.jobs.models import Job, JobStatus, JobStep
 
 if TYPE_CHECKING:
@@ -32,12 +39,23 @@ def create_job(
     params: dict[str, Any] | None = None,
     project_id: int | None = None,
     created_by_id: int | None = None,
+    queue: str | None = None,
 ) -> Job:
+    """A queued job of ``kind`` on its kind's queue, or on ``queue`` (a training job sent to
+    one machine's own ``train-...`` queue)."""
     if kind not in QUEUE_BY_KIND:
         raise JobError(f"unknown job kind {kind!r}; known: {', '.join(sorted(QUEUE_BY_KIND))}")
+    own = QUEUE_BY_KIND[kind]
+    if queue not in (None, own) and (own != QUEUE_TRAIN or queue in QUEUES or not is_queue(queue)):
+        raise JobError(
+            f"a {kind} job runs on the {own!r} queue"
+            + (f" or a training machine's own ({TRAIN_QUEUE_PREFIX}NAME)"
+               if own == QUEUE_TRAIN else "")
+            + f", not {queue!r}"
+        )  # fmt: skip
     job = Job(
         kind=kind,
-        queue=QUEUE_BY_KIND[kind],
+        queue=queue or QUEUE_BY_KIND[kind],
         params=params or {},
         project_id=project_id,
         created_by_id=created_by_id,

@@ -27,6 +27,8 @@ DPO_LEARNING_RATE: Final = 1e-6
 #: the adapter's dropout when none is given: SFT's is LoRA's usual 0.05; the RM, DPO and
 #: PPO turn every dropout of the base off (``disable_dropout``), so the adapter's is off too
 LORA_DROPOUT: Final = {SFT: 0.05, RM: 0.0, DPO: 0.0, PPO: 0.0}
+#: the most trainer processes one job may launch (on all its machines together)
+MAX_PROCESSES: Final = 1024
 LORA_FIELDS: Final = ("lora_r", "lora_alpha", "lora_dropout", "lora_target_modules")
 #: what a training job says of its data in its metrics (design §10): shown as a note on the
 #: job page and by the CLI, not as figures
@@ -155,6 +157,10 @@ class TrainOptions:
     lora_target_modules: str | None = None  # all-linear (default) or comma-separated names
     name: str | None = None  # the registered model's name
     out: str | None = None  # the saved folder (default: the data dir's models/)
+    #: trainer processes (``accelerate launch``): None is 1, or the accelerate config's own
+    processes: int | None = None
+    #: a config written by ``accelerate config`` (multi-GPU, DeepSpeed ZeRO, FSDP, machines)
+    accelerate_config: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -227,10 +233,15 @@ class TrainOptions:
             errors.append("k applies to reward models (rankings of k answers), not to sft")
         lora = check.lora(kind)
         name, out = check.name_and_out()
+        processes = None
+        if data.get("processes") not in (None, ""):
+            processes = number("processes", 1, MAX_PROCESSES, whole=True)
+        accelerate_config = str(data.get("accelerate_config") or "").strip() or None
         check.done()
         return cls(
-            kind=kind, base=base, k=k, name=name, out=out, reference=reference, **values, **lora
-        )
+            kind=kind, base=base, k=k, name=name, out=out, reference=reference,
+            processes=processes, accelerate_config=accelerate_config, **values, **lora,
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,9 @@ depends_on: str | Sequence[str] | None = None
 # Plain ALTER TABLE on both databases: a batch copy of ``api_tokens`` is not needed to add a
 # nullable column.
 def upgrade() -> None:
-    op.add_column("api_tokens", sa.Column("expires_at", app.db.UTCDateTime(timezone=True), nullable=True))
+    op.add_column(
+        "api_tokens", sa.Column("expires_at", app.db.UTCDateTime(timezone=True), nullable=True)
+    )
 
 
 def downgrade() -> None:

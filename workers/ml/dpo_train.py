@@ -22,6 +22,7 @@ import functools
 import hashlib
 import json
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,7 @@ from workers.ml.training import (
     context_length,
     disable_dropout,
     fit_max_length,
+    mean_across_processes,
     run_trainer,
 )
 
@@ -203,7 +205,9 @@ def cached_reference_logps(cache: Path | None, key: str, compute: Any) -> list[t
             return [tuple(row) for row in stored["logps"]]
     logps = compute()
     if cache is not None:
-        partial = cache.with_name(cache.name + ".partial")
+        # each process of a job computes the same figures; its own partial file keeps two
+        # from writing one file at once
+        partial = cache.with_name(f"{cache.name}.{os.getpid()}.partial")
         partial.write_text(json.dumps({"key": key, "logps": logps}))
         partial.replace(cache)
     return list(logps)
@@ -324,8 +328,9 @@ def train_dpo(
             return (stats.loss, {}) if return_outputs else stats.loss
 
         def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
-            if "loss" in logs and self.logged:  # the batches since the last log
-                logs.update({k: round(v / self.logged, 4) for k, v in self.sums.items()})
+            if "loss" in logs:  # the batches since the last log, of every process
+                sums = {"accuracy": 0.0, "margin": 0.0, **self.sums}
+                logs.update(mean_across_processes(self, sums, self.logged))
                 self.sums, self.logged = {}, 0
             super().log(logs, *args, **kwargs)
 

@@ -46,6 +46,8 @@ from workers.ml.training import (
     context_length,
     disable_dropout,
     fit_max_length,
+    forward_through,
+    mean_across_processes,
     run_trainer,
 )
 
@@ -292,7 +294,9 @@ def train_reward_model(
             num_items_in_batch: Any = None,
         ) -> Any:  # fmt: skip
             places, valid = inputs["places"], inputs["valid"]
-            r = reward_scores(model, inputs["input_ids"], inputs["attention_mask"])
+            r = forward_through(
+                model, lambda m: reward_scores(m, inputs["input_ids"], inputs["attention_mask"])
+            )
             stats = kwise_loss(
                 by_ranking(r, valid), places, valid=valid,
                 margin_coef=config.margin_coef, center_coef=config.center_coef,
@@ -303,8 +307,10 @@ def train_reward_model(
             return (stats.loss, {"accuracy": stats.accuracy}) if return_outputs else stats.loss
 
         def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
-            if "loss" in logs and self.accuracy_n:  # the batches since the last log
-                logs["accuracy"] = round(self.accuracy_sum / self.accuracy_n, 4)
+            if "loss" in logs:  # the batches since the last log, of every process
+                logs.update(
+                    mean_across_processes(self, {"accuracy": self.accuracy_sum}, self.accuracy_n)
+                )
                 self.accuracy_sum, self.accuracy_n = 0.0, 0
             super().log(logs, *args, **kwargs)
 

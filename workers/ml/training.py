@@ -176,6 +176,38 @@ class ReportCallback(TrainerCallback):
         self._progress(state, force=True)
 
 
+def save_weights(model: Any, tokenizer: Any, folder: Path) -> None:
+    """``save_pretrained`` of the weights and the tokenizer into ``folder`` (emptied first):
+    the part of a saved model that needs it in memory (a trainer process writes it). A LoRA
+    model is saved merged, its adapter in ``adapter/`` (``lora.save_merged``; the model is
+    merged in place)."""
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    if is_lora(model):
+        model = save_merged(model, folder)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+
+
+def finish_saved(
+    weights: Path, folder: Path, *, kind: str, parent: int | str | None, meta: Mapping[str, Any]
+) -> Path:
+    """Write ``rlhf.json`` (design §5: ``kind``, ``parent`` and ``meta``) into the folder
+    ``save_weights`` filled, then rename it to ``folder``: a folder under the final name is
+    whole."""
+    meta = {"kind": kind, "parent": parent, **meta}
+    (weights / "rlhf.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    if folder.exists():
+        shutil.rmtree(folder)
+    weights.rename(folder)
+    return folder
+
+
+def weights_folder(folder: Path) -> Path:
+    """Where a model bound for ``folder`` is written before it is whole."""
+    return folder.with_name(folder.name + TMP_SUFFIX)
+
+
 def save_model(
     model: Any,
     tokenizer: Any,
@@ -185,29 +217,48 @@ def save_model(
     parent: int | str | None,
     extra: Mapping[str, Any] | None = None,
 ) -> Path:
-    """``save_pretrained`` (weights + tokenizer) and ``rlhf.json`` (design §5) into ``folder``,
-    through a temporary sibling renamed at the end: a folder under the final name is whole.
-    A LoRA model is saved merged, its adapter in ``adapter/`` (``lora.save_merged``; the
-    model is merged in place)."""
-    tmp = folder.with_name(folder.name + TMP_SUFFIX)
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    if is_lora(model):
-        model = save_merged(model, tmp)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    meta = {
-        "kind": kind,
-        "parent": parent,
-        "template": template_for(tokenizer),
-        "dialogue": dialogue_layout(tokenizer),
-        **(extra or {}),
-    }
-    (tmp / "rlhf.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-    if folder.exists():
-        shutil.rmtree(folder)
-    tmp.rename(folder)
-    return folder
+    """A whole saved model in ``folder`` (weights, tokenizer, ``rlhf.json``), through a
+    temporary sibling renamed at the end (``save_weights`` then ``finish_saved``)."""
+    tmp = weights_folder(folder)
+    save_weights(model, tokenizer, tmp)
+    meta = {"template": template_for(tokenizer), "dialogue": dialogue_layout(tokenizer)}
+    return finish_saved(tmp, folder, kind=kind, parent=parent, meta={**meta, **(extra or {})})
+
+
+def forward_through(model: Any, score: Callable[[Any], torch.Tensor]) -> torch.Tensor:
+    """``score(module)`` run as the forward of ``model``, the model a Trainer hands to
+    ``compute_loss``: with several processes that is a wrapper (DistributedDataParallel, a
+    DeepSpeed engine) whose forward arms the gradient sync, so a loss that reads the model's
+    parts (the RM's body and score head) must still go through it. The module's forward is
+    swapped for ``score`` for the one call, and put back before ``score`` runs."""
+    inner = getattr(model, "module", None)
+    if not isinstance(inner, torch.nn.Module):
+        return score(model)
+
+    def once(*args: Any, **kwargs: Any) -> torch.Tensor:
+        inner.__dict__.pop("forward", None)  # the class's forward again, for score's own calls
+        return score(inner)
+
+    inner.forward = once
+    try:
+        return model()
+    finally:
+        inner.__dict__.pop("forward", None)
+
+
+def mean_across_processes(trainer: Any, sums: Mapping[str, float], count: int) -> dict[str, float]:
+    """Per-batch figures summed since the last log, as their mean over the batches of every
+    process (each process trains on its own share of a step). Every process calls it at each
+    log, as the Trainer logs on all of them."""
+    names = sorted(sums)
+    totals = torch.tensor(
+        [*(float(sums[name]) for name in names), float(count)], dtype=torch.float64,
+        device=trainer.args.device,
+    )  # fmt: skip
+    if trainer.accelerator.num_processes > 1:
+        totals = trainer.accelerator.reduce(totals, reduction="sum")
+    n = float(totals[-1])
+    return {name: round(float(totals[i]) / n, 4) for i, name in enumerate(names)} if n else {}
 
 
 def disable_dropout(model: Any) -> None:
@@ -274,12 +325,22 @@ def run_trainer(
 
     base: type = trainer_class or Trainer
 
+    sampler = EpochSampler(
+        lengths, config.batch_size, seed=config.seed, group_by_length=config.group_by_length
+    )
+
     class GroupedTrainer(base):
         def _get_train_sampler(self, train_dataset: Any = None) -> Any:
-            return EpochSampler(
-                lengths, config.batch_size, seed=config.seed,
-                group_by_length=config.group_by_length,
-            )  # fmt: skip
+            return sampler
+
+    class SamplerEpoch(TrainerCallback):
+        """Tell the sampler its epoch as each begins: with several processes, a run resumed
+        mid-epoch iterates a dataloader (accelerate's ``skip_first_batches`` over its
+        ``BatchSamplerShard``) whose ``set_epoch`` does not reach the sampler, which would
+        then draw epoch 0's order. ``state.epoch`` is then the resumed epoch's fraction."""
+
+        def on_epoch_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            sampler.set_epoch(math.floor((state.epoch or 0) + 1e-6))
 
     class EpochEval(TrainerCallback):
         def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
@@ -293,7 +354,7 @@ def run_trainer(
     steps = math.ceil(math.ceil(len(train) / config.batch_size) * config.epochs)
     trainer = GroupedTrainer(
         model=model, args=training_arguments(out_dir, config, steps=steps),
-        train_dataset=list(train), data_collator=collator, callbacks=[*callbacks, EpochEval()],
+        train_dataset=list(train), data_collator=collator, callbacks=[*callbacks, SamplerEpoch(), EpochEval()],
     )  # fmt: skip
     trainer.remove_callback(PrinterCallback)  # progress goes to the job, not stdout
     start = time.perf_counter()
