@@ -6,7 +6,9 @@ Locally the broker is the embedded filesystem one; CI adds Redis and RabbitMQ th
 
 from __future__ import annotations
 
+import itertools
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -17,13 +19,13 @@ from typing import Any
 
 import pytest
 from amqp.exceptions import ChannelError
-from sqlalchemy import Engine, delete
+from sqlalchemy import Engine, delete, select
 from sqlalchemy.orm import Session
 
 from app.config import Settings
 from app.demo.content import DEMO_DIALOGUES, DEMO_PROMPTS
 from app.jobs import kinds
-from app.jobs.models import Job, JobStatus
+from app.jobs.models import Job, JobStatus, JobStep
 from app.jobs.service import commit_and_enqueue, create_job
 from tests.conftest import make_settings
 from tests.processes import CLI, CWD, rlhf, rlhf_env, serve_with_worker
@@ -140,17 +142,11 @@ def test_the_whole_loop_on_the_demo_sft_rm_ppo_promote_generate(tmp_path: Path) 
     assert "demo policy: demo-tiny-gpt2" in demo.stdout
     before = json.loads(rlhf(env, "projects", "show", "1", "--json").stdout)["counts"]
     assert before["rankable_prompts"] < before["prompts"]
+    # two trainer processes (gloo on the CPU) for SFT, RM and DPO, 2 prompts each a step
     common = [
-        "--epochs",
-        "2",
-        "--batch-size",
-        "4",
-        "--save-steps",
-        "2",
-        "--max-length",
-        "1024",
-        "--wait",
-    ]
+        "--epochs", "2", "--batch-size", "2", "--processes", "2", "--save-steps", "2",
+        "--max-length", "1024", "--wait",
+    ]  # fmt: skip
     with serve_with_worker(env):
         sft = rlhf(env, "train", "sft", "1", "--base", "demo-tiny-gpt2", "--name", "demo-sft",
                    *common)  # fmt: skip
@@ -198,6 +194,9 @@ def test_the_whole_loop_on_the_demo_sft_rm_ppo_promote_generate(tmp_path: Path) 
     dpo_policy = models["demo-dpo"]
     assert dpo_policy["kind"] == "policy" and dpo_policy["parent_id"] == models["demo-sft"]["id"]
     assert dpo_policy["metrics"]["k"] == 4
+    assert [models[n]["metrics"]["world_size"] for n in ("demo-sft", "demo-rm", "demo-dpo")] == [
+        2, 2, 2
+    ]  # fmt: skip
     shown = json.loads(rlhf(env, "projects", "show", "1", "--json").stdout)
     assert shown["current_policy_id"] == policy["id"]
     script = (
@@ -229,6 +228,94 @@ def test_the_whole_loop_on_the_demo_sft_rm_ppo_promote_generate(tmp_path: Path) 
             ["train", "rm", "1", "--base", "demo-sft", "--long-answers", "cut"],
             "error: long_answers must be one of drop, truncate, not 'cut'",
         ),
+        (
+            ["train", "rm", "1", "--base", "demo-sft", "--processes", "0"],
+            "error: Invalid value for '--processes': Input should be greater than or equal to 1",
+        ),
+        (
+            ["train", "dpo", "1", "--policy", "demo-sft", "--accelerate-config", "nope.yaml"],
+            "error: no accelerate config 'nope.yaml' here (--accelerate-config)",
+        ),
+        (
+            ["train", "sft", "1", "--base", "demo-sft", "--queue", "gpu"],
+            "error: a train_sft job runs on the 'train' queue or a training machine's own "
+            "(train-NAME), not 'gpu'",
+        ),
     ):
         result = rlhf(env, *args)
         assert result.returncode == 2 and result.stderr.startswith(message), result.stderr
+
+
+def test_a_worker_killed_mid_training_leaves_no_trainer_behind_and_its_job_resumes(
+    tmp_path: Path,
+) -> None:
+    """SIGKILL to a worker whose job trains in 2 processes: the trainer processes leave by
+    themselves (they watch the worker), and the next worker resumes the job from its last
+    complete checkpoint with 2 processes again."""
+    from sqlalchemy import create_engine
+
+    from workers.ml.launch import rank_pids
+
+    env = rlhf_env(
+        f"sqlite:///{tmp_path / 'kill.db'}", tmp_path / "var", RLHF_DEMO_MODE="1",
+        RLHF_JOB_HEARTBEAT_SECONDS="1",  # stale after 3 s: the next worker takes the job over
+    )  # fmt: skip
+    assert rlhf(env, "db", "upgrade").returncode == 0
+    assert rlhf(env, "demo", "--feedback").returncode == 0
+    started = rlhf(env, "train", "rm", "1", "--base", "demo-tiny-gpt2", "--epochs", "20",
+                   "--batch-size", "2", "--processes", "2", "--save-steps", "4")  # fmt: skip
+    assert started.returncode == 0, started.stderr
+    job_id = int(started.stdout.split()[1])
+    launch_dir = tmp_path / "var" / "training" / f"job-{job_id}" / "launch"
+    engine = create_engine(f"sqlite:///{tmp_path / 'kill.db'}")
+
+    def worker() -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [*CLI, "worker", "--queues", "train", "--pool", "solo", "--loglevel", "warning"],
+            env=env, cwd=CWD, start_new_session=True,
+        )  # fmt: skip
+
+    first = worker()
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:  # its first logged step: past checkpoint 4
+            with Session(engine) as s:
+                if s.scalars(select(JobStep.step).where(JobStep.job_id == job_id)).first():
+                    break
+            time.sleep(0.2)
+        else:
+            raise AssertionError(f"job {job_id} logged no step in 180 s")
+        trainers = rank_pids(launch_dir)
+        assert len(trainers) == 2
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)  # the worker and nothing else: no clean-up runs
+        first.wait(timeout=30)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and any(_alive(pid) for pid in trainers):
+        time.sleep(0.2)
+    assert not any(_alive(pid) for pid in trainers), "a trainer process outlived its worker"
+
+    second = worker()
+    try:
+        done = _wait_for(engine, job_id, timeout=240)
+    finally:
+        second.send_signal(signal.SIGTERM)
+        second.wait(timeout=60)
+    assert done.status == JobStatus.succeeded, (done.error, done.log, done.error_detail)
+    assert "resuming from checkpoint-" in done.log and done.attempts == 2
+    assert done.metrics["world_size"] == 2
+    with Session(engine) as s:
+        steps = s.scalars(
+            select(JobStep.step).where(JobStep.job_id == job_id, JobStep.phase == "train")
+        ).all()
+    logged = sorted(steps)  # every 10th step (the run is long enough), each charted once
+    assert len(logged) > 3 and {b - a for a, b in itertools.pairwise(logged)} == {10}
+    engine.dispose()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

@@ -107,8 +107,8 @@ class JobContext:
 
     def check_cancel(self) -> None:
         """Raise ``JobCancelled`` when an admin asked to cancel (``JobSuperseded`` when this
-        run no longer owns the job); writes nothing."""
-        with session_scope(self.session_factory) as session:
+        run no longer owns the job); writes nothing, so on SQLite it takes no write lock."""
+        with session_scope(self.read_session_factory()) as session:
             cancel = self._own(session).cancel_requested
         if cancel:
             raise JobCancelled()

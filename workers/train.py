@@ -92,11 +92,12 @@ def snapshot(
     with session_scope(ctx.session_factory) as session:
         job = session.get_one(Job, ctx.job_id)
         export_id = job.artifacts.get(key)
-        if export_id is not None:
-            export = session.get(Export, export_id)
-            if export is not None and Path(export.directory, "manifest.json").is_file():
-                ctx.log(f"reusing the dataset snapshot of export {export.id}")
-                return export.id, Path(export.directory)
+        export = session.get(Export, export_id) if export_id is not None else None
+        reused = (export.id, Path(export.directory)) if export is not None else None
+    # logged outside that session: on SQLite a second write while it is open waits for it
+    if reused is not None and (reused[1] / "manifest.json").is_file():
+        ctx.log(f"reusing the dataset snapshot of export {reused[0]}")
+        return reused
     export_options = ExportOptions.from_dict(
         {"kind": kind, "format": "jsonl", "validation_ratio": validation_ratio, "seed": seed}
     )
@@ -283,13 +284,13 @@ def project_unless_registered(ctx: JobContext) -> Project | None:
     """The job's project (detached), or None when an earlier attempt of this job registered
     its model and was lost just after (the job is then done)."""
     with session_scope(ctx.session_factory) as session:
-        done = session.scalar(select(ModelVersion).where(ModelVersion.job_id == ctx.job_id))
-        if done is not None:
-            ctx.log(f"model {done.name!r} was already registered by this job")
-            return None
+        done = session.scalar(select(ModelVersion.name).where(ModelVersion.job_id == ctx.job_id))
         project = session.get_one(Project, ctx.project_id)
         session.expunge(project)
-        return project
+    if done is not None:  # logged after that session: on SQLite a second write would wait
+        ctx.log(f"model {done!r} was already registered by this job")
+        return None
+    return project
 
 
 def train_impl(ctx: JobContext) -> None:
