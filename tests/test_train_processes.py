@@ -334,3 +334,26 @@ def test_a_death_is_said_with_its_cause_and_last_lines(tmp_path: Path) -> None:
         "A training process stopped with exit status 2. Its last lines:\nTraceback ...\n"
         "ValueError: boom"
     )
+
+
+@pytest.mark.parametrize(
+    ("config", "what"),
+    [("distributed_type: FSDP\n", "FSDP"),
+     ("distributed_type: DEEPSPEED\ndeepspeed_config:\n  zero_stage: 3\n", "DeepSpeed ZeRO-3")],
+)  # fmt: skip
+def test_configs_that_shard_the_weights_are_refused_with_the_reason(
+    config: str, what: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "sharded.yaml"
+    path.write_text("compute_environment: LOCAL_MACHINE\nnum_processes: 2\n" + config)
+    with pytest.raises(launch.LaunchError) as caught:
+        launch.command(tmp_path, launch.Launch(config_file=str(path)))
+    assert f"shards the weights ({what}), which training jobs do not support yet" in str(
+        caught.value
+    )
+    assert caught.value.user_error
+    zero2 = tmp_path / "zero2.yaml"
+    zero2.write_text("distributed_type: DEEPSPEED\ndeepspeed_config:\n  zero_stage: 2\n")
+    cmd, processes = launch.command(tmp_path, launch.Launch(processes=4, config_file=str(zero2)))
+    assert processes == 4 and cmd[cmd.index("--num_processes") + 1] == "4"
+    assert cmd[cmd.index("--config_file") + 1] == str(zero2)

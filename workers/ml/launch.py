@@ -12,7 +12,8 @@ Without ``--accelerate-config`` the job writes the launch config itself (``accel
 in the launch folder): N processes on this machine, on the GPUs the worker sees, else on the
 CPU with the gloo backend; a user's default ``accelerate config`` is not read behind their
 back. With a config written by ``accelerate config`` (multi-GPU, DeepSpeed ZeRO, FSDP, several
-machines) that file is used as it is, ``--processes`` overriding its ``num_processes``.
+machines) that file is used as it is, ``--processes`` overriding its ``num_processes``;
+configs that shard the weights (ZeRO-3, FSDP) are refused for now (``check_sharding``).
 
 Nothing here knows about the database either.
 """
@@ -124,6 +125,24 @@ def read_config(path: str) -> dict[str, Any]:
     return config
 
 
+def check_sharding(config: dict[str, Any], path: str) -> None:
+    """Refuse what the trainers cannot yet finish: with ZeRO-3 or FSDP every process holds a
+    shard of each weight, and the epoch evaluations and the saved folder read the whole model
+    in the main process (DDP and ZeRO-1/2 keep whole weights in every process)."""
+    kind = str(config.get("distributed_type") or "").upper()
+    deepspeed = config.get("deepspeed_config") or {}
+    stage = int(deepspeed.get("zero_stage") or 0) if isinstance(deepspeed, dict) else 0
+    if kind == "FSDP" or (kind == "DEEPSPEED" and stage == 3):
+        what = "FSDP" if kind == "FSDP" else "DeepSpeed ZeRO-3"
+        raise LaunchError(
+            f"The accelerate config {path!r} shards the weights ({what}), which training "
+            "jobs do not support yet (their evaluations and the saved model read the whole "
+            "model in one process): use DeepSpeed ZeRO-2 (optionally offloading the optimizer "
+            "to the CPU), plain multi-GPU, or --lora-r to fit the model.",
+            user_error=True,
+        )
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -162,6 +181,7 @@ def command(folder: Path, launch: Launch) -> tuple[list[str], int]:
     processes it starts (on this machine)."""
     if launch.config_file is not None:
         config = read_config(launch.config_file)
+        check_sharding(config, launch.config_file)
         config_file = str(Path(launch.config_file).expanduser().resolve())
         processes = launch.processes or int(config.get("num_processes") or 1)
         machines = int(config.get("num_machines") or 1)
