@@ -21,6 +21,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.agreement.leaderboard import leaderboard_cache
 from app.agreement.service import report_cache
 from app.cli import alembic_config
 from app.config import Settings
@@ -104,8 +105,9 @@ def session_factory(engine: Engine) -> Iterator[sessionmaker[Session]]:
     outer.rollback()
     connection.close()
     # Rolled-back ids are handed out again (SQLite), so a cached report could match another
-    # test's data: each test starts with an empty agreement cache.
+    # test's data: each test starts with empty agreement and leaderboard caches.
     report_cache.clear()
+    leaderboard_cache.clear()
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""``GET /api/v1/projects/{id}/agreement``: the same JSON as ``rlhf agreement --json``."""
+"""``GET /api/v1/projects/{id}/agreement``: the same JSON as ``rlhf agreement --json``; and
+``GET /api/v1/projects/{id}/leaderboard``: the model leaderboard."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query
 
+from app.agreement.leaderboard import project_leaderboard
+from app.agreement.schemas import LeaderboardOut
 from app.agreement.service import AgreementFilters, FilterError, GoldFilter, project_agreement
 from app.api_errors import ADMIN_ONLY
 from app.deps import ApiAdmin, DbSession
@@ -48,3 +51,11 @@ def api_agreement(
     except FilterError as exc:
         raise HTTPException(status_code=422, detail=str(exc)) from exc
     return project_agreement(session=session, project=project, filters=filters).as_dict()
+
+
+@router.get("/{project_id}/leaderboard", response_model=LeaderboardOut)
+def api_leaderboard(project_id: int, session: DbSession, user: ApiAdmin) -> dict[str, Any]:
+    """Bradley-Terry ratings of each answer origin from people's rankings, best first (design
+    §14): each ranking counts once, intervals from a bootstrap over prompts."""
+    project = get_project(session=session, ref=project_id)
+    return project_leaderboard(session=session, project=project).as_dict()

@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse, Response
 
+from app.agreement.leaderboard import MEAN_RATING, project_leaderboard
 from app.audit.service import record
 from app.auth.models import User
 from app.auth.service import get_user_by_email
@@ -35,6 +36,7 @@ from app.projects.service import (
     settings_changes,
     update_project,
 )
+from app.web.charts import interval_chart
 from app.web.templating import render
 
 router = APIRouter(prefix="/admin/projects", tags=["projects"])
@@ -132,12 +134,18 @@ def _detail_page(
 ) -> Response:  # fmt: skip
     counts = project_counts(session=session, projects=[project])[project.id]
     members = project_members(session=session, project=project)
+    leaderboard = project_leaderboard(session=session, project=project)
+    chart = interval_chart(
+        [(s.name, s.rating, *s.ci) for s in leaderboard.models],
+        reference=MEAN_RATING,
+    )
     return render(
         request,
         "projects/detail.html",
         {
             "project": project, "counts": counts, "saved_note": saved_note,
             "members": members, "access_error": access_error,
+            "leaderboard": leaderboard, "leaderboard_chart": chart,
             "members_typed": members_typed if members_typed is not None
             else "\n".join(m.email for m in members),
         },

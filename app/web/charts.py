@@ -3,6 +3,7 @@ every point and bar carries its value as text, so nothing needs a hover to be re
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -229,3 +230,85 @@ def metric_chart(
         right=right, top=top, bottom=bottom, series=series, grid=grid,
         ticks=[(x_of(s), f"{s:,}") for s in tick_steps], summary=summary or "no values yet",
     )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class IntervalRow:
+    y: float  # the row's centre line
+    name: str
+    x: float  # the estimate
+    low_x: float | None  # the interval's ends (None: no interval)
+    high_x: float | None
+    value: str  # written at the right
+    detail: str  # for screen readers
+
+
+@dataclass(frozen=True)
+class IntervalChart:
+    width: int
+    height: int
+    label_width: int
+    right: int
+    rows: list[IntervalRow]
+    grid: list[tuple[float, str]]  # (x, label)
+    reference_x: float | None  # a dashed line across the rows (e.g. the mean)
+    axis_y: float
+
+
+def _step(span: float, most: int) -> float:
+    """A round grid step (1, 2 or 5 times a power of ten) that cuts ``span`` in ``most`` at
+    the most."""
+    raw = span / max(most, 1)
+    power = 10 ** math.floor(math.log10(raw)) if raw > 0 else 1.0
+    return next(power * f for f in (1, 2, 5, 10) if power * f >= raw)
+
+
+def interval_chart(
+    rows: Sequence[tuple[str, float, float | None, float | None]],
+    *,
+    width: int = 720,
+    reference: float | None = None,
+) -> IntervalChart:
+    """Estimates with their intervals, a row each: (name, value, low, high), on one shared
+    horizontal scale that holds every interval (and the reference line)."""
+    label_width, right, row_height, axis = 180, 150, 26, 24
+    inner = width - label_width - right
+    ends = [v for _, value, low, high in rows for v in (value, low, high) if v is not None]
+    if reference is not None:
+        ends.append(reference)
+    first, last = (min(ends), max(ends)) if ends else (0.0, 1.0)
+    if last - first < 1e-9:
+        first, last = first - 1, last + 1
+    step = _step(last - first, 5)
+    first, last = math.floor(first / step) * step, math.ceil(last / step) * step
+
+    def x_of(value: float) -> float:
+        return round(label_width + (value - first) / (last - first) * inner, 1)
+
+    out = []
+    for i, (name, value, low, high) in enumerate(rows):
+        has_interval = low is not None and high is not None
+        shown = f"{value:,.0f}" + (f" ({low:,.0f} to {high:,.0f})" if has_interval else "")
+        out.append(
+            IntervalRow(
+                y=i * row_height + row_height / 2,
+                name=name,
+                x=x_of(value),
+                low_x=x_of(low) if low is not None and has_interval else None,
+                high_x=x_of(high) if high is not None and has_interval else None,
+                value=shown,
+                detail=f"{name} {shown}",
+            )
+        )
+    ticks = [first + k * step for k in range(round((last - first) / step) + 1)]
+    height = len(rows) * row_height + axis
+    return IntervalChart(
+        width=width,
+        height=height,
+        label_width=label_width,
+        right=right,
+        rows=out,
+        grid=[(x_of(t), f"{t:,.0f}") for t in ticks],
+        reference_x=x_of(reference) if reference is not None else None,
+        axis_y=len(rows) * row_height,
+    )
