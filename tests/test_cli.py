@@ -76,7 +76,11 @@ BAD_INPUT = [
     (["projects", "show", "nope"], "error: no project 'nope'"),
     (["jobs", "show", "42"], "error: no job 42"),
     (["projects", "create", "Twice"], "error: a project named 'Twice' already exists"),
-    (["worker", "--queues", "gpu"], "error: unknown queue(s) gpu; known: default, train"),
+    (
+        ["worker", "--queues", "gpu"],
+        "error: unknown queue(s) gpu; known: default, train, or a training machine's own "
+        "train-NAME",
+    ),
     (
         ["projects", "create", "2024"],
         "error: a project name cannot be only digits (it would read as an id)",
