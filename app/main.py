@@ -38,6 +38,8 @@ from app.labeling import views as labeling_views
 from app.models_registry import views as models_views
 from app.projects import api as projects_api
 from app.projects import views as projects_views
+from app.review import api as review_api
+from app.review import views as review_views
 from app.users import views as users_views
 from app.web.limits import BodyCaps, BodyLimit
 from app.web.templating import is_htmx, render
@@ -240,6 +242,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     web.include_router(labeling_admin_views.router)
     web.include_router(models_views.router)
     web.include_router(projects_views.router)
+    web.include_router(review_views.router)
     web.include_router(users_views.router)
     app.include_router(web)
 
@@ -249,6 +252,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     api.include_router(agreement_api.router)
     api.include_router(jobs_api.router)
     api.include_router(labeling_api.router)
+    api.include_router(review_api.router)
     app.include_router(api)
 
     @app.get(DOCS_PATH, include_in_schema=False)

@@ -18,6 +18,7 @@ from app.labeling.models import (
 )
 from app.models_registry.models import ModelKind, ModelVersion
 from app.projects.models import Project, ProjectMember
+from app.review.models import Review, Verdict
 
 __all__ = [
     "ApiToken",
@@ -40,8 +41,10 @@ __all__ = [
     "ProjectMember",
     "Prompt",
     "PromptSource",
+    "Review",
     "Role",
     "TaskKind",
     "User",
     "UserSession",
+    "Verdict",
 ]

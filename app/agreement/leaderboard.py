@@ -264,9 +264,8 @@ def counted_rankings(*, session: Session, project: Project) -> RankTable:
     """The rankings the leaderboard counts: people's current rankings, as the agreement
     figures load them (latest revisions; "not rankable" out; imported preferences out, they
     are not people), without gold prompts (every labeler is served those, so they would
-    outweigh the rest, and their answers are often chosen to test labelers).
-
-    Reviews (design §13) plug in here: rejected rankings are to be left out of this table."""
+    outweigh the rest, and their answers are often chosen to test labelers), and without the
+    rankings an admin rejected (design §13: the loader leaves them out)."""
     table = load_rank_table(
         session=session, project=project, filters=AgreementFilters(gold="non-gold")
     )

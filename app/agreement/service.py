@@ -40,6 +40,7 @@ from app.labeling.models import (
     TaskKind,
 )
 from app.projects.models import Project
+from app.review.models import Review, not_rejected_comparison
 
 GoldFilter = Literal["all", "gold", "non-gold"]
 LIKERT_VALUES = np.arange(1, 8, dtype=np.float64)
@@ -182,6 +183,9 @@ def _comparison_filter(project: Project, filters: AgreementFilters) -> list[Colu
     where: list[ColumnElement[bool]] = [
         Comparison.prompt_id.in_(select(Prompt.id).where(Prompt.project_id == project.id)),
         Comparison.is_latest.is_(True),
+        # Rejected rankings are kept but count nowhere (design §13): not in the figures, the
+        # consensus exports use, or the leaderboard, which all load through here.
+        not_rejected_comparison(Comparison.id),
     ]
     where += within_days(Comparison.created_at, filters.since, filters.until)
     gold_prompts = select(GoldRanking.prompt_id)
@@ -950,7 +954,7 @@ def build_report(
 
 
 def data_version(*, session: Session) -> tuple[Any, ...]:
-    """Changes whenever a ranking, a skip or a gold ranking is added or changed: new
+    """Changes whenever a ranking, a skip, a gold ranking or a review is added or changed: new
     comparisons (and revisions) get new ids, skips add to the count of skipped tasks, and a
     gold ranking's time is set when it changes. Cheap: index lookups, no scan of rankings."""
     return tuple(
@@ -963,6 +967,8 @@ def data_version(*, session: Session) -> tuple[Any, ...]:
                 .scalar_subquery(),
                 select(func.max(GoldRanking.created_at)).scalar_subquery(),
                 select(func.count()).select_from(GoldRanking).scalar_subquery(),
+                # A review (or a re-review, which moves its time) changes what is counted.
+                select(func.max(Review.reviewed_at)).scalar_subquery(),
             )
         ).one()
     )
@@ -1072,25 +1078,34 @@ def _places(ranking: Sequence[Sequence[int]]) -> dict[int, int]:
 
 
 def side_by_side(
-    *, session: Session, project: Project, key: str, limit: int = 20
+    *,
+    session: Session,
+    project: Project,
+    key: str,
+    limit: int = 20,
+    only: Sequence[int] | None = None,
 ) -> list[PromptSideBySide]:
-    """The labeler's most recent rankings in the project, each beside the other labelers'
-    rankings of the same prompt, the gold ranking and the consensus of the others."""
+    """The labeler's most recent rankings in the project (``only``: those comparison ids),
+    each beside the other labelers' rankings of the same prompt (rejected ones left out), the
+    gold ranking and the consensus of the others."""
     whose = _whose(key)
-    theirs = session.scalars(
+    stmt = (
         select(Comparison)
         .join(Prompt, Prompt.id == Comparison.prompt_id)
         .where(Prompt.project_id == project.id, Comparison.is_latest.is_(True), whose)
         .where(Comparison.not_rankable.is_(False))
-        .order_by(Comparison.created_at.desc(), Comparison.id.desc())
-        .limit(limit)
+    )
+    if only is not None:
+        stmt = stmt.where(Comparison.id.in_(only))
+    theirs = session.scalars(
+        stmt.order_by(Comparison.created_at.desc(), Comparison.id.desc()).limit(limit)
     ).all()
     prompt_ids = [c.prompt_id for c in theirs]
     others: dict[int, list[Comparison]] = {}
     for c in session.scalars(
         select(Comparison)
         .where(Comparison.prompt_id.in_(prompt_ids), Comparison.is_latest.is_(True))
-        .where(Comparison.not_rankable.is_(False))
+        .where(Comparison.not_rankable.is_(False), not_rejected_comparison(Comparison.id))
         .order_by(Comparison.created_at)
     ):
         if labeler_key(c.labeler_id, c.labeler_external) != key:

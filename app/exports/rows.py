@@ -30,6 +30,7 @@ from app.exports.writers import EncodedRow, json_value
 from app.labeling.models import Comparison, Completion, Demonstration, GoldRanking, Prompt
 from app.labeling.ranking import ordered_pairs
 from app.projects.models import Project
+from app.review.models import not_rejected_comparison, not_rejected_demonstration
 
 BATCH_PROMPTS = 2000
 TRAIN, VALIDATION = "train", "validation"
@@ -172,6 +173,7 @@ def _ranked_prompts(
             Prompt.project_id == project.id,
             Comparison.is_latest.is_(True),
             Comparison.not_rankable.is_(False),
+            not_rejected_comparison(Comparison.id),  # kept, but never exported (design §13)
         )
         .order_by(Comparison.prompt_id, Comparison.id)
     )
@@ -336,7 +338,7 @@ def sft_rows(
             Demonstration.author_external,
         )
         .join(Demonstration, Demonstration.prompt_id == Prompt.id)
-        .where(Prompt.project_id == project.id)
+        .where(Prompt.project_id == project.id, not_rejected_demonstration(Demonstration.id))
         .order_by(Prompt.id, Demonstration.id)
     )
     stmt = _prompt_filter(stmt, options, shape)

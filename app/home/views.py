@@ -14,6 +14,7 @@ from app.jobs.service import list_jobs
 from app.labeling.models import Comparison, Demonstration, TaskKind
 from app.labeling.queue import count_available
 from app.projects.service import labeler_project, list_projects, project_counts
+from app.review.service import rejected_work
 from app.web.templating import render
 
 router = APIRouter(tags=["pages"])
@@ -60,6 +61,7 @@ def labeler_home(request: Request, session: DbSession, user: CurrentUser) -> Res
             "queues": queues,
             "done_today": done_today,
             "done_total": done_total,
+            "rejected": rejected_work(session=session, user=user),
         },
     )
 
