@@ -14,8 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
+from app.auth.models import User
 from app.demo.content import DEMO_PROMPTS
+from app.exports.options import ExportOptions
+from app.exports.rows import pairwise_rows
+from app.labeling.models import Completion, Demonstration
+from app.projects.models import Project
 from tests.browser import (
     BROWSER_MARKS,
     labeler,
@@ -23,6 +29,7 @@ from tests.browser import (
     log_out,
     prompt_text,
     ranking_project,
+    server_session,
     shot,
 )
 from tests.processes import Server
@@ -370,3 +377,53 @@ def test_on_a_phone_the_answers_get_the_screen(phone, demo_server: Server, newco
     assert sum(covered) <= 110, covered
     assert not phone.locator("[data-drag-hint]").is_visible()  # no dragging on a phone
     shot(phone, "labeling-rank-phone-scrolled", full_page=False)
+
+
+def test_a_rewrite_of_the_best_answer_goes_with_the_ranking(
+    page, demo_server: Server, newcomer
+) -> None:  # type: ignore[no-untyped-def]
+    """The "Improve this answer" editor opens on the answer ranked first, follows a new best while left
+    untouched, and the edited text is stored as the labeler's demonstration and exported as
+    one more pair, preferred over the original (design §13)."""
+    project, email, _ = newcomer
+    open_rank_page(page, demo_server, newcomer)
+    answers = page.locator(".answer").all()
+    ids = [int(a.get_attribute("data-completion")) for a in answers]
+    for place, answer in enumerate(answers, start=1):
+        answer.locator(f".rank-choice:has-text('{place}')").click()
+    with server_session(demo_server) as session:
+        texts = {c.id: c.text for c in session.scalars(select(Completion).where(Completion.id.in_(ids)))}  # fmt: skip
+
+    page.get_by_text("Improve this answer").click()
+    editor = page.get_by_label("Your better version of the answer ranked first")
+    editor.wait_for()
+    page.wait_for_function("() => document.querySelector('#rewrite-text').value !== ''")
+    assert editor.input_value() == texts[ids[0]]
+    assert "(answer A)" in page.inner_text(".rewrite")
+    # B ranked first instead: the untouched copy follows it.
+    answers[1].locator(".rank-choice:has-text('1')").click()
+    answers[0].locator(".rank-choice:has-text('2')").click()
+    assert editor.input_value() == texts[ids[1]] and "(answer B)" in page.inner_text(".rewrite")
+    shot(page, "labeling-rewrite", full_page=False)
+    better = "Lower the egg into boiling water for <b>six</b> minutes, then cool it in cold water."
+    editor.fill(better)
+    page.keyboard.press("Control+Enter")
+    page.wait_for_selector(".toast:has-text('Ranking saved.')")
+
+    with server_session(demo_server) as session:
+        user = session.scalars(select(User).where(User.email == email)).one()
+        (rewrite,) = session.scalars(
+            select(Demonstration).where(Demonstration.author_id == user.id)
+        ).all()
+        assert (rewrite.text, rewrite.rewrite_of_id) == (better, ids[1])
+        row = session.get_one(Project, project)
+        options = ExportOptions.from_dict({"kind": "pairwise", "validation_ratio": 0})
+        rows = [r for _, r in pairwise_rows(session, row, options) if r["labeler"] == f"user:{user.id}"]  # fmt: skip
+    assert [(r["chosen"], r["rejected"]) for r in rows if r["source"] == "rewrite"] == [
+        (better, texts[ids[1]])
+    ]
+    assert len(rows) == 7  # the ranking's 6 pairs and the rewrite's
+
+    # The next task's editor is closed and empty: a ranking alone is sent as before.
+    assert not page.locator(".rewrite").evaluate("el => el.open")
+    assert page.locator("textarea[name=rewrite_text]").input_value() == ""

@@ -99,6 +99,7 @@ def test_pairwise_auto_with_a_dialogue_is_trls_conversational_preference_format(
         "rejected": _assistant(f"Answer 1 to {STRING}"),
         "prompt_id": string.id, "chosen_id": a, "rejected_id": b, "labeler": f"user:{ann.id}",
         "margin": 1, "agreement": None, "comparison_id": rows[0]["comparison_id"],
+        "source": "ranking",
     }  # fmt: skip
     turns = [r for r in rows if r["prompt_id"] == dialogue.id]
     assert len(turns) == 6 and all(r["prompt"] == TURNS for r in turns)

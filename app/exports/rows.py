@@ -103,6 +103,19 @@ def prompt_agreement(rankings: Sequence[Sequence[Sequence[int]]]) -> float | Non
     return agreed / counted if counted else None
 
 
+#: Where a pairwise row comes from (design §13): a ranking made here, a rewrite (preferred
+#: over the answer it rewrites) or an imported preference (an external labeler's).
+SOURCE_RANKING, SOURCE_REWRITE, SOURCE_IMPORT = "ranking", "rewrite", "import"
+
+
+@dataclass(frozen=True)
+class RewriteOf:
+    """A labeler's rewrite of an answer they ranked first, sent with their ranking."""
+
+    completion_id: int
+    text: str
+
+
 @dataclass
 class Ranked:
     comparison_id: int
@@ -111,6 +124,9 @@ class Ranked:
     ranking: list[list[int]]
     is_surplus: bool
     created_at: datetime
+    source: str = SOURCE_RANKING
+    assignment_id: int | None = None
+    rewrite: RewriteOf | None = None
 
 
 @dataclass
@@ -167,6 +183,7 @@ def _ranked_prompts(
             Comparison.ranking,
             Comparison.is_surplus,
             Comparison.created_at,
+            Comparison.assignment_id,
         )
         .join(Prompt, Prompt.id == Comparison.prompt_id)
         .where(
@@ -200,13 +217,24 @@ def _ranked_prompts(
             )
         ):
             prompts[pid].answers[cid] = text
+        rewrites = {
+            assignment_id: RewriteOf(completion_id=original, text=text)
+            for assignment_id, original, text in session.execute(
+                select(Demonstration.assignment_id, Demonstration.rewrite_of_id, Demonstration.text)
+                .where(Demonstration.prompt_id.in_(ids), Demonstration.rewrite_of_id.is_not(None),
+                       not_rejected_demonstration(Demonstration.id))  # a rejected rewrite too
+            )
+            if original is not None  # for the type checker: the query asks for it
+        }  # fmt: skip
         for pid in ids:
             prompts[pid].rankings = pending[pid]
+            for ranked in pending[pid]:
+                ranked.rewrite = rewrites.get(ranked.assignment_id)
             yield prompts[pid]
         pending.clear()
 
     result = session.execute(stmt.execution_options(yield_per=BATCH_PROMPTS * 4))
-    for pid, cid, labeler_id, external, displayed, ranking, surplus, created in result:
+    for pid, cid, labeler_id, external, displayed, ranking, surplus, created, aid in result:
         if pid not in pending and len(pending) >= BATCH_PROMPTS:
             yield from flush()
         pending.setdefault(pid, []).append(
@@ -217,6 +245,8 @@ def _ranked_prompts(
                 ranking=[list(g) for g in ranking],
                 is_surplus=surplus,
                 created_at=created,
+                source=SOURCE_RANKING if labeler_id is not None else SOURCE_IMPORT,
+                assignment_id=aid,
             )
         )
     if pending:
@@ -250,7 +280,9 @@ def pairwise_rows(
     session: Session, project: Project, options: ExportOptions, shape: RowShape = STANDARD
 ) -> Rows:
     """One row per (ranking, ordered pair of answers in different groups): ties give none.
-    ``agreement`` is the prompt's pairwise agreement over all its current rankings."""
+    Then one row per rewrite sent with an exported ranking: the rewrite (``chosen_id`` null)
+    preferred over the answer it rewrites. ``agreement`` is the prompt's pairwise agreement
+    over all its current rankings; ``source`` says where the pair comes from."""
     for prompt in _ranked_prompts(session, project, options, shape):
         agreement = prompt_agreement([r.ranking for r in prompt.rankings])
         if options.min_agreement is not None and (
@@ -258,38 +290,69 @@ def pairwise_rows(
         ):
             continue
         # The texts are JSON-encoded once per prompt, not once per pair (see EncodedRow).
-        text = json_value(prompt.prompt)
-        answers = {
+        pair = _PairMaker(prompt, agreement, shape)
+        for ranked in _rankings_to_export(prompt, options):
+            for winner, loser, margin in ordered_pairs(ranked.ranking):
+                yield prompt.split, pair(ranked, winner, loser, margin)
+        # A consensus export keeps its rankings' rewrites: each is a pair of its own.
+        for ranked in prompt.rankings:
+            if ranked.rewrite is not None and _wanted(ranked, options):
+                yield prompt.split, pair(ranked, None, ranked.rewrite.completion_id, 1)
+
+
+class _PairMaker:
+    """A prompt's pairwise rows, its texts JSON-encoded once (a prompt and its answers
+    repeat over many pairs)."""
+
+    def __init__(self, prompt: PromptData, agreement: float | None, shape: RowShape) -> None:
+        self.prompt = prompt
+        self.agreement = agreement
+        self.conversational = shape.conversational
+        self.text = json_value(prompt.prompt)
+        self.answers = {
             a: answer_value(t, conversational=shape.conversational)
             for a, t in prompt.answers.items()
         }
-        answer_json = {a: json_value(value) for a, value in answers.items()}
-        shown_agreement = "null" if agreement is None else repr(agreement)
-        for ranked in _rankings_to_export(prompt, options):
-            labeler = json_value(ranked.labeler)
-            comparison_id = ranked.comparison_id or None
-            shown_id = "null" if comparison_id is None else str(comparison_id)
-            for winner, loser, margin in ordered_pairs(ranked.ranking):
-                row = EncodedRow(
-                    prompt=prompt.prompt,
-                    chosen=answers[winner],
-                    rejected=answers[loser],
-                    prompt_id=prompt.id,
-                    chosen_id=winner,
-                    rejected_id=loser,
-                    labeler=ranked.labeler,
-                    margin=margin,
-                    agreement=agreement,
-                    comparison_id=comparison_id,
-                )
-                row.line = (
-                    f'{{"prompt":{text},"chosen":{answer_json[winner]},'
-                    f'"rejected":{answer_json[loser]},"prompt_id":{prompt.id},'
-                    f'"chosen_id":{winner},"rejected_id":{loser},"labeler":{labeler},'
-                    f'"margin":{margin},"agreement":{shown_agreement},'
-                    f'"comparison_id":{shown_id}}}\n'
-                )
-                yield prompt.split, row
+        self.answer_json = {a: json_value(value) for a, value in self.answers.items()}
+        self.shown_agreement = "null" if agreement is None else repr(agreement)
+        self.labeler_json: dict[str, str] = {}
+
+    def __call__(self, ranked: Ranked, winner: int | None, loser: int, margin: int) -> EncodedRow:
+        """``winner`` None: the ranking's rewrite is the chosen answer."""
+        if winner is None:
+            assert ranked.rewrite is not None
+            chosen = answer_value(ranked.rewrite.text, conversational=self.conversational)
+            chosen_json, source = json_value(chosen), SOURCE_REWRITE
+        else:
+            chosen, chosen_json = self.answers[winner], self.answer_json[winner]
+            source = ranked.source
+        comparison_id = ranked.comparison_id or None
+        labeler = self.labeler_json.get(ranked.labeler)
+        if labeler is None:
+            labeler = self.labeler_json[ranked.labeler] = json_value(ranked.labeler)
+        row = EncodedRow(
+            prompt=self.prompt.prompt,
+            chosen=chosen,
+            rejected=self.answers[loser],
+            prompt_id=self.prompt.id,
+            chosen_id=winner,
+            rejected_id=loser,
+            labeler=ranked.labeler,
+            margin=margin,
+            agreement=self.agreement,
+            comparison_id=comparison_id,
+            source=source,
+        )
+        row.line = (
+            f'{{"prompt":{self.text},"chosen":{chosen_json},'
+            f'"rejected":{self.answer_json[loser]},"prompt_id":{self.prompt.id},'
+            f'"chosen_id":{"null" if winner is None else winner},"rejected_id":{loser},'
+            f'"labeler":{labeler},"margin":{margin},'
+            f'"agreement":{self.shown_agreement},'
+            f'"comparison_id":{"null" if comparison_id is None else comparison_id},'
+            f'"source":"{source}"}}\n'
+        )
+        return row
 
 
 def kwise_rows(

@@ -265,6 +265,14 @@ def dataset_card(manifest: dict[str, Any]) -> str:
     else:
         lines.append(f"**Standard**: {standard}.")
     lines += ["", f"Why: {row_format['why']}."]
+    if manifest["kind"] == "pairwise":
+        lines += [
+            "",
+            "Each row's `source` says where its pair comes from: `ranking` (a labeler's "
+            "ranking here), `rewrite` (a labeler's rewrite of the answer they ranked best, "
+            "preferred over that answer; its `chosen_id` is null) or `import` (an imported "
+            "preference).",
+        ]
     lines += ["", "## Options", "", *chosen, "", "## Loading", "", "```python"]
     lines += [
         "from datasets import load_dataset, load_from_disk",

@@ -55,7 +55,7 @@ def arrow_schema(kind: str, *, conversational: bool) -> Any:
         "pairwise": [
             ("prompt", prompt), ("chosen", answer), ("rejected", answer), ("prompt_id", whole),
             ("chosen_id", whole), ("rejected_id", whole), ("labeler", text), ("margin", whole),
-            ("agreement", pa.float64()), ("comparison_id", whole),
+            ("agreement", pa.float64()), ("comparison_id", whole), ("source", text),
         ],
         "kwise": [
             ("prompt", prompt), ("completions", pa.list_(text)), ("completion_ids", pa.list_(whole)),

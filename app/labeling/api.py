@@ -26,6 +26,7 @@ from app.labeling.schemas import (
     TaskOut,
 )
 from app.labeling.service import (
+    Rewrite,
     SubmissionError,
     TaskConflict,
     skip_task,
@@ -121,8 +122,13 @@ def api_submit(task_id: int, body: SubmitIn, session: DbSession, user: ApiUser) 
                 flags=body.flags,
                 not_rankable=body.not_rankable,
                 seconds_spent=body.seconds_spent,
+                rewrite=Rewrite(completion_id=body.rewrite.completion_id, text=body.rewrite.text)
+                if body.rewrite
+                else None,
             )
         else:
+            if body.rewrite is not None:
+                raise SubmissionError("A rewrite comes with a ranking, not a demonstration.")
             if body.text is None:
                 raise SubmissionError("A demonstration task needs a `text`.")
             result = submit_demonstration(

@@ -109,11 +109,17 @@ class Demonstration(Base):
         ForeignKey("users.id", ondelete="SET NULL"), index=True
     )
     author_external: Mapped[str | None] = mapped_column(String(200))
-    # The lease it answers; unique so a double submit stores one demonstration.
+    # The lease it answers (a demonstration task, or the rank task a rewrite came with);
+    # unique so a double submit stores one demonstration.
     assignment_id: Mapped[int | None] = mapped_column(
         ForeignKey("assignments.id", ondelete="SET NULL"), unique=True
     )
     text: Mapped[str] = mapped_column(Text)
+    # A rewrite (design §13): the answer it improves, ranked in the task ``assignment_id``
+    # points at (a rank task); exported as a pair too, this text preferred over that answer.
+    rewrite_of_id: Mapped[int | None] = mapped_column(
+        ForeignKey("completions.id", ondelete="SET NULL", use_alter=True)
+    )
     seconds_spent: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 

@@ -48,14 +48,26 @@ class TaskOut(BaseModel):
     draft: str | None = None
 
 
+class RewriteIn(BaseModel):
+    """A better version of the answer ranked best, written by the labeler (design §13)."""
+
+    completion_id: int = Field(description="The answer it rewrites: one ranked first")
+    text: str = Field(
+        description="The rewritten answer: trimmed, not empty, at most 100,000 characters, "
+        "and not the same as the answer it rewrites"
+    )
+
+
 class SubmitIn(BaseModel):
     """A ranking (groups of completion ids, best first; 2+ ids in a group tie) or, for a
-    demonstration task, its text."""
+    demonstration task, its text. A ranking may come with a `rewrite` of the answer ranked
+    best: it is stored as the labeler's demonstration of the prompt."""
 
     ranking: list[list[int]] | None = None
     ratings: dict[int, int] | None = None
     flags: dict[int, list[str]] | None = None
     not_rankable: bool = False
+    rewrite: RewriteIn | None = None
     text: str | None = None
     seconds_spent: float | None = Field(default=None, ge=0)
 

@@ -65,6 +65,14 @@ def _clean_text(text: str, *, what: str, limit: int = MAX_TEXT_CHARS) -> str:
 
 
 @dataclass(frozen=True)
+class Rewrite:
+    """A labeler's better version of the answer they ranked best (design §13)."""
+
+    completion_id: int
+    text: str
+
+
+@dataclass(frozen=True)
 class Submitted:
     id: int
     created: bool  # False when the same payload was handed in before
@@ -117,7 +125,10 @@ def submit_ranking(
     flags: dict[int, list[str]] | None = None,
     not_rankable: bool = False,
     seconds_spent: float | None = None,
+    rewrite: Rewrite | None = None,
 ) -> Submitted:
+    """A ranking, with the labeler's rewrite of the answer they ranked best if they wrote one:
+    stored as their demonstration of the prompt, tied to this task and to that answer."""
     assignment = get_assignment(session=session, assignment_id=assignment_id, labeler=labeler)
     if assignment.kind != TaskKind.rank:
         raise SubmissionError("This task asks for a demonstration, not a ranking.")
@@ -130,6 +141,7 @@ def submit_ranking(
         raise SubmissionError(str(exc)) from exc
     clean_ratings = _ratings(ratings, displayed, project.label_schema)
     clean_flags = _flags(flags, displayed, project.label_schema)
+    clean_rewrite = _rewrite(session, rewrite, groups) if rewrite is not None else None
 
     # Only a submitted task can have one (the submit sets both in one transaction).
     existing = (
@@ -138,17 +150,33 @@ def submit_ranking(
         else None
     )
     if existing is not None:
+        stored = session.scalar(
+            select(Demonstration).where(Demonstration.assignment_id == assignment.id)
+        )
+        stored_rewrite = (
+            Rewrite(completion_id=stored.rewrite_of_id or 0, text=stored.text) if stored else None
+        )
         same = (
             existing.ranking == groups
             and existing.ratings == clean_ratings
             and existing.flags == clean_flags
             and existing.not_rankable == not_rankable
+            and stored_rewrite == clean_rewrite
         )
         if not same:
             raise TaskConflict("This task was already submitted with a different ranking.")
         return Submitted(id=existing.id, created=False)
     if assignment.state == AssignmentState.skipped:
         raise TaskConflict("You skipped this task; it cannot be submitted any more.")
+    if clean_rewrite is not None and session.scalar(
+        select(Demonstration.id).where(
+            Demonstration.prompt_id == prompt.id, Demonstration.author_id == labeler.id
+        )
+    ):
+        raise SubmissionError(
+            "You already wrote a demonstration of this prompt, so it takes no rewrite from "
+            "you; submit the ranking without it."
+        )
 
     # The prompt's row lock orders concurrent submits (and leases) of this prompt, so the
     # count that decides "surplus" is exact.
@@ -168,12 +196,49 @@ def submit_ranking(
         seconds_spent=_seconds(seconds_spent),
     )
     session.add(comparison)
+    if clean_rewrite is not None:
+        session.add(
+            Demonstration(
+                prompt_id=prompt.id,
+                author_id=labeler.id,
+                assignment_id=assignment.id,
+                text=clean_rewrite.text,
+                rewrite_of_id=clean_rewrite.completion_id,
+            )
+        )
     assignment.state = AssignmentState.submitted
     assignment.finished_at = utcnow()
     if not assignment.is_gold and not surplus:
         prompt.rank_full = counted + 1 >= project.overlap
     session.flush()
     return Submitted(id=comparison.id, created=True)
+
+
+def _rewrite(session: Session, rewrite: Rewrite, groups: list[list[int]]) -> Rewrite:
+    """The rewrite, trimmed, if it improves an answer ranked best (first, or tied first) in
+    this ranking and says something else."""
+    if not groups:
+        raise SubmissionError(
+            "A rewrite improves the answer you ranked best: rank the answers to send one."
+        )
+    if rewrite.completion_id not in groups[0]:
+        shown = {a for group in groups for a in group}
+        if rewrite.completion_id not in shown:
+            raise SubmissionError(
+                f"Answer {rewrite.completion_id} is not one of this task's answers; a rewrite "
+                "improves the answer you ranked best."
+            )
+        raise SubmissionError(
+            f"A rewrite improves the answer you ranked best; answer {rewrite.completion_id} "
+            "is not ranked first."
+        )
+    text = _clean_text(rewrite.text.strip(), what="rewrite")
+    original = session.get_one(Completion, rewrite.completion_id)
+    if text == original.text.strip():
+        raise SubmissionError(
+            "The rewrite is the same as the answer it rewrites: change it, or leave it out."
+        )
+    return Rewrite(completion_id=original.id, text=text)
 
 
 def _counted_rankings_of(prompt_id: Any) -> Select[int]:

@@ -24,6 +24,7 @@ from app.labeling.models import Assignment, AssignmentState, Comparison, Demonst
 from app.labeling.queue import Task, count_available, lease_next_task, task_for
 from app.labeling.ranking import answer_label, missing_places, ranks_to_groups
 from app.labeling.service import (
+    Rewrite,
     SubmissionError,
     TaskConflict,
     get_assignment,
@@ -205,6 +206,40 @@ def _ranking_from_form(
     return (ranks_to_groups(ranks) if ranks else []), ratings, flags
 
 
+def _rewrite_from_form(
+    form: FormData, ranking: list[list[int]], displayed: list[int]
+) -> Rewrite | None:
+    """The "Improve this answer" editor: its text rewrites ``rewrite_of`` (set by the page's
+    script to the answer ranked first), or the answer ranked first alone. Empty: no rewrite."""
+    text = form.get("rewrite_text")
+    if not isinstance(text, str) or not text.strip():
+        return None
+    if not ranking:
+        raise SubmissionError(
+            "A rewrite improves the answer you ranked best: rank the answers to send one."
+        )
+    of = form.get("rewrite_of")
+    if isinstance(of, str) and of.strip().isdecimal():
+        completion_id = int(of)
+    elif len(ranking[0]) == 1:
+        completion_id = ranking[0][0]
+    else:
+        tied = [answer_label(displayed.index(c)) for c in ranking[0]]
+        raise SubmissionError(
+            f"Answers {', '.join(tied)} tie first: rank one of them best to rewrite it."
+        )
+    if completion_id not in ranking[0]:
+        label = (
+            answer_label(displayed.index(completion_id))
+            if completion_id in displayed
+            else str(completion_id)
+        )
+        raise SubmissionError(
+            f"Answer {label} is not ranked first: a rewrite improves the answer you ranked best."
+        )
+    return Rewrite(completion_id=completion_id, text=text)
+
+
 def _seconds(form: FormData) -> float | None:
     value = form.get("seconds_spent")
     try:
@@ -231,6 +266,7 @@ def rank_submit(
         submit_ranking(
             session=session, assignment_id=task_id, labeler=user, ranking=ranking,
             ratings=ratings, flags=flags, not_rankable=not_rankable, seconds_spent=_seconds(form),
+            rewrite=_rewrite_from_form(form, ranking, displayed),
         )  # fmt: skip
     except (SubmissionError, TaskConflict) as exc:
         session.rollback()

@@ -4,7 +4,8 @@
 //
 // The keys of the rank page do one thing each: J/K (or the arrows) select the next/previous
 // answer, 1..K give the selected answer that place and nothing else (the selection stays),
-// 0 clears it, Shift+1..7 rates it. The selected answer is the one focused last.
+// 0 clears it, Shift+1..7 rates it. The selected answer is the one focused last. I opens
+// "Improve this answer" on the answer ranked first, filled with its text to edit.
 (function () {
   "use strict";
 
@@ -107,6 +108,31 @@
     all.forEach((a) => { a.classList.toggle("is-ranked", placeOf(a) !== null); refreshExtras(a); });
     const hint = $("[data-drag-hint]", form);
     if (hint) hint.hidden = ranked.length < 2;
+    refreshRewrite(form, ranked);
+  }
+
+  // The rewrite follows the answer ranked first; an untouched copy of the old best answer is
+  // swapped for the new one's text.
+  function refreshRewrite(form, ranked) {
+    const box = $("[data-rewrite]", form);
+    if (!box) return;
+    const best = ranked && ranked.length ? ranked[0][0] : null;
+    const area = $("textarea[name=rewrite_text]", box);
+    $("input[name=rewrite_of]", box).value = best ? best.dataset.completion : "";
+    $("[data-rewrite-letter]", box).textContent = best ? ` (answer ${best.dataset.letter})` : " (rank the answers first)";
+    if (!box.open || !best) return;
+    if (area.value === "" || area.value === area.dataset.filled) {
+      const original = $(`template[data-original="${best.dataset.completion}"]`, box);
+      area.value = area.dataset.filled = original ? original.content.textContent : "";
+    }
+  }
+
+  function openRewrite(form) {
+    const box = $("[data-rewrite]", form);
+    if (!box) return;
+    box.open = true;
+    refreshRewrite(form, groups());
+    $("textarea[name=rewrite_text]", box).focus();
   }
 
   function focusAnswer(step) {
@@ -194,6 +220,8 @@
     setupCollapsing(form);
     setupDragging(form);
     form.addEventListener("change", refreshSummary);
+    const rewrite = $("[data-rewrite]", form);
+    if (rewrite) rewrite.addEventListener("toggle", () => refreshRewrite(form, groups()));
     form.addEventListener("focusin", (event) => {
       const answer = event.target.closest(".answer");
       if (answer) select(answer);
@@ -226,6 +254,7 @@
       case "j": case "ArrowDown": focusAnswer(1); return true;
       case "k": case "ArrowUp": focusAnswer(-1); return true;
       case "e": if (answer) toggleAnswer(answer); return true;
+      case "i": openRewrite(form); return true;
       case "n": {
         const box = $("input[name=not_rankable]", form);
         box.checked = !box.checked;
@@ -281,6 +310,14 @@
     const form = event.target;
     const seconds = $("input[name=seconds_spent]", form);
     if (seconds) seconds.value = ((Date.now() - startedAt) / 1000).toFixed(1);
+    // A closed editor, or the best answer's text left as it was, sends no rewrite (the form
+    // values are read as this event is handled; the field is back right after).
+    const box = $("[data-rewrite]", form);
+    const area = box && $("textarea[name=rewrite_text]", box);
+    if (area && (!box.open || area.value === area.dataset.filled)) {
+      area.disabled = true;
+      setTimeout(() => { area.disabled = false; }, 0);
+    }
   }, true);
 
   document.addEventListener("htmx:afterRequest", (event) => {
