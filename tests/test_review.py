@@ -311,6 +311,15 @@ async def test_the_review_page_walks_lowest_agreement_first_and_rejects_with_a_n
     # A rejection without a note is refused in words, nothing stored.
     r = await client.post(f"{path}/comparison/{bad.id}", data={**form, "verdict": "reject"})
     assert r.status_code == 422 and "needs a note" in r.text
+    # Through another project's page the item is not found (nothing stored).
+    other = make_project(session, name="Another project")
+    session.commit()
+    r = await client.post(
+        f"/admin/projects/{other.id}/review/comparison/{bad.id}",
+        data={**form, "verdict": "reject", "note": NOTE},
+    )
+    assert r.status_code == 404
+    assert session.scalar(select(Review).where(Review.comparison_id == bad.id)) is None
     r = await client.post(
         f"{path}/comparison/{bad.id}", data={**form, "verdict": "reject", "note": NOTE}
     )

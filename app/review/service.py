@@ -54,18 +54,25 @@ def review_item(
     item_id: int,
     verdict: Verdict,
     note: str | None,
+    project: Project | None = None,
 ) -> Review:
     """Store the verdict on one comparison or demonstration, replacing an earlier one (the
-    audit log keeps each). A rejection needs a note: it is what the labeler reads."""
+    audit log keeps each). A rejection needs a note: it is what the labeler reads. With
+    ``project`` (the review page's), an item of another project is not found."""
     note = (note or "").strip() or None
     if verdict == Verdict.rejected and note is None:
         raise ReviewError("a rejection needs a note for the labeler")
     if note is not None and len(note) > NOTE_MAX:
         raise ReviewError(f"the note is longer than {NOTE_MAX} characters")
-    model = Comparison if kind == "comparison" else Demonstration
     # The item's row lock keeps two admins' reviews of it from both inserting a row.
-    item = session.get(model, item_id, with_for_update=True)
-    if item is None:
+    item: Comparison | Demonstration | None = (
+        session.get(Comparison, item_id, with_for_update=True)
+        if kind == "comparison"
+        else session.get(Demonstration, item_id, with_for_update=True)
+    )
+    if item is None or (
+        project is not None and session.get_one(Prompt, item.prompt_id).project_id != project.id
+    ):
         raise NotFoundError(f"no {kind} {item_id}")
     target = Review.comparison_id if kind == "comparison" else Review.demonstration_id
     review = session.scalar(select(Review).where(target == item_id))

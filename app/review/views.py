@@ -123,7 +123,7 @@ def review_post(
         review_item(
             session=session, reviewer=user, kind=kind,  # type: ignore[arg-type]
             item_id=item_id, verdict=Verdict.accepted if verdict == "accept" else Verdict.rejected,
-            note=note,
+            note=note, project=project,
         )  # fmt: skip
     except ReviewError as exc:
         return _page(
