@@ -56,6 +56,14 @@ class Prompt(Base):
         Index("ix_prompts_project_id_created_at", "project_id", "created_at"),
         # The rank queue walks a project's open prompts in id order.
         Index("ix_prompts_project_id_rank_full_id", "project_id", "rank_full", "id"),
+        # ... and, for queue_order="uncertain", in order of the RM's score gap.
+        Index(
+            "ix_prompts_project_id_rank_full_score_gap",
+            "project_id",
+            "rank_full",
+            "score_gap",
+            "id",
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -76,6 +84,13 @@ class Prompt(Base):
     # True once the prompt has `overlap` counted rankings, so the queue skips it by index.
     # Kept by the submit (under the prompt's row lock) and refreshed when overlap changes.
     rank_full: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Active learning (design §14). The gap between the two best reward-model scores of the
+    # answers the queue serves, from the latest ``rlhf score`` of the prompt (None: never
+    # scored); ``queue_order="uncertain"`` serves the smallest first.
+    score_gap: Mapped[float | None] = mapped_column(Float, default=None)
+    # The share of answer pairs its labelers' counted rankings disagree on (None: fewer than
+    # two rankings); kept by the submit, read by ``queue_order="disagreement"``.
+    disagreement: Mapped[float | None] = mapped_column(Float, default=None)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     completions: Mapped[list[Completion]] = relationship(
@@ -146,6 +161,22 @@ class Completion(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     prompt: Mapped[Prompt] = relationship(back_populates="completions")
+
+
+class CompletionScore(Base):
+    """A reward model's score of one answer (``rlhf score``, design §14): one per answer and
+    reward-model version, so a rerun with the same version skips what it scored."""
+
+    __tablename__ = "completion_scores"
+
+    completion_id: Mapped[int] = mapped_column(
+        ForeignKey("completions.id", ondelete="CASCADE"), primary_key=True
+    )
+    model_version_id: Mapped[int] = mapped_column(
+        ForeignKey("model_versions.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    score: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class Assignment(Base):

@@ -50,6 +50,7 @@ from app.labeling.models import (
     Prompt,
     TaskKind,
 )
+from app.labeling.scores import served_answer_ids
 from app.projects.models import Project
 
 
@@ -302,10 +303,9 @@ def lease_next_task(
     answers: list[Completion] = []
     if kind == TaskKind.rank:
         answers = list(session.scalars(select(Completion).where(Completion.prompt_id == prompt.id)))
-        ids = sorted(c.id for c in answers)
         # Every labeler of a prompt ranks the same K answers, so their rankings can be
         # compared (agreement); each sees them in their own random order (position bias).
-        same_for_all = random.Random(prompt.id).sample(ids, project.k)  # noqa: S311
+        same_for_all = served_answer_ids(prompt.id, (c.id for c in answers), project.k)
         display_order = rng.sample(same_for_all, project.k)
     assignment = Assignment(
         kind=kind,

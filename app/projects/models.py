@@ -13,6 +13,12 @@ from app.db import Base, UTCDateTime, utcnow
 if TYPE_CHECKING:
     from app.models_registry.models import ModelVersion
 
+#: The orders a project's rank queue may serve prompts in (design §14).
+QUEUE_ORDERS = ("oldest", "uncertain", "disagreement")
+#: A prompt whose labelers disagree on more than this share of answer pairs gets extra
+#: rankings (``queue_order="disagreement"``), up to ``max_overlap``.
+DEFAULT_DISAGREEMENT_THRESHOLD = 0.3
+
 DEFAULT_FLAGS = ["hallucination", "harmful", "fails the instruction", "contains personal data"]
 
 
@@ -31,6 +37,14 @@ class Project(Base):
         CheckConstraint("k >= 2 AND k <= 9", name="k_range"),
         CheckConstraint("overlap >= 1", name="overlap_positive"),
         CheckConstraint("gold_rate >= 0 AND gold_rate <= 1", name="gold_rate_range"),
+        CheckConstraint(
+            "queue_order IN ('oldest', 'uncertain', 'disagreement')", name="queue_order_known"
+        ),
+        CheckConstraint("max_overlap IS NULL OR max_overlap >= overlap", name="max_overlap_range"),
+        CheckConstraint(
+            "disagreement_threshold >= 0 AND disagreement_threshold <= 1",
+            name="disagreement_threshold_range",
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -50,8 +64,24 @@ class Project(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     # Open to every labeler, or (restricted) to its members only (design §13).
     restricted: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # Which prompt the rank queue serves next (design §14): "oldest" first, the RM's most
+    # "uncertain" (closest top scores, from ``rlhf score``) first, or "disagreement": prompts
+    # whose labelers disagree above ``disagreement_threshold`` get rankings up to
+    # ``max_overlap`` (None: ``overlap + 2``).
+    queue_order: Mapped[str] = mapped_column(String(20), default="oldest", server_default="oldest")
+    max_overlap: Mapped[int | None] = mapped_column(default=None)
+    disagreement_threshold: Mapped[float] = mapped_column(
+        Float,
+        default=DEFAULT_DISAGREEMENT_THRESHOLD,
+        server_default=str(DEFAULT_DISAGREEMENT_THRESHOLD),
+    )
 
     current_policy: Mapped[ModelVersion | None] = relationship(foreign_keys=[current_policy_id])
+
+    @property
+    def extra_overlap(self) -> int:
+        """The most rankings a prompt whose labelers disagree may get (``disagreement``)."""
+        return self.max_overlap if self.max_overlap is not None else self.overlap + 2
 
     def __repr__(self) -> str:
         return f"<Project {self.id} {self.name!r} k={self.k}>"
