@@ -210,6 +210,15 @@ class Assignment(Base):
     is_gold: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
+#: The external labeler of an AI judge's rankings (``rlhf judge``, design §14): ``ai:<name>``.
+#: Not a person: never counted in human agreement or overlap, exported only when asked.
+AI_RATER_PREFIX = "ai:"
+
+
+def is_ai_rater(external: str | None) -> bool:
+    return external is not None and external.startswith(AI_RATER_PREFIX)
+
+
 class Comparison(Base):
     """One labeler's ranking of a prompt's completions. Immutable: an edit adds a revision."""
 
