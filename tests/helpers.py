@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
+from pathlib import Path
 
 import httpx
 from sqlalchemy.orm import Session
@@ -178,3 +179,25 @@ def make_demonstrated_project(
         session.add(Demonstration(prompt_id=row.id, author_id=submitter.id, text=answer))
     session.flush()
     return project
+
+
+def build_tiny_reward_model(folder: Path, *, texts: list[str], seed: int = 0) -> Path:
+    """A tiny GPT-2 reward model built here (no download): random weights, its score head
+    drawn with ``seed`` and saved with it, so every load scores alike. Returns its folder."""
+    import json
+
+    import torch
+
+    from workers.ml.reward_model import load_reward_model
+    from workers.ml.tiny import build_tiny_causal_lm
+
+    base = build_tiny_causal_lm(folder / "base", texts=texts, seed=seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model, tokenizer = load_reward_model(base)
+    out = folder / "rm"
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    meta = json.loads((base / "rlhf.json").read_text(encoding="utf-8"))
+    (out / "rlhf.json").write_text(json.dumps({**meta, "kind": "rm"}), encoding="utf-8")
+    return out

@@ -188,7 +188,9 @@ def job_impls() -> dict[str, JobImpl]:
     from app.jobs import kinds
     from workers.export import export_impl
     from workers.generate import generate_impl
+    from workers.judge import judge_impl
     from workers.ppo_job import ppo_impl
+    from workers.score import score_impl
     from workers.selfcheck import selfcheck_impl
     from workers.train import train_impl
 
@@ -200,6 +202,8 @@ def job_impls() -> dict[str, JobImpl]:
         kinds.TRAIN_RM: train_impl,
         kinds.TRAIN_DPO: train_impl,
         kinds.TRAIN_PPO: ppo_impl,
+        kinds.SCORE: score_impl,
+        kinds.JUDGE: judge_impl,
     }
 
 

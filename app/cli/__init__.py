@@ -19,6 +19,7 @@ from app.cli import (
     generate,
     imports,
     jobs,
+    judge,
     models,
     projects,
     serve,
@@ -43,6 +44,7 @@ app.add_typer(demo.demo_app)
 app.add_typer(generate.generate_app)
 app.add_typer(exports.export_app)
 app.add_typer(agreement.agreement_app)
+app.add_typer(judge.judge_app)
 app.add_typer(db.db_app, name="db")
 app.add_typer(users.users_app, name="users")
 app.add_typer(projects.projects_app, name="projects")

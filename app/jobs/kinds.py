@@ -26,6 +26,8 @@ TRAIN_SFT: Final = "train_sft"
 TRAIN_RM: Final = "train_rm"
 TRAIN_DPO: Final = "train_dpo"
 TRAIN_PPO: Final = "train_ppo"
+SCORE: Final = "score"  # a reward model's score of every answer (rlhf score)
+JUDGE: Final = "judge"  # an AI judge's rankings (rlhf judge)
 
 QUEUE_BY_KIND: Final[dict[str, str]] = {
     SELFCHECK: QUEUE_DEFAULT,
@@ -35,6 +37,8 @@ QUEUE_BY_KIND: Final[dict[str, str]] = {
     TRAIN_RM: QUEUE_TRAIN,
     TRAIN_DPO: QUEUE_TRAIN,
     TRAIN_PPO: QUEUE_TRAIN,
+    SCORE: QUEUE_TRAIN,  # loads a reward model
+    JUDGE: QUEUE_TRAIN,  # loads a reward model, or waits on an endpoint for a long time
 }
 
 # The one Celery task; its argument is a jobs.id, the row says what to do.

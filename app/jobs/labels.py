@@ -17,6 +17,8 @@ KIND_LABELS: Final = {
     kinds.TRAIN_RM: "Reward model training",
     kinds.TRAIN_DPO: "DPO training",
     kinds.TRAIN_PPO: "PPO training",
+    kinds.SCORE: "Reward model scores",
+    kinds.JUDGE: "AI judge rankings",
 }
 
 METRIC_LABELS: Final = {
@@ -81,6 +83,19 @@ METRIC_LABELS: Final = {
     "heldout_prompts": "Held-out prompts",
     "max_prompt_length": "Max prompt length (tokens)",
     "world_size": "Processes",
+    # the score and judge jobs (workers/score.py, workers/judge.py)
+    "answers_to_score": "Answers to score",
+    "answers_scored": "Answers scored",
+    "answers_skipped": "Answers already scored (skipped)",
+    "score_gaps": "Prompts given a score gap",
+    "judge": "Judge",
+    "prompts_to_judge": "Prompts to judge",
+    "prompts_judged": "Prompts judged",
+    "prompts_skipped": "Prompts already judged (skipped)",
+    "scores_reused": "Stored scores reused",
+    "requests": "Requests to the endpoint",
+    "retries": "Requests retried with a reminder",
+    "tie_tolerance": "Tie tolerance",
     # the worker self-check (workers/selfcheck.py)
     "users": "Users",
     "projects": "Projects",
