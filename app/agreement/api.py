@@ -42,7 +42,9 @@ def api_agreement(
         ),
     ] = False,
 ) -> dict[str, Any]:
-    """Agreement figures: `null` and a `reason` where there is not enough data."""
+    """Agreement figures: `null` and a `reason` where there is not enough data. AI judges
+    (`ai:<name>`) count in none of them: each is listed under `ai` with its agreement with
+    people's rankings of the same prompts."""
     project = get_project(session=session, ref=project_id)
     try:
         filters = AgreementFilters.parse(

@@ -36,8 +36,8 @@ from app.agreement.metrics import Floats, Ints
 from app.agreement.service import (
     AgreementFilters,
     RankTable,
-    _groups_from_scores,
     data_version,
+    groups_from_scores,
     load_rank_table,
 )
 from app.labeling.models import Completion, Prompt
@@ -262,8 +262,8 @@ def _number(value: float) -> float | None:
 
 def counted_rankings(*, session: Session, project: Project) -> RankTable:
     """The rankings the leaderboard counts: people's current rankings, as the agreement
-    figures load them (latest revisions; "not rankable" out; imported preferences out, they
-    are not people), without gold prompts (every labeler is served those, so they would
+    figures load them (latest revisions; "not rankable" out; imported preferences and AI
+    judges' rankings out, they are not people), without gold prompts (every labeler is served those, so they would
     outweigh the rest, and their answers are often chosen to test labelers), and without the
     rankings an admin rejected (design §13: the loader leaves them out)."""
     table = load_rank_table(
@@ -311,7 +311,7 @@ def build_project_leaderboard(
             )
         }
     rankings = (
-        (int(p), _groups_from_scores(table.answer_ids[p], table.ranks[row]))
+        (int(p), groups_from_scores(table.answer_ids[p], table.ranks[row]))
         for row, p in enumerate(table.prompt)
     )
     pairs = pair_table(rankings, origin_of)

@@ -15,13 +15,13 @@ from __future__ import annotations
 import json
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from typing import Any, Literal
 
 import numpy as np
-from sqlalchemy import ColumnElement, Float, Select, Text, cast, func, select
+from sqlalchemy import ColumnElement, Float, Select, Text, cast, func, or_, select
 from sqlalchemy.orm import Session
 
 from app.agreement import metrics
@@ -30,6 +30,7 @@ from app.auth.models import User
 from app.db import within_days
 from app.imports.service import is_import_labeler
 from app.labeling.models import (
+    AI_RATER_PREFIX,
     Assignment,
     AssignmentState,
     Comparison,
@@ -38,6 +39,7 @@ from app.labeling.models import (
     GoldRanking,
     Prompt,
     TaskKind,
+    is_ai_rater,
 )
 from app.projects.models import Project
 from app.review.models import Review, not_rejected_comparison
@@ -122,6 +124,23 @@ def is_imported_key(key: str) -> bool:
     return key.startswith("external:") and is_import_labeler(key.removeprefix("external:"))
 
 
+def is_ai_key(key: str) -> bool:
+    """Whether a labeler key names an AI judge ("external:ai:<name>")."""
+    return key.startswith("external:") and is_ai_rater(key.removeprefix("external:"))
+
+
+def is_person_key(key: str) -> bool:
+    return not is_imported_key(key) and not is_ai_key(key)
+
+
+def not_ai_rated() -> ColumnElement[bool]:
+    """The comparisons no AI judge made (SQL): people's and imports'."""
+    return or_(
+        Comparison.labeler_external.is_(None),
+        ~Comparison.labeler_external.startswith(AI_RATER_PREFIX, autoescape=True),
+    )
+
+
 @dataclass
 class RankTable:
     """A project's current comparisons as arrays, rows sorted by prompt (see ``metrics``)."""
@@ -146,15 +165,33 @@ class RankTable:
     def n_prompts(self) -> int:
         return len(self.prompt_ids)
 
+    def _rows_of(self, is_key: Callable[[str], bool]) -> Bools:
+        """(n,) whether each row's labeler key passes ``is_key``."""
+        of_key = np.array([is_key(k) for k in self.labeler_keys], dtype=bool)
+        return of_key[self.labeler] if len(self.labeler) else np.zeros(0, dtype=bool)
+
     def imported_rows(self) -> Bools:
         """(n,) whether each row is an import pseudo-labeler's ranking."""
-        imported = np.array([is_imported_key(k) for k in self.labeler_keys], dtype=bool)
-        return imported[self.labeler] if len(self.labeler) else np.zeros(0, dtype=bool)
+        return self._rows_of(is_imported_key)
+
+    def ai_rows(self) -> Bools:
+        """(n,) whether each row is an AI judge's ranking."""
+        return self._rows_of(is_ai_key)
 
     def people_only(self) -> RankTable:
-        """The same table without the imported rankings, and without the prompts only
-        imports ranked (so they count nowhere: not in the figures, not among prompts)."""
-        rows = np.flatnonzero(~self.imported_rows())
+        """The same table without the imported and the AI rankings, and without the prompts
+        only they ranked (so those count nowhere: not in the figures, not among prompts)."""
+        return self._keep(~(self.imported_rows() | self.ai_rows()), is_person_key)
+
+    def without_ai(self) -> RankTable:
+        """The same table without the AI judges' rankings (people's and imports' kept), and
+        without the prompts only AI judges ranked."""
+        return self._keep(~self.ai_rows(), lambda key: not is_ai_key(key))
+
+    def _keep(self, kept: Bools, keep_key: Callable[[str], bool]) -> RankTable:
+        if kept.all():
+            return self
+        rows = np.flatnonzero(kept)
         used, prompt = np.unique(self.prompt[rows], return_inverse=True)
         labelers = np.unique(self.labeler[rows])
         new_labeler = np.full(len(self.labeler_keys), -1, dtype=np.int64)
@@ -174,7 +211,7 @@ class RankTable:
             flags={name: flagged[rows] for name, flagged in self.flags.items()},
             seconds=self.seconds[rows],
             created=self.created[rows],
-            not_rankable={k: n for k, n in self.not_rankable.items() if not is_imported_key(k)},
+            not_rankable={k: n for k, n in self.not_rankable.items() if keep_key(k)},
         )
 
 
@@ -509,6 +546,31 @@ class LabelSetAgreement:
 
 
 @dataclass(frozen=True)
+class AiJudgeRow:
+    """An AI judge (``ai:<name>``) beside the people: never one of them (design §14)."""
+
+    key: str
+    name: str  # "ai:<name>"
+    n_comparisons: int
+    agreement: Metric  # with each person's ranking of the same prompt, pooled over pairs
+    n_prompts: int  # prompts shared with a person with a pair ordered by both
+    n_tied_pairs_left_out: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "labeler": self.name,
+            "labeler_key": self.key,
+            "n_comparisons": self.n_comparisons,
+            "agreement_with_humans": self.agreement.value,
+            "agreement_ci95": _ci(self.agreement),
+            "n_pairs": self.agreement.n,
+            "n_tied_pairs_left_out": self.n_tied_pairs_left_out,
+            "n_prompts": self.n_prompts,
+            "reason": self.agreement.reason,
+        }
+
+
+@dataclass(frozen=True)
 class AgreementReport:
     project_id: int
     filters: AgreementFilters
@@ -533,6 +595,8 @@ class AgreementReport:
     consensus_method: str = CONSENSUS_METHOD
     # The import pseudo-labelers, apart from the people (in the figures only when included).
     imported: list[LabelerRow] = field(default_factory=list)
+    # The AI judges, apart from every figure above (never counted in them).
+    ai: list[AiJudgeRow] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON of ``rlhf agreement --json`` and ``GET /api/v1/projects/{id}/agreement``."""
@@ -608,6 +672,7 @@ class AgreementReport:
             ],
             "labelers": [row.as_dict() for row in self.labelers],
             "imported": [row.as_dict() for row in self.imported],
+            "ai": [row.as_dict() for row in self.ai],
         }
 
 
@@ -660,12 +725,12 @@ def compute_report(
     id); ``skips``: labeler key -> (skipped, submitted) rank tasks.
 
     The project's figures rest on people's rankings unless ``filters.include_imported``;
-    the import pseudo-labelers' own rows are measured on the whole table either way."""
+    the import pseudo-labelers' own rows are measured on the table of every rater but the AI
+    judges either way. AI judges count in none of them: only in their own rows (``ai``)."""
     everyone = table
+    raters = table.without_ai()  # people and imports: what the imports are measured against
+    table = raters if filters.include_imported else raters.people_only()
     imported_rows = table.imported_rows()
-    if imported_rows.any() and not filters.include_imported:
-        table = table.people_only()
-        imported_rows = np.zeros(len(table.prompt), dtype=bool)
     n_prompts = table.n_prompts
     weights = metrics.bootstrap_weights(n_prompts)
     signs = metrics.pair_signs(table.ranks)
@@ -700,10 +765,11 @@ def compute_report(
     longer_won, length_pairs = metrics.length_bias(table.ranks, table.lengths[table.prompt])
 
     rows = _labeler_rows(table, filters=filters, names=names, skips=skips)
-    labelers = [row for row in rows if not is_imported_key(row.key)]
-    if everyone is not table:  # the pseudo-labelers beside the people: on the whole table
-        rows = _labeler_rows(everyone, filters=filters, names=names, skips=skips)
+    labelers = [row for row in rows if is_person_key(row.key)]
+    if raters is not table:  # the pseudo-labelers beside the people and each other
+        rows = _labeler_rows(raters, filters=filters, names=names, skips=skips)
     imported = [row for row in rows if is_imported_key(row.key)]
+    ai = _ai_judge_rows(everyone, filters=filters)
 
     # Agreement week by week: a pair of rankings counts in the week of the later one.
     weekly: list[WeekPoint] = []
@@ -747,7 +813,7 @@ def compute_report(
 
     n_rows = len(table.prompt)
     total_pairs = float(length_pairs.sum())
-    people = {k for k in [*table.labeler_keys, *table.not_rankable] if not is_imported_key(k)}
+    people = {k for k in [*table.labeler_keys, *table.not_rankable] if is_person_key(k)}
     return AgreementReport(
         project_id=project.id,
         filters=filters,
@@ -770,7 +836,59 @@ def compute_report(
         first_shown_chance=_rate(float(chance.sum()), len(chance)),
         longer_wins=_rate(float(longer_won.sum()), total_pairs),
         imported=imported,
+        ai=ai,
     )
+
+
+AI_NO_PERSON = "no person has ranked a prompt it ranked yet"
+AI_NO_PAIR = "no answer pair was ordered by both it and a person (ties, or other answers)"
+
+
+def _ai_judge_rows(table: RankTable, *, filters: AgreementFilters) -> list[AiJudgeRow]:
+    """Each AI judge of the table (only ``filters.labeler`` when set): the answer pairs it
+    orders as a person who ranked the same prompt does, over every (judge, person) pair of
+    rankings of a prompt (pairs tied by either left out), pooled; the interval a bootstrap
+    over the prompts it shares with people. (A judge stores rankings only: an unparsable
+    reply is left out, never "not rankable", so every judge has rows here.)"""
+    ai = table.ai_rows()
+    if not ai.any():
+        return []
+    person = ~ai & ~table.imported_rows()
+    a, b = metrics.same_prompt_pairs(table.prompt)
+    # Each (judge, person) pair of rows with the judge first; judges beside judges, and
+    # imports, are no reference.
+    judge = np.concatenate([a[ai[a] & person[b]], b[ai[b] & person[a]]])
+    human = np.concatenate([b[ai[a] & person[b]], a[ai[b] & person[a]]])
+    counts = metrics.pair_counts(
+        metrics.pair_signs(table.ranks[judge]), metrics.pair_signs(table.ranks[human])
+    )
+    out = []
+    for index, key in enumerate(table.labeler_keys):
+        if not is_ai_key(key) or (filters.labeler and key != filters.labeler):
+            continue
+        mine = table.labeler[judge] == index
+        # The judge's prompts shared with people, numbered 0.. for the bootstrap.
+        shared, prompt = np.unique(table.prompt[judge[mine]], return_inverse=True)
+        sums = metrics.per_prompt_sums(
+            prompt.reshape(-1).astype(np.int64), len(shared),
+            counts.agreed[mine], counts.counted[mine], counts.tied[mine],
+        )  # fmt: skip
+        agreed, counted, tied = sums.sum(axis=0)
+        if counted:
+            weights = metrics.bootstrap_weights(len(shared))
+            low, high = metrics.interval(sums[:, :2], metrics.ratio, weights)
+            agreement = Metric(float(agreed / counted), int(counted), "pairs", low, high)
+        else:
+            agreement = Metric.missing(AI_NO_PAIR if len(shared) else AI_NO_PERSON, unit="pairs")
+        ranked = int((table.labeler == index).sum())
+        out.append(
+            AiJudgeRow(
+                key=key, name=key.removeprefix("external:"),
+                n_comparisons=ranked + table.not_rankable.get(key, 0), agreement=agreement,
+                n_prompts=int((sums[:, 1] > 0).sum()), n_tied_pairs_left_out=int(tied),
+            )
+        )  # fmt: skip
+    return sorted(out, key=lambda row: row.name.casefold())
 
 
 def _labeler_rows(
@@ -873,10 +991,11 @@ def _labeler_names(*, session: Session, keys: Sequence[str]) -> dict[str, tuple[
 
 
 def labeler_choices(
-    *, session: Session, project: Project, authors: bool = False
+    *, session: Session, project: Project, authors: bool = False, ai_judges: bool = True
 ) -> list[tuple[str, str]]:
     """(key, name), by name, of everyone who ranked in the project (and, with ``authors``,
-    wrote demonstrations there): one DISTINCT query each, not a report."""
+    wrote demonstrations there; without ``ai_judges``, AI judges left out): one DISTINCT
+    query each, not a report."""
     sources: list[tuple[Any, Any, Any]] = [
         (Comparison, Comparison.labeler_id, Comparison.labeler_external)
     ]
@@ -894,11 +1013,17 @@ def labeler_choices(
             )
         }
     found = [labeler_key(user_id, name) for user_id, name in keys if user_id is not None or name]
+    if not ai_judges:
+        found = [key for key in found if not is_ai_key(key)]
     names = _labeler_names(session=session, keys=found)
-    choices = [
-        (key, names[key][0] if key in names else f"{key.removeprefix('external:')} (imported)")
-        for key in found
-    ]
+
+    def name(key: str) -> str:
+        if key in names:
+            return names[key][0]
+        external = key.removeprefix("external:")
+        return f"{external} (AI judge)" if is_ai_key(key) else f"{external} (imported)"
+
+    choices = [(key, name(key)) for key in found]
     return sorted(choices, key=lambda choice: choice[1].casefold())
 
 
@@ -1021,7 +1146,7 @@ def project_agreement(
 # --- Consensus -----------------------------------------------------------------------------
 
 
-def _groups_from_scores(answer_ids: Ints, scores: Floats) -> list[list[int]]:
+def groups_from_scores(answer_ids: Ints, scores: Floats) -> list[list[int]]:
     """Answers grouped by equal score, best (lowest) first; answers nobody ranked left out."""
     keep = ~np.isnan(scores) & (answer_ids >= 0)
     rounded = np.round(scores[keep], 12)
@@ -1033,11 +1158,12 @@ def consensus_rankings(
     *, session: Session, project: Project, filters: AgreementFilters = AgreementFilters()
 ) -> dict[int, list[list[int]]]:
     """The consensus ranking (Borda count, see ``CONSENSUS_METHOD``) of every prompt with a
-    ranking: {prompt id: groups of completion ids, best first}. Used by exports."""
-    table = load_rank_table(session=session, project=project, filters=filters)
+    ranking: {prompt id: groups of completion ids, best first}; AI judges' rankings left
+    out."""
+    table = load_rank_table(session=session, project=project, filters=filters).without_ai()
     scores = metrics.borda_scores(table.ranks, table.prompt, table.n_prompts)
     return {
-        int(prompt_id): _groups_from_scores(table.answer_ids[p], scores[p])
+        int(prompt_id): groups_from_scores(table.answer_ids[p], scores[p])
         for p, prompt_id in enumerate(table.prompt_ids)
     }
 
@@ -1049,7 +1175,7 @@ def consensus_of(rankings: Sequence[Sequence[Sequence[int]]]) -> list[list[int]]
         return []
     ranks = np.vstack([_ranking_row(ranking, answers) for ranking in rankings])
     scores = metrics.borda_scores(ranks, np.zeros(len(rankings), dtype=np.int64), 1)[0]
-    return _groups_from_scores(np.array(answers, dtype=np.int64), scores)
+    return groups_from_scores(np.array(answers, dtype=np.int64), scores)
 
 
 # --- One labeler beside the others ---------------------------------------------------------
@@ -1086,8 +1212,8 @@ def side_by_side(
     only: Sequence[int] | None = None,
 ) -> list[PromptSideBySide]:
     """The labeler's most recent rankings in the project (``only``: those comparison ids),
-    each beside the other labelers' rankings of the same prompt (rejected ones left out), the
-    gold ranking and the consensus of the others."""
+    each beside the other labelers' rankings of the same prompt (rejected ones and AI judges'
+    left out), the gold ranking and the consensus of the others."""
     whose = _whose(key)
     stmt = (
         select(Comparison)
@@ -1106,6 +1232,7 @@ def side_by_side(
         select(Comparison)
         .where(Comparison.prompt_id.in_(prompt_ids), Comparison.is_latest.is_(True))
         .where(Comparison.not_rankable.is_(False), not_rejected_comparison(Comparison.id))
+        .where(not_ai_rated())
         .order_by(Comparison.created_at)
     ):
         if labeler_key(c.labeler_id, c.labeler_external) != key:

@@ -1,5 +1,6 @@
 """The agreement dashboard (admins): project figures, weekly chart, labeler table, the
-prompts with the lowest agreement, and one labeler's rankings beside the others'."""
+prompts with the lowest agreement, the AI judges apart, and one labeler's rankings beside the
+others'."""
 
 from __future__ import annotations
 

@@ -86,6 +86,14 @@ def agreement(
                 f"{_percent(row['pairwise_agreement']):>9} {_percent(row['gold_agreement']):>7} "
                 f"{_percent(row['skip_rate']):>6}"
             )
+    if data["ai"]:  # AI judges: never in the figures above, shown apart
+        typer.echo("")
+        typer.echo(f"  {'rankings':>8} {'pairs':>6}  AI judges: agreement with people")
+        for row in data["ai"]:
+            figure = _figure(row, "agreement_with_humans", "agreement_ci95")
+            typer.echo(
+                f"  {row['n_comparisons']:>8} {row['n_pairs']:>6}  {row['labeler']}: {figure}"
+            )
     if data["imported"]:  # pseudo-labelers of imported files: not people, shown apart
         typer.echo("")
         typer.echo(f"  {'rankings':>8} {'agreement':>9} {'gold':>7}  imported (not people)")

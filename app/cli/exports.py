@@ -49,6 +49,12 @@ def export_command(
             "export is a dialogue), always or never (dialogues as plain text)"
         ),
     ] = "auto",
+    ai: Annotated[
+        str,
+        typer.Option(
+            help="AI judges' rankings (ai:<name>): exclude (the default), include or only them"
+        ),
+    ] = "exclude",
     wait: Annotated[bool, typer.Option("--wait", help="Wait for the job, with progress")] = False,
 ) -> None:
     """Export a dataset (a job): train/validation files, manifest.json and a dataset card."""
@@ -68,7 +74,7 @@ def export_command(
             "kind": kind, "format": format, "gzip": gzip, "validation_ratio": validation_ratio,
             "seed": seed, "min_agreement": min_agreement, "consensus_only": consensus_only,
             "gold": gold, "include_surplus": surplus, "since": since, "until": until,
-            "labelers": keys, "conversational": conversational,
+            "labelers": keys, "conversational": conversational, "ai": ai,
         }  # fmt: skip
         try:
             params = ExportOptions.from_dict(raw).as_dict()

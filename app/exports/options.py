@@ -8,10 +8,14 @@ from datetime import date
 from typing import Any
 
 from app.jobs.errors import JobFailure
+from app.labeling.models import is_ai_rater
 
 KINDS = ("pairwise", "kwise", "sft", "prompts")
 FORMATS = ("jsonl", "parquet", "hf")
 GOLD_CHOICES = ("include", "exclude", "only")
+# AI judges' rankings (``ai:<name>``, design §14): left out unless asked, so that nothing
+# trains on them by accident (training snapshots take the default).
+AI_CHOICES = ("exclude", "include", "only")
 # Rows in TRL's conversational format (prompts as messages) or its standard one (strings);
 # auto: conversational when a prompt of the export is a dialogue (design §11).
 CONVERSATIONAL_CHOICES = ("auto", "always", "never")
@@ -36,6 +40,7 @@ class ExportOptions:
     until: date | None = None  # inclusive
     labelers: tuple[str, ...] = field(default_factory=tuple)  # "user:3", "external:NAME"
     conversational: str = "auto"  # auto, always or never
+    ai: str = "exclude"  # AI judges' rankings: exclude, include or only them
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -110,6 +115,15 @@ class ExportOptions:
                 f"conversational must be one of {', '.join(CONVERSATIONAL_CHOICES)}, "
                 f"not {conversational!r}"
             )
+        ai = str(data.get("ai") or "exclude")
+        if ai not in AI_CHOICES:
+            errors.append(f"the ai option must be one of {', '.join(AI_CHOICES)}, not {ai!r}")
+        judges = [key for key in labelers if is_ai_rater(key.removeprefix("external:"))]
+        if judges and ai == "exclude":
+            errors.append(
+                f"labelers name an AI judge ({judges[0]}) but AI rankings are excluded: "
+                "give ai include or only"
+            )
         consensus_only = bool(data.get("consensus_only", False))
         if consensus_only and kind not in ("pairwise", "kwise"):
             errors.append("consensus-only applies to rankings (pairwise or kwise)")
@@ -129,4 +143,5 @@ class ExportOptions:
             until=until,
             labelers=labelers,
             conversational=conversational,
+            ai=ai,
         )

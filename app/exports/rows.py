@@ -22,12 +22,19 @@ from typing import Any, TypeVar
 from sqlalchemy import Select, Text, and_, cast, select
 from sqlalchemy.orm import Session
 
-from app.agreement.service import consensus_of, labeler_key
+from app.agreement.service import consensus_of, labeler_key, not_ai_rated
 from app.db import day_bounds, within_days
 from app.dialogue import Message, as_messages
 from app.exports.options import ExportOptions
 from app.exports.writers import EncodedRow, json_value
-from app.labeling.models import Comparison, Completion, Demonstration, GoldRanking, Prompt
+from app.labeling.models import (
+    Comparison,
+    Completion,
+    Demonstration,
+    GoldRanking,
+    Prompt,
+    is_ai_rater,
+)
 from app.labeling.ranking import ordered_pairs
 from app.projects.models import Project
 from app.review.models import not_rejected_comparison, not_rejected_demonstration
@@ -104,8 +111,9 @@ def prompt_agreement(rankings: Sequence[Sequence[Sequence[int]]]) -> float | Non
 
 
 #: Where a pairwise row comes from (design §13): a ranking made here, a rewrite (preferred
-#: over the answer it rewrites) or an imported preference (an external labeler's).
-SOURCE_RANKING, SOURCE_REWRITE, SOURCE_IMPORT = "ranking", "rewrite", "import"
+#: over the answer it rewrites), an imported preference (an external labeler's) or an AI
+#: judge's ranking (``ai:<name>``, design §14; exported only when asked).
+SOURCE_RANKING, SOURCE_REWRITE, SOURCE_IMPORT, SOURCE_AI = "ranking", "rewrite", "import", "ai"
 
 
 @dataclass(frozen=True)
@@ -136,6 +144,12 @@ class PromptData:
     split: str
     answers: dict[int, str] = field(default_factory=dict)
     rankings: list[Ranked] = field(default_factory=list)
+
+
+def human_agreement(rankings: Sequence[Ranked]) -> float | None:
+    """A prompt's agreement among its rankings by people and imports: an AI judge's are no
+    labeler's, whether they are exported or not (design §14)."""
+    return prompt_agreement([r.ranking for r in rankings if r.source != SOURCE_AI])
 
 
 SelectT = TypeVar("SelectT", bound="Select[*tuple[Any, ...]]")
@@ -194,6 +208,8 @@ def _ranked_prompts(
         )
         .order_by(Comparison.prompt_id, Comparison.id)
     )
+    if options.ai == "exclude":  # not even read (the rows' agreement never counts them)
+        stmt = stmt.where(not_ai_rated())
     stmt = _prompt_filter(stmt, options, shape)
     splitter = _Splitter(options)
     pending: dict[int, list[Ranked]] = {}
@@ -245,7 +261,13 @@ def _ranked_prompts(
                 ranking=[list(g) for g in ranking],
                 is_surplus=surplus,
                 created_at=created,
-                source=SOURCE_RANKING if labeler_id is not None else SOURCE_IMPORT,
+                source=(
+                    SOURCE_RANKING
+                    if labeler_id is not None
+                    else SOURCE_AI
+                    if is_ai_rater(external)
+                    else SOURCE_IMPORT
+                ),
                 assignment_id=aid,
             )
         )
@@ -254,6 +276,9 @@ def _ranked_prompts(
 
 
 def _wanted(ranked: Ranked, options: ExportOptions) -> bool:
+    by_ai = ranked.source == SOURCE_AI
+    if (options.ai == "exclude" and by_ai) or (options.ai == "only" and not by_ai):
+        return False
     if not options.include_surplus and ranked.is_surplus:
         return False
     start, end = day_bounds(options.since, options.until)
@@ -267,10 +292,12 @@ def _rankings_to_export(prompt: PromptData, options: ExportOptions) -> list[Rank
     if options.consensus_only and wanted:
         consensus = consensus_of([r.ranking for r in wanted])
         shown = sorted({a for r in wanted for a in r.displayed})
+        by_ai = all(r.source == SOURCE_AI for r in wanted)  # ai=only: the judges' consensus
         return [
             Ranked(
                 comparison_id=0, labeler="consensus", displayed=shown, ranking=consensus,
                 is_surplus=False, created_at=max(r.created_at for r in wanted),
+                source=SOURCE_AI if by_ai else SOURCE_RANKING,
             )
         ]  # fmt: skip
     return wanted
@@ -282,9 +309,9 @@ def pairwise_rows(
     """One row per (ranking, ordered pair of answers in different groups): ties give none.
     Then one row per rewrite sent with an exported ranking: the rewrite (``chosen_id`` null)
     preferred over the answer it rewrites. ``agreement`` is the prompt's pairwise agreement
-    over all its current rankings; ``source`` says where the pair comes from."""
+    over all its current rankings but AI judges'; ``source`` says where the pair comes from."""
     for prompt in _ranked_prompts(session, project, options, shape):
-        agreement = prompt_agreement([r.ranking for r in prompt.rankings])
+        agreement = human_agreement(prompt.rankings)
         if options.min_agreement is not None and (
             agreement is None or agreement < options.min_agreement
         ):
@@ -362,7 +389,7 @@ def kwise_rows(
     indices into that list, best first (a group of two or more is a tie). The completions are
     texts in either format (the RM reads them as answers to the prompt)."""
     for prompt in _ranked_prompts(session, project, options, shape):
-        agreement = prompt_agreement([r.ranking for r in prompt.rankings])
+        agreement = human_agreement(prompt.rankings)
         if options.min_agreement is not None and (
             agreement is None or agreement < options.min_agreement
         ):

@@ -252,7 +252,8 @@ def dataset_card(manifest: dict[str, Any]) -> str:
                 f"Mean pairwise agreement between labelers over the "
                 f"{agreement['prompts_with_agreement']:,} exported prompts ranked by two or "
                 f"more: **{mean * 100:.1f}%** (a pair tied by either labeler is left out). "
-                "Each row's `agreement` is its prompt's."
+                "Each row's `agreement` is its prompt's; AI judges' rankings never count in "
+                "it."
             )
     row_format = manifest["row_format"]
     conversational, standard = ROW_FORMATS[manifest["kind"]]
@@ -270,8 +271,9 @@ def dataset_card(manifest: dict[str, Any]) -> str:
             "",
             "Each row's `source` says where its pair comes from: `ranking` (a labeler's "
             "ranking here), `rewrite` (a labeler's rewrite of the answer they ranked best, "
-            "preferred over that answer; its `chosen_id` is null) or `import` (an imported "
-            "preference).",
+            "preferred over that answer; its `chosen_id` is null), `import` (an imported "
+            "preference) or `ai` (an AI judge's ranking, exported only when asked: "
+            "`ai` include or only).",
         ]
     lines += ["", "## Options", "", *chosen, "", "## Loading", "", "```python"]
     lines += [

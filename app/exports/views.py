@@ -13,6 +13,7 @@ from app.agreement.service import labeler_choices
 from app.audit.service import record
 from app.deps import AdminUser, CeleryDep, DbSession
 from app.exports.options import (
+    AI_CHOICES,
     CONVERSATIONAL_CHOICES,
     FORMATS,
     GOLD_CHOICES,
@@ -39,6 +40,11 @@ FORMAT_TITLES = {
     "parquet": "Parquet",
     "hf": "datasets folder",
 }
+AI_TITLES = {
+    "exclude": "Leave out",
+    "include": "Include",
+    "only": "Only AI judges'",
+}
 CONVERSATIONAL_TITLES = {
     "auto": "Messages if a prompt is a dialogue",
     "always": "Messages (conversational)",
@@ -60,6 +66,7 @@ def _page(
             "kinds": [(k, KIND_TITLES[k]) for k in KINDS],
             "formats": [(f, FORMAT_TITLES[f]) for f in FORMATS],
             "gold_choices": GOLD_CHOICES,
+            "ai_choices": [(c, AI_TITLES[c]) for c in AI_CHOICES],
             "conversational_choices": [
                 (c, CONVERSATIONAL_TITLES[c]) for c in CONVERSATIONAL_CHOICES
             ],
@@ -71,7 +78,8 @@ def _page(
 
 
 DEFAULT_FORM = {"kind": "pairwise", "format": "jsonl", "validation_pct": "10", "seed": "0",
-                "gold": "include", "include_surplus": True, "conversational": "auto"}  # fmt: skip
+                "gold": "include", "include_surplus": True, "conversational": "auto",
+                "ai": "exclude"}  # fmt: skip
 
 
 @router.get("/admin/projects/{project_id}/exports", name="project_exports")
@@ -101,13 +109,14 @@ def start_export(
     until: Annotated[str, Form()] = "",
     labelers: Annotated[list[str] | None, Form()] = None,
     conversational: Annotated[str, Form()] = "auto",
+    ai: Annotated[str, Form()] = "exclude",
 ) -> Response:
     project = get_project(session=session, ref=project_id)
     form = {
         "kind": kind, "format": format, "gzip": gzip, "validation_pct": validation_pct,
         "seed": seed, "min_agreement_pct": min_agreement_pct, "consensus_only": consensus_only,
         "gold": gold, "include_surplus": include_surplus, "since": since, "until": until,
-        "labelers": labelers or [], "conversational": conversational,
+        "labelers": labelers or [], "conversational": conversational, "ai": ai,
     }  # fmt: skip
 
     def fraction(text: str) -> float | str | None:
@@ -127,6 +136,7 @@ def start_export(
                 "min_agreement": fraction(min_agreement_pct), "consensus_only": consensus_only,
                 "gold": gold, "include_surplus": include_surplus, "since": since,
                 "until": until, "labelers": labelers or [], "conversational": conversational,
+                "ai": ai,
             }
         )  # fmt: skip
     except ExportError as exc:

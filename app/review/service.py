@@ -19,6 +19,7 @@ from app.agreement.service import (
     _whose,
     labeler_key,
     load_rank_table,
+    not_ai_rated,
     side_by_side,
 )
 from app.audit.service import record
@@ -144,8 +145,9 @@ class ComparisonStats:
 
 def comparison_stats(*, session: Session, project: Project) -> dict[int, ComparisonStats]:
     """Per counted comparison, the agreement figures' own per-ranking numbers: agreement with
-    the others' consensus (what the labeler table averages) and whether it misses gold."""
-    table = load_rank_table(session=session, project=project)
+    the others' consensus (what the labeler table averages; AI judges are not among the
+    others) and whether it misses gold."""
+    table = load_rank_table(session=session, project=project).without_ai()
     agreed, counted = metrics.leave_one_out_agreement(table.ranks, table.prompt, table.n_prompts)
     gold_agreed, gold_counted = metrics.agreement_with_reference(
         table.ranks, table.gold[table.prompt]
@@ -195,7 +197,8 @@ class WalkEntry:
 
 def review_walk(*, session: Session, project: Project, filters: WalkFilters) -> list[WalkEntry]:
     """The items the review page walks, in order: the newest first, or (``order=agreement``)
-    the rankings that agree least with the others first and the rest after them."""
+    the rankings that agree least with the others first and the rest after them. People's
+    work only: an AI judge's rankings are no labeler's (the agreement page shows them)."""
     state = None if filters.state == "all" else filters.state
     entries: list[WalkEntry] = []
     need_stats = filters.order == "agreement" or filters.gold_misses
@@ -211,6 +214,7 @@ def review_walk(*, session: Session, project: Project, filters: WalkFilters) -> 
             .join(Prompt, Prompt.id == Comparison.prompt_id)
             .outerjoin(Review, Review.comparison_id == Comparison.id)
             .where(Prompt.project_id == project.id, Comparison.is_latest.is_(True))
+            .where(not_ai_rated())
         )
         if filters.labeler:
             stmt = stmt.where(_whose(filters.labeler))

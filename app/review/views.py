@@ -66,7 +66,10 @@ def _page(
         "note": note,
         "note_max": NOTE_MAX,
         "states": REVIEW_STATES,
-        "labeler_choices": labeler_choices(session=session, project=project, authors=True),
+        # People's work only (review_walk): an AI judge is no labeler to pick.
+        "labeler_choices": labeler_choices(
+            session=session, project=project, authors=True, ai_judges=False
+        ),
         "next_url": f"{path}?{_query(filters, at + 1)}" if at + 1 < len(walk) else None,
         "previous_url": f"{path}?{_query(filters, at - 1)}" if at > 0 else None,
     }
