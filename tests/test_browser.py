@@ -6,7 +6,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from tests.browser import BROWSER_MARKS, log_in, log_out, prompt_text, shot
+from sqlalchemy import select
+
+from app.labeling.models import Comparison, Prompt
+from tests.browser import BROWSER_MARKS, log_in, log_out, prompt_text, server_session, shot
 from tests.processes import Server, rlhf
 
 pytestmark = BROWSER_MARKS
@@ -134,11 +137,35 @@ def test_agreement_after_two_labelers_rank(page, demo_server: Server) -> None:  
             )
         log_out(page)
 
+    # An AI judge (as `rlhf judge` stores it) ranks the prompts they ranked, in the order of
+    # the last of them: listed apart, never in the labeler table.
+    with server_session(demo_server) as session:
+        judged: set[int] = set()
+        for c in session.scalars(
+            select(Comparison)
+            .join(Prompt, Prompt.id == Comparison.prompt_id)
+            .where(Prompt.project_id == 1, Comparison.labeler_id.is_not(None))
+            .where(Comparison.is_latest.is_(True), Comparison.not_rankable.is_(False))
+            .order_by(Comparison.id.desc())
+        ):
+            if c.prompt_id not in judged:
+                judged.add(c.prompt_id)
+                session.add(
+                    Comparison(
+                        prompt_id=c.prompt_id, labeler_external="ai:browser-judge",
+                        displayed_completion_ids=c.displayed_completion_ids, ranking=c.ranking,
+                    )
+                )  # fmt: skip
+
     log_in(page, demo_server, "admin@demo.local", "demo-admin")
     page.wait_for_url("**/admin")
     page.goto(f"{demo_server.url}/admin/projects/1")
     page.get_by_role("link", name="Agreement").click()
     page.wait_for_url("**/agreement")
+    ai = page.locator("section[aria-labelledby=ai-title]")
+    assert ai.get_by_role("heading", name="AI judges").is_visible()
+    assert ai.locator("td", has_text="ai:browser-judge").is_visible()
+    assert page.locator("table.table-labelers", has_text="browser-judge").count() == 0
     card = page.locator(".metric", has_text="Pairwise agreement").first
     value = card.locator(".metric-value").inner_text()
     assert re.fullmatch(r"\d+\.\d%", value), value  # a real figure
