@@ -12,6 +12,7 @@ import re
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -24,11 +25,12 @@ from app.config import Settings
 from app.jobs import kinds
 from app.jobs.judging import JudgeError, judge_params
 from app.jobs.models import Job, JobStatus
-from app.labeling.models import Comparison, CompletionScore, Prompt
+from app.labeling.models import Comparison, CompletionScore, Prompt, TaskKind
+from app.labeling.queue import lease_next_task
 from app.labeling.scores import served_answer_ids, store_scores
 from app.models_registry.models import ModelKind
 from app.projects.models import Project
-from tests.helpers import build_tiny_reward_model, make_project, make_prompt
+from tests.helpers import build_tiny_reward_model, make_project, make_prompt, make_user
 from tests.processes import free_port, rlhf, rlhf_env
 from tests.test_openai_backend import server  # noqa: F401 - the tiny model's server (a fixture)
 from tests.test_score_job import TEXTS, register, run, stored
@@ -352,7 +354,7 @@ def test_a_reward_model_judge_ranks_by_stored_scores_with_ties_within_the_tolera
 ) -> None:
     """Every score is stored already: the model (a folder that does not even exist) is
     never loaded; adjacent scores within the tolerance tie, a chain of them is one group."""
-    project = make_project(session, k=3)
+    project = make_project(session, k=3, overlap=1)
     close = make_prompt(session, project, text="Question 1?", answers=3)
     chain = make_prompt(session, project, text="Question 2?", answers=3)
     version = register(session, tmp_path / "never-loaded")
@@ -374,6 +376,14 @@ def test_a_reward_model_judge_ranks_by_stored_scores_with_ties_within_the_tolera
     rerun = run(session, session_factory, settings, kinds.JUDGE, project, reward=str(version.id),
                 name="rm")  # fmt: skip
     assert (rerun.metrics["prompts_judged"], rerun.metrics["prompts_skipped"]) == (0, 2)
+    # an AI's ranking takes no labeler's slot: with overlap 1, both prompts are still open
+    served = set()
+    for _ in range(2):
+        task = lease_next_task(session=session, project=project, labeler=make_user(session),
+                               kind=TaskKind.rank, lease_for=timedelta(minutes=30))  # fmt: skip
+        assert task is not None
+        served.add(task.prompt.id)
+    assert served == {close.id, chain.id}
 
 
 def test_a_tiny_reward_model_judge_scores_the_served_answers_and_ranks_by_them(

@@ -204,3 +204,36 @@ def test_the_job_checks_the_model_again(
     assert job.status == JobStatus.failed
     assert job.error is not None and f"{empty.name!r} cannot score answers" in job.error
     assert stored(session, empty) == {}
+
+
+def test_after_rlhf_score_the_uncertain_queue_serves_the_closest_scored_prompt_first(
+    session: Session, session_factory: sessionmaker[Session], settings: Settings, tiny_rm: Path
+) -> None:
+    """The loop design §14 describes: score the answers, switch the project to
+    ``queue_order="uncertain"``, and labelers get the prompts the RM can least tell apart
+    first (the order the stored scores give, not the order of the prompts)."""
+    from datetime import timedelta
+
+    from app.labeling.models import TaskKind
+    from app.labeling.queue import lease_next_task
+
+    project = make_project(session, k=2, overlap=1)
+    prompts = [make_prompt(session, project, text=f"Question {j}?", answers=2) for j in range(4)]
+    version = register(session, tiny_rm)
+    job = run(session, session_factory, settings, kinds.SCORE, project, reward=str(version.id))
+    assert job.status == JobStatus.succeeded, job.error
+    for prompt in prompts:
+        session.refresh(prompt)
+    gaps = {p.id: p.score_gap for p in prompts}
+    assert None not in gaps.values() and len(set(gaps.values())) == 4
+    expected = sorted(gaps, key=lambda pid: gaps[pid])
+    assert expected != sorted(gaps)  # the scores decide, not the ids (all answers served)
+    project.queue_order = "uncertain"
+    session.flush()
+    served = []
+    for _ in prompts:  # overlap 1: each labeler's lease takes a prompt's only slot
+        task = lease_next_task(session=session, project=project, labeler=make_user(session),
+                               kind=TaskKind.rank, lease_for=timedelta(minutes=30))  # fmt: skip
+        assert task is not None
+        served.append(task.prompt.id)
+    assert served == expected
