@@ -95,8 +95,10 @@ def score(
     queue: QueueOpt = None,
     wait: WaitOpt = False,
 ) -> None:
-    """Store the reward model's score of every answer of PROJECT (answers it scored already
-    are skipped), and each prompt's score gap, which queue_order=uncertain serves by."""
+    """Store a reward model's score of every answer of PROJECT (a job).
+
+    Answers this version scored already are skipped; each prompt's score gap (what
+    queue_order=uncertain serves by) is set from the scores of its served answers."""
     from app.jobs import kinds
 
     raw = {"reward": reward, "batch_size": batch_size, "max_length": max_length,
@@ -147,8 +149,10 @@ def judge(
     queue: QueueOpt = None,
     wait: WaitOpt = False,
 ) -> None:
-    """Rank the answers of each prompt of PROJECT with an AI judge, stored as comparisons by
-    ai:NAME (never counted as a person's). Prompts this judge ranked already are skipped."""
+    """Rank each prompt's answers with an AI judge (a job): an endpoint or a reward model.
+
+    The rankings are stored as comparisons by ai:NAME, never counted as a person's; prompts
+    this judge ranked already are skipped."""
     from app.jobs import kinds
 
     raw = {"endpoint_url": endpoint, "endpoint_model": endpoint_model, "chat": chat,
