@@ -52,6 +52,9 @@ async def test_project_contract(client: httpx.AsyncClient, session: Session) -> 
         "name": project.name,
         "k": 4,
         "overlap": 2,
+        "queue_order": "oldest",
+        "max_overlap": None,
+        "disagreement_threshold": 0.3,
         "counts": {"prompts": 2, "completions": 6, "demonstrations": 0, "comparisons": 0},
     }
     missing = await client.get("/api/v1/projects/999999", headers=bearer(token))

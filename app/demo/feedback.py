@@ -156,9 +156,7 @@ def _has_free_slot(*, session: Session, project: Project, prompt: Prompt) -> boo
     """The queue's test (design §4): fewer than ``overlap`` submitted tasks plus live leases."""
     if prompt.rank_full:
         return False
-    return has_free_slot(
-        session=session, prompt_id=prompt.id, overlap=project.overlap, now=utcnow()
-    )
+    return has_free_slot(session=session, project=project, prompt_id=prompt.id, now=utcnow())
 
 
 def _demonstrate(

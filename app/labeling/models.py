@@ -64,6 +64,16 @@ class Prompt(Base):
             "score_gap",
             "id",
         ),
+        # ... and, for queue_order="disagreement", the open prompts that have a disagreement
+        # (two rankings or more: few at a time), which it walks first for those above the
+        # threshold. The predicates are the queue's own, so the planners can prove they hold.
+        Index(
+            "ix_prompts_project_id_open_disagreement",
+            "project_id",
+            "id",
+            postgresql_where=sql_text("rank_full IS false AND disagreement IS NOT NULL"),
+            sqlite_where=sql_text("rank_full IS 0 AND disagreement IS NOT NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

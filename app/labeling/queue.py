@@ -2,18 +2,24 @@
 
 A labeler asks for the next task of a kind in a project. If they still hold one, they get it
 back (their draft included): work in progress is never lost by asking again. Otherwise the
-server picks the oldest prompt that
+server picks, in the project's ``queue_order`` (design §14), the first prompt that
 
-- still needs work: fewer than ``overlap`` submitted rankings plus live leases (rank), or no
+- still needs work: fewer submitted rankings plus live leases than its cap (rank), or no
   demonstration yet (demonstration: prompts without answers come first);
 - this labeler has not done, skipped or been given before, did not submit, and whose answers
   do not include their own demonstration;
 - for ranking, has at least K answers.
 
+Rank tasks come ``oldest`` first (by id), or ``uncertain``: the smallest reward-model
+``score_gap`` first, prompts never scored after the scored ones; or ``disagreement``: a prompt
+whose labelers disagree above the project's threshold may take rankings up to
+``extra_overlap`` instead of ``overlap`` (its cap), and those still open come first, then the
+rest oldest first. Under the other orders every prompt's cap is ``overlap``.
+
 Gold prompts (those with a reference ranking) are served at the project's gold rate to every
-labeler and are not limited by overlap. On Postgres the pick takes the prompt row with
-``FOR UPDATE SKIP LOCKED``, so concurrent labelers never wait on each other and never take the
-same last slot; on SQLite the whole lease is one write transaction.
+labeler, not limited by overlap nor ordered by ``queue_order``. On Postgres the pick takes
+the prompt row with ``FOR UPDATE SKIP LOCKED``, so concurrent labelers never wait on each
+other and never take the same last slot; on SQLite the whole lease is one write transaction.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from typing import Any
 from sqlalchemy import (
     BindParameter,
     ColumnElement,
+    Float,
     Integer,
     Select,
     and_,
@@ -34,6 +41,7 @@ from sqlalchemy import (
     case,
     exists,
     func,
+    literal,
     or_,
     select,
 )
@@ -82,7 +90,18 @@ _PROJECT: BindParameter[int] = bindparam("project_id", type_=Integer())
 _LABELER: BindParameter[int] = bindparam("labeler_id", type_=Integer())
 _K: BindParameter[int] = bindparam("k", type_=Integer())
 _OVERLAP: BindParameter[int] = bindparam("overlap", type_=Integer())
+_EXTRA: BindParameter[int] = bindparam("extra_overlap", type_=Integer())
+_THRESHOLD: BindParameter[float] = bindparam("threshold", type_=Float())
 _NOW: BindParameter[datetime] = bindparam("now", type_=UTCDateTime())
+_PROMPT: BindParameter[int] = bindparam("prompt_id", type_=Integer())
+
+
+def _cap_params(project: Project) -> dict[str, Any]:
+    return {
+        "overlap": project.overlap,
+        "extra_overlap": project.extra_overlap,
+        "threshold": project.disagreement_threshold,
+    }
 
 
 def _params(*, project: Project, labeler: User, now: datetime) -> dict[str, Any]:
@@ -90,13 +109,50 @@ def _params(*, project: Project, labeler: User, now: datetime) -> dict[str, Any]
         "project_id": project.id,
         "labeler_id": labeler.id,
         "k": project.k,
-        "overlap": project.overlap,
         "now": now,
+        **_cap_params(project),
     }
 
 
-def _eligible(*, kind: TaskKind, gold: bool) -> list[ColumnElement[bool]]:
-    """Conditions on ``Prompt`` for a task a labeler may get now (see ``_params``)."""
+def _cap(
+    order: str,
+    *,
+    overlap: ColumnElement[int] = _OVERLAP,
+    extra: ColumnElement[int] = _EXTRA,
+    threshold: ColumnElement[float] = _THRESHOLD,
+) -> ColumnElement[int]:
+    """The most rank slots a prompt may fill (see ``rank_cap``), as SQL on ``Prompt``."""
+    if order == "disagreement":
+        return case((Prompt.disagreement > threshold, extra), else_=overlap)
+    return overlap
+
+
+def cap_of(project: Project) -> ColumnElement[int]:
+    """The project's cap of each ``Prompt``, its settings filled in (for statements that are
+    not cached, such as ``refresh_rank_full``)."""
+    return _cap(
+        project.queue_order,
+        overlap=literal(project.overlap),
+        extra=literal(project.extra_overlap),
+        threshold=literal(project.disagreement_threshold),
+    )
+
+
+def rank_cap(*, project: Project, disagreement: float | None) -> int:
+    """The most rankings a prompt takes: ``overlap``, or under ``queue_order="disagreement"``
+    ``extra_overlap`` while its labelers disagree above the threshold (design §14)."""
+    if (
+        project.queue_order == "disagreement"
+        and disagreement is not None
+        and disagreement > project.disagreement_threshold
+    ):
+        return project.extra_overlap
+    return project.overlap
+
+
+def _eligible(*, kind: TaskKind, gold: bool, order: str) -> list[ColumnElement[bool]]:
+    """Conditions on ``Prompt`` for a task a labeler may get now (see ``_params``); ``order``
+    is the project's queue order, which sets each prompt's cap."""
     mine = aliased(Assignment)
     conditions: list[ColumnElement[bool]] = [
         Prompt.project_id == _PROJECT,
@@ -138,7 +194,7 @@ def _eligible(*, kind: TaskKind, gold: bool) -> list[ColumnElement[bool]]:
     conditions += [
         Prompt.rank_full.is_(False),
         ~_is_gold(),
-        _taken(Prompt.id, _NOW).correlate(Prompt).scalar_subquery() < _OVERLAP,
+        _taken(Prompt.id, _NOW).correlate(Prompt).scalar_subquery() < _cap(order),
     ]
     return conditions
 
@@ -152,23 +208,52 @@ def _taken(prompt_id: Any, now: Any) -> Select[int]:
     )
 
 
-def has_free_slot(*, session: Session, prompt_id: int, overlap: int, now: Any) -> bool:
-    """The prompt has fewer than ``overlap`` submitted rank tasks plus live leases (design §4)."""
-    return (session.scalar(_taken(prompt_id, now)) or 0) < overlap
+@functools.cache
+def _free_slot_statement(order: str) -> Select[bool]:
+    taken = _taken(Prompt.id, _NOW).correlate(Prompt).scalar_subquery()
+    return select(taken < _cap(order)).where(Prompt.id == _PROMPT)
 
 
-def _order(kind: TaskKind) -> list[ColumnElement[Any]]:
-    """Oldest first; a demonstration goes first to prompts with no answers yet, whose only
-    work is a demonstration (the others can be ranked meanwhile)."""
+def has_free_slot(*, session: Session, project: Project, prompt_id: int, now: Any) -> bool:
+    """The prompt has fewer submitted rank tasks plus live leases than its cap (design §4,
+    §14). Its cap is read from the row as it is now: under the prompt's row lock, exact."""
+    params = {**_cap_params(project), "prompt_id": prompt_id, "now": now}
+    return bool(session.scalar(_free_slot_statement(project.queue_order), params))
+
+
+def _order(kind: TaskKind, order: str) -> list[ColumnElement[Any]]:
+    """The queue order (oldest first unless the project says otherwise); a demonstration goes
+    first to prompts with no answers yet, whose only work is a demonstration (the others can
+    be ranked meanwhile)."""
     if kind == TaskKind.demonstration:
         answered = exists().where(Completion.prompt_id == Prompt.id).correlate(Prompt)
         return [case((answered, 1), else_=0), Prompt.id.asc()]
+    if order == "uncertain":
+        # The order of ix_prompts_project_id_rank_full_score_gap on Postgres (NULLs last).
+        return [Prompt.score_gap.asc().nulls_last(), Prompt.id.asc()]
     return [Prompt.id.asc()]
 
 
+def _walks(*, kind: TaskKind, gold: bool, order: str) -> tuple[tuple[str, bool], ...]:
+    """The (order, disagreeing first) walks a pick tries in turn. ``disagreement`` walks the
+    open prompts whose labelers disagree first, then all: two index walks in id order that
+    stop at the first match, where one walk sorted by disagreement would visit every open
+    prompt of the project on each lease. Gold and demonstration tasks ignore the order."""
+    if gold or kind == TaskKind.demonstration:
+        return (("oldest", False),)
+    if order == "disagreement":
+        return ((order, True), (order, False))
+    return ((order, False),)
+
+
 @functools.cache
-def _pick_statement(kind: TaskKind, gold: bool, postgres: bool) -> Select[Prompt]:
-    stmt = select(Prompt).where(*_eligible(kind=kind, gold=gold)).order_by(*_order(kind)).limit(1)
+def _pick_statement(
+    kind: TaskKind, gold: bool, postgres: bool, order: str, disagreeing: bool
+) -> Select[Prompt]:
+    conditions = _eligible(kind=kind, gold=gold, order=order)
+    if disagreeing:
+        conditions.append(Prompt.disagreement > _THRESHOLD)
+    stmt = select(Prompt).where(*conditions).order_by(*_order(kind, order)).limit(1)
     if postgres:
         passed: BindParameter[int] = bindparam("passed", type_=Integer(), expanding=True)
         stmt = stmt.where(Prompt.id.not_in(passed)).with_for_update(of=Prompt, skip_locked=True)
@@ -176,8 +261,8 @@ def _pick_statement(kind: TaskKind, gold: bool, postgres: bool) -> Select[Prompt
 
 
 @functools.cache
-def _count_statement(kind: TaskKind, gold: bool) -> Select[int]:
-    eligible = select(Prompt.id).where(*_eligible(kind=kind, gold=gold))
+def _count_statement(kind: TaskKind, gold: bool, order: str) -> Select[int]:
+    eligible = select(Prompt.id).where(*_eligible(kind=kind, gold=gold, order=order))
     capped = eligible.limit(bindparam("limit")).subquery()
     return select(func.count()).select_from(capped)
 
@@ -189,20 +274,30 @@ def _pick(
     *, session: Session, project: Project, labeler: User, kind: TaskKind, now: datetime, gold: bool
 ) -> Prompt | None:
     params = _params(project=project, labeler=labeler, now=now)
+    walks = _walks(kind=kind, gold=gold, order=project.queue_order)
     if session.get_bind().dialect.name != "postgresql":
         # SQLite: this whole transaction holds the write lock, so the first match is ours.
-        return session.scalar(_pick_statement(kind, gold, False), params)
+        for order, disagreeing in walks:
+            found = session.scalar(_pick_statement(kind, gold, False, order, disagreeing), params)
+            if found is not None:
+                return found
+        return None
     passed: list[int] = []
-    for _ in range(MAX_PICKS):
-        prompt = session.scalar(_pick_statement(kind, gold, True), {**params, "passed": passed})
-        if prompt is None or gold or kind == TaskKind.demonstration:
-            return prompt
-        # The row lock is ours now. Under READ COMMITTED the slot count above may predate a
-        # lease committed while we waited for the row, so count again with a fresh snapshot
-        # (every lease and submit of this prompt holds the same row lock).
-        if has_free_slot(session=session, prompt_id=prompt.id, overlap=project.overlap, now=now):
-            return prompt
-        passed.append(prompt.id)
+    for order, disagreeing in walks:
+        statement = _pick_statement(kind, gold, True, order, disagreeing)
+        for _ in range(MAX_PICKS):
+            prompt = session.scalar(statement, {**params, "passed": passed})
+            if prompt is None:
+                break
+            if gold or kind == TaskKind.demonstration:
+                return prompt
+            # The row lock is ours now. Under READ COMMITTED the slot count above (and the
+            # prompt's disagreement, its cap) may predate a lease or submit committed while we
+            # waited for the row, so check again with a fresh snapshot (every lease and submit
+            # of this prompt holds the same row lock).
+            if has_free_slot(session=session, project=project, prompt_id=prompt.id, now=now):
+                return prompt
+            passed.append(prompt.id)
     return None
 
 
@@ -233,15 +328,8 @@ def _still_worth_doing(
         return True
     if assignment.is_gold:
         return True
-    others = session.scalar(
-        select(func.count()).where(
-            Assignment.prompt_id == assignment.prompt_id,
-            Assignment.kind == TaskKind.rank,
-            Assignment.id != assignment.id,
-            or_(Assignment.state == AssignmentState.submitted, _live_lease(now)),
-        )
-    )
-    return (others or 0) < project.overlap
+    # Its own lease ran out, so the prompt's taken slots are the others'.
+    return has_free_slot(session=session, project=project, prompt_id=assignment.prompt_id, now=now)
 
 
 def task_for(
@@ -273,8 +361,13 @@ def lease_next_task(
     rng = rng or random.Random()  # noqa: S311 - display order and gold mixing, not secrets
     now = utcnow()
     if session.get_bind().dialect.name == "postgresql":
-        # One lease at a time per labeler (a double click must not lease two prompts).
-        session.execute(select(func.pg_advisory_xact_lock(labeler.id)))
+        # One lease at a time per labeler (a double click must not lease two prompts). And no
+        # JIT for this transaction: the pick's LIMIT 1 walk stops at its first match in well
+        # under a millisecond, but its cost is estimated as if it read every open prompt,
+        # which can make Postgres spend half a second compiling it.
+        session.execute(
+            select(func.pg_advisory_xact_lock(labeler.id), func.set_config("jit", "off", True))
+        )
 
     held = _resume(session=session, project=project, labeler=labeler, kind=kind)
     if held is not None:
@@ -336,11 +429,11 @@ def count_available(
     """How many tasks of this kind this labeler could still get (the "in queue" figure),
     counted up to ``limit``: pages show "500+" rather than scan a huge project each time."""
     params = _params(project=project, labeler=labeler, now=utcnow())
+    order = project.queue_order if kind == TaskKind.rank else "oldest"
     total = 0
     for gold in (False, True) if kind == TaskKind.rank else (False,):
-        total += (
-            session.scalar(_count_statement(kind, gold), {**params, "limit": limit - total}) or 0
-        )
+        statement = _count_statement(kind, gold, "oldest" if gold else order)
+        total += session.scalar(statement, {**params, "limit": limit - total}) or 0
         if total >= limit:
             break
     return total

@@ -8,12 +8,14 @@ marked surplus (never lost). Services flush; the caller commits.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, func, select, update
+from sqlalchemy import ColumnElement, Select, exists, func, select, update
 from sqlalchemy.orm import Session
 
+from app.agreement.metrics import pairwise_agreement
 from app.auth.models import User
 from app.db import utcnow
 from app.errors import NotFoundError
@@ -28,8 +30,10 @@ from app.labeling.models import (
     PromptSource,
     TaskKind,
 )
+from app.labeling.queue import cap_of, rank_cap
 from app.labeling.ranking import RankingError, validate_ranking
 from app.projects.models import Project
+from app.review.models import Review, Verdict
 
 MAX_TEXT_CHARS = 100_000  # a demonstration or a prompt; far above any real answer
 MAX_SKIP_REASON_CHARS = 500
@@ -179,10 +183,12 @@ def submit_ranking(
         )
 
     # The prompt's row lock orders concurrent submits (and leases) of this prompt, so the
-    # count that decides "surplus" is exact.
-    session.execute(select(Prompt.id).where(Prompt.id == prompt.id).with_for_update())
-    counted = 0 if assignment.is_gold else _counted_rankings(session, prompt)
-    surplus = not assignment.is_gold and counted >= project.overlap
+    # count that decides "surplus" is exact, and so is the cap it is held to: the row is read
+    # again under the lock, as the last submit left its disagreement.
+    session.refresh(prompt, with_for_update=True)
+    counted = [] if assignment.is_gold else _counted_rows(session, prompt.id)
+    cap = rank_cap(project=project, disagreement=prompt.disagreement)
+    surplus = not assignment.is_gold and len(counted) >= cap
     comparison = Comparison(
         prompt_id=prompt.id,
         labeler_id=labeler.id,
@@ -209,7 +215,10 @@ def submit_ranking(
     assignment.state = AssignmentState.submitted
     assignment.finished_at = utcnow()
     if not assignment.is_gold and not surplus:
-        prompt.rank_full = counted + 1 >= project.overlap
+        kept = [row.ranking for row in counted if not row.rejected]
+        prompt.disagreement = ranking_disagreement([*kept, groups])
+        cap = rank_cap(project=project, disagreement=prompt.disagreement)
+        prompt.rank_full = len(counted) + 1 >= cap
     session.flush()
     return Submitted(id=comparison.id, created=True)
 
@@ -241,33 +250,94 @@ def _rewrite(session: Session, rewrite: Rewrite, groups: list[list[int]]) -> Rew
     return Rewrite(completion_id=original.id, text=text)
 
 
+def _counted() -> list[ColumnElement[bool]]:
+    """Rankings that count toward a prompt's cap: current, not surplus, by our labelers in the
+    queue (gold answers, imported preferences and AI judges have no task, so they do not use
+    up slots). Joined to ``Assignment`` on ``Comparison.assignment_id``."""
+    return [
+        Comparison.is_latest.is_(True),
+        Comparison.is_surplus.is_(False),
+        Assignment.is_gold.is_(False),
+    ]
+
+
 def _counted_rankings_of(prompt_id: Any) -> Select[int]:
-    """Rankings that count toward a prompt's overlap: current, not surplus, by our labelers
-    in the queue (gold answers and imported preferences do not use up slots)."""
     return (
         select(func.count())
         .select_from(Comparison)
         .join(Assignment, Assignment.id == Comparison.assignment_id)
-        .where(
-            Comparison.prompt_id == prompt_id,
-            Comparison.is_latest.is_(True),
-            Comparison.is_surplus.is_(False),
-            Assignment.is_gold.is_(False),
-        )
+        .where(Comparison.prompt_id == prompt_id, *_counted())
     )
 
 
-def _counted_rankings(session: Session, prompt: Prompt) -> int:
-    return session.scalar(_counted_rankings_of(prompt.id)) or 0
+def _rejected() -> ColumnElement[bool]:
+    return exists().where(Review.comparison_id == Comparison.id, Review.verdict == Verdict.rejected)
+
+
+def _counted_rows(session: Session, prompt_id: int) -> Sequence[Any]:
+    """The prompt's counted rankings (``ranking``, ``rejected``): one small query. A ranking
+    an admin rejected still holds its slot but says nothing about disagreement."""
+    return session.execute(
+        select(Comparison.ranking, _rejected().label("rejected"))
+        .join(Assignment, Assignment.id == Comparison.assignment_id)
+        .where(Comparison.prompt_id == prompt_id, *_counted())
+    ).all()
+
+
+def ranking_disagreement(rankings: Sequence[list[list[int]]]) -> float | None:
+    """The share of (labeler pair x answer pair) on which two labelers order the answers
+    differently; pairs tied by either are left out (as in pairwise agreement, of which this
+    is the complement). None with fewer than two rankings, or no answer pair both ordered."""
+    if len(rankings) < 2:
+        return None
+    places = {
+        str(i): {
+            str(answer): float(place) for place, group in enumerate(ranking) for answer in group
+        }
+        for i, ranking in enumerate(rankings)
+    }
+    agreement = pairwise_agreement(places).value
+    return None if agreement is None else 1.0 - agreement
+
+
+def refresh_disagreement(*, session: Session, project: Project) -> None:
+    """Every prompt's ``disagreement`` from its counted rankings, computed again (the submit
+    keeps it; this catches up rankings from before, and reviews since): run when a project
+    turns to ``queue_order="disagreement"``."""
+    rows = session.execute(
+        select(Comparison.prompt_id, Comparison.ranking)
+        .join(Assignment, Assignment.id == Comparison.assignment_id)
+        .join(Prompt, Prompt.id == Comparison.prompt_id)
+        .where(Prompt.project_id == project.id, *_counted(), ~_rejected())
+        .order_by(Comparison.prompt_id, Comparison.id)
+    ).all()
+    by_prompt: dict[int, list[list[list[int]]]] = {}
+    for prompt_id, ranking in rows:
+        by_prompt.setdefault(prompt_id, []).append(ranking)
+    session.execute(
+        update(Prompt)
+        .where(Prompt.project_id == project.id)
+        .values(disagreement=None)
+        .execution_options(synchronize_session=False)
+    )
+    values = [
+        {"id": prompt_id, "disagreement": value}
+        for prompt_id, rankings in by_prompt.items()
+        if (value := ranking_disagreement(rankings)) is not None
+    ]
+    if values:  # one executemany by primary key
+        session.execute(update(Prompt), values)
+    session.flush()
 
 
 def refresh_rank_full(*, session: Session, project: Project) -> None:
-    """After the project's overlap changed: which prompts are full is computed again."""
+    """After the project's overlap or queue settings changed: which prompts are full (have
+    their cap of counted rankings) is computed again."""
     counted = _counted_rankings_of(Prompt.id).correlate(Prompt).scalar_subquery()
     session.execute(
         update(Prompt)
         .where(Prompt.project_id == project.id)
-        .values(rank_full=counted >= project.overlap)
+        .values(rank_full=counted >= cap_of(project))
         .execution_options(synchronize_session=False)
     )
 

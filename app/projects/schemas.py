@@ -1,11 +1,30 @@
 from __future__ import annotations
 
 import math
+from typing import Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
 from app.projects.generation import GenerationSettings
 from app.projects.service import ProjectSettings
+
+QueueOrder = Literal["oldest", "uncertain", "disagreement"]  # app.projects.models.QUEUE_ORDERS
+
+#: The edit page's choice of queue order: (value, title, what it does).
+QUEUE_ORDER_CHOICES = [
+    ("oldest", "Oldest first", "Prompts in the order they were added."),
+    (
+        "uncertain",
+        "Most uncertain first",
+        "Prompts whose answers the reward model scores closest (from rlhf score) come first.",
+    ),
+    (
+        "disagreement",
+        "More rankings where labelers disagree",
+        "A prompt whose labelers disagree above the threshold gets rankings up to the max "
+        "overlap, before new prompts.",
+    ),
+]
 
 
 class ProjectCountsOut(BaseModel):
@@ -20,7 +39,32 @@ class ProjectOut(BaseModel):
     name: str
     k: int
     overlap: int
+    queue_order: QueueOrder = Field(
+        description="Which prompt the rank queue serves next: oldest first, the reward "
+        "model's most uncertain (closest top scores) first, or extra rankings where labelers "
+        "disagree (design §14)"
+    )
+    max_overlap: int | None = Field(
+        description="The most rankings a prompt whose labelers disagree may get under "
+        "`disagreement`; null: overlap + 2"
+    )
+    disagreement_threshold: float = Field(
+        description="The share of answer pairs labelers disagree on above which a prompt "
+        "gets extra rankings (0 to 1)"
+    )
     counts: ProjectCountsOut
+
+
+class ProjectQueueIn(BaseModel):
+    """``PATCH /api/v1/projects/{id}``: the queue settings to change (those left out stay);
+    ``"max_overlap": null`` goes back to the default, overlap + 2."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    overlap: int | None = None
+    queue_order: QueueOrder | None = None
+    max_overlap: int | None = None
+    disagreement_threshold: float | None = None
 
 
 class _Reader:
@@ -60,6 +104,9 @@ class ProjectForm(BaseModel):
     flags: str = ""  # one name a line
     guidelines: str = ""
     gold_rate_pct: str = "0"
+    queue_order: str = "oldest"
+    max_overlap: str = ""  # blank: overlap + 2
+    disagreement_threshold: str = "0.3"
 
     @classmethod
     def new(cls) -> ProjectForm:
@@ -76,6 +123,9 @@ class ProjectForm(BaseModel):
             flags="\n".join(settings.flags),
             guidelines=settings.guidelines,
             gold_rate_pct=f"{round(settings.gold_rate * 100, 4):g}",
+            queue_order=settings.queue_order,
+            max_overlap="" if settings.max_overlap is None else str(settings.max_overlap),
+            disagreement_threshold=f"{settings.disagreement_threshold:g}",
         )
 
     def to_settings(self, fallback: ProjectSettings) -> tuple[ProjectSettings, dict[str, str]]:
@@ -95,6 +145,17 @@ class ProjectForm(BaseModel):
                 gold_rate = pct / 100
             else:
                 errors["gold_rate"] = "the gold rate must be a number from 0 to 100"
+        max_overlap = (
+            read.whole("max_overlap", self.max_overlap, 0, "max overlap")
+            if self.max_overlap.strip()
+            else None
+        )
+        threshold = read.number(
+            "disagreement_threshold",
+            self.disagreement_threshold,
+            fallback.disagreement_threshold,
+            "the disagreement threshold",
+        )
         settings = ProjectSettings(
             name=self.name,
             description=self.description,
@@ -104,6 +165,9 @@ class ProjectForm(BaseModel):
             flags=self.flags.splitlines(),
             guidelines=self.guidelines,
             gold_rate=gold_rate,
+            queue_order=self.queue_order,
+            max_overlap=fallback.max_overlap if "max_overlap" in errors else max_overlap,
+            disagreement_threshold=threshold,
         )
         return settings, errors
 

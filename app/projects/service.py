@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import enum
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import Select, exists, func, or_, select
 from sqlalchemy.orm import Session
@@ -13,7 +14,13 @@ from sqlalchemy.orm import Session
 from app.auth.models import Role, User
 from app.errors import NotFoundError
 from app.labeling.models import Comparison, Completion, Demonstration, Prompt
-from app.projects.models import DEFAULT_FLAGS, Project, ProjectMember
+from app.projects.models import (
+    DEFAULT_DISAGREEMENT_THRESHOLD,
+    DEFAULT_FLAGS,
+    QUEUE_ORDERS,
+    Project,
+    ProjectMember,
+)
 
 
 class ProjectError(ValueError):
@@ -49,6 +56,10 @@ class ProjectSettings:
     flags: Sequence[str] = field(default_factory=lambda: list(DEFAULT_FLAGS))
     guidelines: str = ""
     gold_rate: float = 0.0
+    # The rank queue's order (design §14); ``max_overlap`` None is ``overlap + 2``.
+    queue_order: str = "oldest"
+    max_overlap: int | None = None
+    disagreement_threshold: float = DEFAULT_DISAGREEMENT_THRESHOLD
 
     @classmethod
     def of(cls, project: Project) -> ProjectSettings:
@@ -62,7 +73,18 @@ class ProjectSettings:
             flags=list(schema.get("flags", [])),
             guidelines=project.guidelines,
             gold_rate=project.gold_rate,
+            queue_order=project.queue_order,
+            max_overlap=project.max_overlap,
+            disagreement_threshold=project.disagreement_threshold,
         )
+
+
+class _Keep(enum.Enum):
+    KEEP = "keep"
+
+
+#: ``update_project(max_overlap=KEEP)`` leaves it as it is (None there means the default).
+KEEP = _Keep.KEEP
 
 
 def clean_flags(flags: Sequence[str]) -> list[str]:
@@ -148,6 +170,8 @@ def check_project_settings(
         shown = f"{rate * 100:g}%" if math.isfinite(rate) else str(rate)
         errors["gold_rate"] = f"the gold rate must be between 0% and 100%, not {shown}"
 
+    errors.update(_queue_errors(settings, overlap_ok="overlap" not in errors))
+
     cleaned = ProjectSettings(
         name=name,
         description=description,
@@ -157,8 +181,35 @@ def check_project_settings(
         flags=flags,
         guidelines=guidelines,
         gold_rate=rate,
+        queue_order=settings.queue_order,
+        max_overlap=settings.max_overlap,
+        disagreement_threshold=settings.disagreement_threshold,
     )
     return cleaned, errors
+
+
+def _queue_errors(settings: ProjectSettings, *, overlap_ok: bool) -> dict[str, str]:
+    errors: dict[str, str] = {}
+    if settings.queue_order not in QUEUE_ORDERS:
+        errors["queue_order"] = (
+            f"unknown queue order {settings.queue_order!r}; choose one of "
+            + ", ".join(QUEUE_ORDERS)
+        )
+    top = settings.max_overlap
+    if top is not None:
+        if top > MAX_OVERLAP:
+            errors["max_overlap"] = f"max overlap must be at most {MAX_OVERLAP}, not {top}"
+        elif overlap_ok and top < settings.overlap:
+            errors["max_overlap"] = (
+                f"max overlap must be at least the overlap ({settings.overlap}), not {top}"
+            )
+    threshold = settings.disagreement_threshold
+    if not math.isfinite(threshold) or not 0 <= threshold <= 1:
+        errors["disagreement_threshold"] = (
+            f"the disagreement threshold is a share of answer pairs, between 0 and 1, "
+            f"not {threshold:g}"
+        )
+    return errors
 
 
 def _apply(project: Project, settings: ProjectSettings) -> None:
@@ -175,6 +226,9 @@ def _apply(project: Project, settings: ProjectSettings) -> None:
     }
     project.guidelines = settings.guidelines
     project.gold_rate = settings.gold_rate
+    project.queue_order = settings.queue_order
+    project.max_overlap = settings.max_overlap
+    project.disagreement_threshold = settings.disagreement_threshold
 
 
 def create_project(
@@ -188,6 +242,9 @@ def create_project(
     likert: bool = True,
     flags: Sequence[str] | None = None,
     gold_rate: float = 0.0,
+    queue_order: str = "oldest",
+    max_overlap: int | None = None,
+    disagreement_threshold: float = DEFAULT_DISAGREEMENT_THRESHOLD,
     created_by_id: int | None = None,
 ) -> Project:
     """Raises ``ProjectFormError`` (a ``ProjectError``) with a message per wrong field."""
@@ -202,6 +259,9 @@ def create_project(
             flags=list(DEFAULT_FLAGS) if flags is None else flags,
             guidelines=guidelines,
             gold_rate=gold_rate,
+            queue_order=queue_order,
+            max_overlap=max_overlap,
+            disagreement_threshold=disagreement_threshold,
         ),
     )
     if errors:
@@ -225,9 +285,14 @@ def update_project(
     flags: Sequence[str] | None = None,
     guidelines: str | None = None,
     gold_rate: float | None = None,
+    queue_order: str | None = None,
+    max_overlap: int | Literal[_Keep.KEEP] | None = KEEP,
+    disagreement_threshold: float | None = None,
 ) -> Project:
-    """Change what is given (None keeps a setting), with the same rules as creating, and K
-    fixed once the project has rankings. Raises ``ProjectFormError``."""
+    """Change what is given (None keeps a setting; for ``max_overlap``, ``KEEP`` does and None
+    is the default, ``overlap + 2``), with the same rules as creating, and K fixed once the
+    project has rankings. Prompts' fullness follows a new overlap or queue setting at once.
+    Raises ``ProjectFormError``."""
     old = ProjectSettings.of(project)
     wanted = ProjectSettings(
         name=old.name if name is None else name,
@@ -238,25 +303,44 @@ def update_project(
         flags=old.flags if flags is None else flags,
         guidelines=old.guidelines if guidelines is None else guidelines,
         gold_rate=old.gold_rate if gold_rate is None else gold_rate,
+        queue_order=old.queue_order if queue_order is None else queue_order,
+        max_overlap=old.max_overlap if max_overlap is KEEP else max_overlap,
+        disagreement_threshold=(
+            old.disagreement_threshold if disagreement_threshold is None else disagreement_threshold
+        ),
     )
     settings, errors = check_project_settings(session=session, settings=wanted, project=project)
     if errors:
         raise ProjectFormError(errors)
-    overlap_before = project.overlap
+    caps_before = _caps(project)
+    order_before = project.queue_order
     _apply(project, settings)
     session.flush()
-    if project.overlap != overlap_before:
-        from app.labeling.service import refresh_rank_full  # labeling builds on projects
+    from app.labeling.service import refresh_disagreement, refresh_rank_full  # builds on us
 
+    if project.queue_order == "disagreement" and order_before != "disagreement":
+        # The submit keeps each prompt's disagreement; rankings from before it did, and
+        # reviews since, are caught up once, so full prompts that disagree reopen.
+        refresh_disagreement(session=session, project=project)
+    if _caps(project) != caps_before:
         refresh_rank_full(session=session, project=project)
     return project
+
+
+def _caps(project: Project) -> tuple[Any, ...]:
+    """What decides each prompt's cap of rankings (``app.labeling.queue.rank_cap``)."""
+    if project.queue_order != "disagreement":
+        return (project.overlap,)
+    return (project.overlap, project.extra_overlap, project.disagreement_threshold)
 
 
 def settings_changes(before: ProjectSettings, after: ProjectSettings) -> dict[str, Any]:
     """What changed, as {setting: [old, new]} (for the audit log; guidelines only as a mark,
     they are long)."""
     changes: dict[str, Any] = {}
-    for key in ("name", "description", "k", "overlap", "likert", "flags", "gold_rate"):
+    keys = ("name", "description", "k", "overlap", "likert", "flags", "gold_rate", "queue_order",
+            "max_overlap", "disagreement_threshold")  # fmt: skip
+    for key in keys:
         old, new = getattr(before, key), getattr(after, key)
         if key == "flags":
             old, new = list(old), list(new)
@@ -265,6 +349,13 @@ def settings_changes(before: ProjectSettings, after: ProjectSettings) -> dict[st
     if before.guidelines != after.guidelines:
         changes["guidelines"] = "changed"
     return changes
+
+
+def has_score_gaps(*, session: Session, project: Project) -> bool:
+    """Whether ``rlhf score`` has given any prompt a score gap (``uncertain`` serves oldest
+    first until it has)."""
+    found = exists().where(Prompt.project_id == project.id, Prompt.score_gap.is_not(None))
+    return bool(session.scalar(select(found)))
 
 
 def get_project(*, session: Session, ref: str | int) -> Project:

@@ -21,7 +21,7 @@ from app.projects.generation import (
     update_generation_settings,
 )
 from app.projects.models import Project
-from app.projects.schemas import GenerationForm, ProjectForm
+from app.projects.schemas import QUEUE_ORDER_CHOICES, GenerationForm, ProjectForm
 from app.projects.service import (
     ProjectFormError,
     ProjectSettings,
@@ -30,6 +30,7 @@ from app.projects.service import (
     create_project,
     get_project,
     has_comparisons,
+    has_score_gaps,
     project_counts,
     project_members,
     remove_member,
@@ -56,14 +57,20 @@ def _form_page(
     form: ProjectForm,
     project: Project | None,
     k_locked: bool = False,
+    scored: bool = False,
     errors: dict[str, str] | None = None,
 ) -> Response:
+    """``scored``: some prompt has a reward-model score gap (else the page says that
+    ``uncertain`` serves oldest first until ``rlhf score`` has run)."""
     return render(
         request,
         "projects/form.html",
-        {"form": form, "project": project, "k_locked": k_locked, "errors": errors or {}},
+        {
+            "form": form, "project": project, "k_locked": k_locked, "scored": scored,
+            "errors": errors or {}, "queue_orders": QUEUE_ORDER_CHOICES,
+        },
         status_code=422 if errors else 200,
-    )
+    )  # fmt: skip
 
 
 def _read_form(
@@ -210,6 +217,7 @@ def edit_project(
         form=ProjectForm.of(ProjectSettings.of(project)),
         project=project,
         k_locked=has_comparisons(session=session, project=project),
+        scored=has_score_gaps(session=session, project=project),
     )
 
 
@@ -224,9 +232,12 @@ def update(
     project = get_project(session=session, ref=project_id)
     before = ProjectSettings.of(project)
     k_locked = has_comparisons(session=session, project=project)
+    scored = has_score_gaps(session=session, project=project)
     settings, errors = _read_form(session, form, project)
     if errors:
-        return _form_page(request, form=form, project=project, k_locked=k_locked, errors=errors)
+        return _form_page(
+            request, form=form, project=project, k_locked=k_locked, scored=scored, errors=errors
+        )
     try:
         update_project(
             session=session,
@@ -234,7 +245,10 @@ def update(
             **asdict(settings),  # the service takes the settings' fields by name
         )
     except ProjectFormError as exc:
-        return _form_page(request, form=form, project=project, k_locked=k_locked, errors=exc.errors)
+        return _form_page(
+            request, form=form, project=project, k_locked=k_locked, scored=scored,
+            errors=exc.errors,
+        )  # fmt: skip
     changes = settings_changes(before, ProjectSettings.of(project))
     if changes:
         record(
