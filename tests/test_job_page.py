@@ -155,6 +155,20 @@ async def test_the_page_says_what_the_job_left_out_of_its_data(
     assert "{" not in metrics and "[" not in metrics
 
 
+async def test_a_judge_or_score_job_says_what_it_left_out_of_judging_or_scoring(
+    client: httpx.AsyncClient, session: Session
+) -> None:
+    await login(client, make_admin(session))
+    for kind, words in ((kinds.JUDGE, ("judging", "judged")), (kinds.SCORE, ("scoring", "scored"))):
+        job = create_job(session=session, kind=kind)
+        job.status = JobStatus.succeeded
+        job.metrics = {"left_out": 2, "left_out_reasons": {"unreadable reply after a retry": 2}}
+        session.flush()
+        text = visible_text((await client.get(f"/admin/jobs/{job.id}")).text)
+        assert f"Left out of {words[0]} (2): 2 unreadable reply after a retry." in text
+        assert f"The job {words[1]} the rest" in text and "training" not in text.lower()
+
+
 async def test_nothing_left_out_means_no_note(client: httpx.AsyncClient, session: Session) -> None:
     job = create_job(session=session, kind=kinds.TRAIN_SFT)
     job.status = JobStatus.succeeded

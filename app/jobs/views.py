@@ -48,7 +48,7 @@ def _detail(session: DbSession, job: Job) -> dict[str, Any]:
         metric_chart(metric, lines, title=metric_label(metric)) for metric, lines in series.items()
     ]
     samples = step_samples(session=session, job_id=job.id)
-    notes = DataNotes.of(job.metrics)
+    notes = DataNotes.of(job.metrics, kind=job.kind)
     metrics = [
         Output.of(metric_label(key), key, value)
         for key, value in job.metrics.items()
@@ -136,6 +136,9 @@ def curves_note(job: Job, series: dict[str, dict[str, list[tuple[int, float]]]])
     return note
 
 
+_ACTIVITY = {kinds.SCORE: ("scoring", "scored"), kinds.JUDGE: ("judging", "judged")}
+
+
 @dataclass(frozen=True)
 class DataNotes:
     """What a training job says about its data (design §10), from its metrics: the rows it
@@ -148,6 +151,8 @@ class DataNotes:
     reasons: tuple[tuple[str, int], ...] = ()
     warnings: tuple[str, ...] = ()
     truncated: int = 0  # answers or prompts cut to fit (--long-answers truncate)
+    activity: str = "training"  # what the rows were left out of ...
+    did: str = "trained on"  # ... and what the job did with the rest
 
     @property
     def too_long(self) -> bool:
@@ -155,12 +160,15 @@ class DataNotes:
         return any("longer than" in reason for reason, _ in self.reasons)
 
     @classmethod
-    def of(cls, metrics: dict[str, Any]) -> DataNotes:
+    def of(cls, metrics: dict[str, Any], *, kind: str = "") -> DataNotes:
         left_out = metrics.get("left_out")
         reasons = metrics.get("left_out_reasons")
         warnings = metrics.get("data_warnings")
         truncated = metrics.get("truncated")
+        activity, did = _ACTIVITY.get(kind, ("training", "trained on"))
         return cls(
+            activity=activity,
+            did=did,
             truncated=truncated if type(truncated) is int and truncated > 0 else 0,
             left_out=left_out if type(left_out) is int and left_out > 0 else 0,
             reasons=tuple((str(r), n) for r, n in reasons.items() if isinstance(n, int) and n)
