@@ -24,6 +24,10 @@ from tests.helpers import make_project, make_prompt, make_user, rank
 from workers.ml.formatting import format_prompt
 from workers.runner import run_job
 
+# Training tests about the model: on one database (see conftest); the job bookkeeping they
+# go through is tested on every database by test_train_jobs.
+pytestmark = pytest.mark.one_database
+
 TEXTS = ["User: Name a colour.\nAssistant: Blue.\nUser: Another?\nAssistant: Red."] * 40
 
 

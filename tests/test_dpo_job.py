@@ -109,6 +109,7 @@ def test_the_reference_cache_is_read_again_and_a_changed_key_recomputes(tmp_path
     assert cached_reference_logps(cache, "b", lambda: [(3.0,)]) == [(3.0,)]
 
 
+@pytest.mark.one_database
 def test_an_explicit_reference_is_used_and_recorded(
     session: Session, session_factory: sessionmaker[Session], settings: Settings, tiny: Path
 ) -> None:

@@ -33,6 +33,10 @@ from tests.helpers import make_demonstrated_project, make_ranked_project
 from tests.lost_worker import WorkerKilled, killed_at_step, last_complete_checkpoint
 from workers.runner import run_job
 
+# Training tests about the model: on one database (see conftest); the job bookkeeping they
+# go through is tested on every database by test_train_jobs.
+pytestmark = pytest.mark.one_database
+
 TEXTS = ["User: Question 1? say please\nAssistant: Answer 0 to the question, please."] * 40
 GPT2_LAYERS = ["c_attn", "c_fc", "c_proj"]
 #: a learning rate that moves a tiny adapter visibly in a few steps
@@ -437,7 +441,10 @@ def test_a_lost_lora_worker_resumes_from_the_adapters_checkpoint(
     project = make_ranked_project(session, n=12)
     params = dict(base=str(tiny), epochs=40, batch_size=2, learning_rate=5e-3, logging_steps=1,
                   save_steps=3, validation_ratio=0.3, lora_r=8)  # fmt: skip
-    whole = _run(session, session_factory, settings, kinds.TRAIN_RM, project, **params)
+    # the uninterrupted run saves no checkpoints (saving changes nothing it computes)
+    whole = _run(
+        session, session_factory, settings, kinds.TRAIN_RM, project, **{**params, "save_steps": 0}
+    )
     assert whole.status == JobStatus.succeeded, whole.error
     job = create_job(session=session, kind=kinds.TRAIN_RM, project_id=project.id, params=params)
     session.commit()
