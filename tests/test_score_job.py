@@ -134,7 +134,7 @@ def test_every_answer_is_scored_once_and_a_rerun_skips_what_is_scored(
     assert len(stored(session, second)) == 13 and len(stored(session, version)) == 13
 
 
-def test_long_answers_are_left_out_and_counted_or_cut_to_fit(
+def test_long_answers_are_cut_to_fit_by_default_or_left_out_and_counted(
     session: Session, session_factory: sessionmaker[Session], settings: Settings, tiny_rm: Path
 ) -> None:
     project = make_project(session, k=2)
@@ -142,13 +142,13 @@ def test_long_answers_are_left_out_and_counted_or_cut_to_fit(
     long = add_answer(session, prompt, "Answer 3 to Question 4? " * 40)
     version = register(session, tiny_rm)
     job = run(session, session_factory, settings, kinds.SCORE, project, reward=str(version.id),
-              max_length=32)  # fmt: skip
+              max_length=32, long_answers="drop")  # fmt: skip
     assert job.status == JobStatus.succeeded, job.error
     assert job.metrics["answers_scored"] == 2 and job.metrics["left_out"] == 1
     assert job.metrics["left_out_reasons"] == {"answers longer than max_length (32 tokens)": 1}
     assert long.id not in stored(session, version)
     cut = run(session, session_factory, settings, kinds.SCORE, project, reward=str(version.id),
-              max_length=32, long_answers="truncate")  # fmt: skip
+              max_length=32)  # fmt: skip
     assert cut.status == JobStatus.succeeded, cut.error
     assert cut.metrics["answers_scored"] == 1 and cut.metrics["truncated"] == 1
     assert long.id in stored(session, version)
@@ -162,7 +162,7 @@ def test_a_job_with_only_answers_too_long_says_what_to_change(
     add_answer(session, prompt, "Answer 3 to Question 4? " * 40)
     version = register(session, tiny_rm)
     job = run(session, session_factory, settings, kinds.SCORE, project, reward=str(version.id),
-              max_length=32)  # fmt: skip
+              max_length=32, long_answers="drop")  # fmt: skip
     assert job.status == JobStatus.failed
     assert job.error is not None and "None of the 1 answers to score can be used" in job.error
     assert "--long-answers truncate" in job.error and job.metrics["left_out"] == 1

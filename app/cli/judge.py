@@ -31,8 +31,8 @@ LongOpt = Annotated[
     str | None,
     typer.Option(
         "--long-answers",
-        help="An answer longer than --max-length: drop (leave it out, counted) or truncate "
-        "(cut it from the right)",
+        help="An answer longer than --max-length: truncate (cut from the right, the default) "
+        "or drop (leave it out, counted)",
     ),
 ]
 

@@ -20,7 +20,7 @@ from app.jobs.training import _Checker
 from app.labeling.models import AI_RATER_PREFIX
 from app.models_registry.models import ModelKind, ModelVersion
 from app.models_registry.service import get_model
-from workers.ml.long_inputs import DROP, LONG_ANSWERS
+from workers.ml.long_inputs import LONG_ANSWERS, TRUNCATE
 
 #: ``labeler_external`` holds 200 characters, ``ai:`` included
 NAME_MAX: Final = 200 - len(AI_RATER_PREFIX)
@@ -68,7 +68,10 @@ class ScoreOptions:
     reward: str  # the reward model's version id
     batch_size: int = 16  # answers per forward pass
     max_length: int = 1024  # tokens of prompt and answer (capped at the RM's context)
-    long_answers: str = DROP  # an answer longer than max_length: drop it, or truncate it
+    # An answer longer than max_length is cut to fit by default: a score of its beginning
+    # beats none, since one unscored answer leaves its prompt without a gap, served last by
+    # queue_order=uncertain (with drop, 215 of AlpacaEval's 481 prompts had none).
+    long_answers: str = TRUNCATE
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -102,7 +105,7 @@ class JudgeOptions:
     tie_tolerance: float = TIE_TOLERANCE
     batch_size: int = 16
     max_length: int = 1024
-    long_answers: str = DROP
+    long_answers: str = TRUNCATE  # as ScoreOptions: a ranking from the beginnings beats none
 
     @property
     def labeler(self) -> str:
