@@ -167,6 +167,14 @@ async def test_a_judge_or_score_job_says_what_it_left_out_of_judging_or_scoring(
         text = visible_text((await client.get(f"/admin/jobs/{job.id}")).text)
         assert f"Left out of {words[0]} (2): 2 unreadable reply after a retry." in text
         assert f"The job {words[1]} the rest" in text and "training" not in text.lower()
+    # a job that failed with everything left out did nothing with "the rest"
+    failed = create_job(session=session, kind=kinds.JUDGE)
+    failed.status, failed.error = JobStatus.failed, "None of the 2 prompts got a ranking."
+    failed.metrics = {"left_out": 2, "left_out_reasons": {"unreadable reply after a retry": 2}}
+    session.flush()
+    text = visible_text((await client.get(f"/admin/jobs/{failed.id}")).text)
+    assert "Left out of judging (2): 2 unreadable reply after a retry." in text
+    assert "the rest" not in text
 
 
 async def test_nothing_left_out_means_no_note(client: httpx.AsyncClient, session: Session) -> None:
