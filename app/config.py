@@ -46,6 +46,15 @@ class Settings(BaseSettings):
     forwarded_allow_ips: str = Field(
         default="127.0.0.1", description="Proxies whose X-Forwarded-For is trusted (uvicorn)"
     )
+    keep_alive_seconds: int = Field(
+        # Longer than the idle timeout of what connects to us (httpx 5 s, aiohttp 15 s,
+        # nginx's upstream keepalive_timeout and AWS ALB 60 s, Go 90 s): the client then
+        # closes an idle connection first, never the server while a request is on its way.
+        default=120,
+        ge=1,
+        le=3600,  # an hour at most: 120000 is milliseconds typed by mistake
+        description="How long uvicorn keeps an idle HTTP connection open",
+    )
     max_api_body_bytes: int = Field(
         default=8 * 1024**2, ge=1024, description="Largest JSON API request body (413 above)"
     )

@@ -14,6 +14,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
+
 CLI = [sys.executable, "-m", "app.cli"]
 
 
@@ -26,6 +28,18 @@ class Server:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) used so far by `rlhf serve` and its web worker processes."""
+        main = psutil.Process(self.pid)
+        total = 0.0
+        for process in [main, *main.children(recursive=True)]:
+            try:
+                times = process.cpu_times()
+            except psutil.NoSuchProcess:  # a worker that uvicorn has just replaced
+                continue
+            total += times.user + times.system
+        return total
 
     def cli(self, *args: str) -> str:
         """`rlhf ARGS` against this server's database; its standard output."""

@@ -7,11 +7,14 @@ import signal
 import subprocess
 import sys
 from enum import StrEnum
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from app.cli.common import fail, settings
+
+if TYPE_CHECKING:
+    from app.config import Settings
 
 serve_app = typer.Typer()  # no name: its commands are the root's own (app/cli/__init__.py)
 
@@ -36,6 +39,16 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6").prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
+def uvicorn_options(cfg: Settings, *, host: str, port: int, workers: int) -> dict[str, Any]:
+    """What `rlhf serve` passes to uvicorn.run (the keyword arguments of uvicorn.Config)."""
+    return {
+        "app": "app.main:create_app", "factory": True, "host": host, "port": port,
+        "workers": workers, "proxy_headers": True,
+        "forwarded_allow_ips": cfg.forwarded_allow_ips,
+        "timeout_keep_alive": cfg.keep_alive_seconds, "log_level": "info",
+    }  # fmt: skip
+
+
 @serve_app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
@@ -56,10 +69,7 @@ def serve(
         typer.echo(f"worker started (pid {worker.pid}) on broker {cfg.broker_url.split('@')[-1]}")
     typer.echo(f"RLHF Studio on http://{host}:{port}  (Ctrl-C stops)")
     try:
-        uvicorn.run(
-            "app.main:create_app", factory=True, host=host, port=port, workers=workers,
-            proxy_headers=True, forwarded_allow_ips=cfg.forwarded_allow_ips, log_level="info",
-        )  # fmt: skip
+        uvicorn.run(**uvicorn_options(cfg, host=host, port=port, workers=workers))
     finally:
         if worker is not None and worker.poll() is None:
             worker.send_signal(signal.SIGTERM)  # warm shutdown: finish the current step
