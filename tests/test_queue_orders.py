@@ -400,17 +400,30 @@ def test_a_rejected_ranking_holds_its_slot_but_not_the_disagreement(session: Ses
         task = lease(session, project, user)
         assert task is not None
         submit(session, task, user, order)
-    contrary = counted_rankings(session, prompt.id)[-1]
-    review_item(
-        session=session, reviewer=admin, kind="comparison", item_id=contrary.id,
-        verdict=Verdict.rejected, note="random order",
-    )  # fmt: skip
-    third = make_user(session)
-    task = lease(session, project, third)  # 1.0 when it was leased: an extra slot
-    assert task is not None
-    submit(session, task, third, ids)
     session.refresh(prompt)
-    # The two rankings not rejected agree; the three still count toward the cap.
+    assert prompt.disagreement == 1.0 and not prompt.rank_full  # an extra slot is open
+    contrary = counted_rankings(session, prompt.id)[-1]
+
+    def review(verdict: Verdict) -> None:
+        review_item(
+            session=session, reviewer=admin, kind="comparison", item_id=contrary.id,
+            verdict=verdict, note="random order" if verdict == Verdict.rejected else None,
+        )  # fmt: skip
+        session.refresh(prompt)
+
+    # Rejected at once: one ranking left to disagree with, so no extra slot; both still
+    # count toward the cap (overlap 2), so the prompt is full.
+    review(Verdict.rejected)
+    assert prompt.disagreement is None and prompt.rank_full
+    assert lease(session, project, make_user(session)) is None
+    # The rejection taken back: the labelers disagree again and the extra slot reopens.
+    review(Verdict.accepted)
+    assert prompt.disagreement == 1.0 and not prompt.rank_full
+    third = make_user(session)
+    task = lease(session, project, third)
+    assert task is not None and task.prompt.id == prompt.id
+    submit(session, task, third, ids)
+    review(Verdict.rejected)  # of the contrary one: the two kept agree
     assert prompt.disagreement == 0.0 and prompt.rank_full
     assert len(counted_rankings(session, prompt.id)) == 3
     assert lease(session, project, make_user(session)) is None

@@ -300,6 +300,17 @@ def ranking_disagreement(rankings: Sequence[list[list[int]]]) -> float | None:
     return None if agreement is None else 1.0 - agreement
 
 
+def review_changed_disagreement(*, session: Session, project: Project, prompt_id: int) -> None:
+    """After a ranking of the prompt was rejected (or the rejection taken back): its
+    disagreement without the rejected rankings, and whether it is full under the cap that
+    gives, under the prompt's row lock as a submit takes it."""
+    prompt = session.get_one(Prompt, prompt_id, with_for_update=True)
+    counted = _counted_rows(session, prompt_id)
+    prompt.disagreement = ranking_disagreement([r.ranking for r in counted if not r.rejected])
+    prompt.rank_full = len(counted) >= rank_cap(project=project, disagreement=prompt.disagreement)
+    session.flush()
+
+
 def refresh_disagreement(*, session: Session, project: Project) -> None:
     """Every prompt's ``disagreement`` from its counted rankings, computed again (the submit
     keeps it; this catches up rankings from before, and reviews since): run when a project

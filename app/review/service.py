@@ -27,6 +27,7 @@ from app.auth.models import User
 from app.db import utcnow
 from app.errors import NotFoundError
 from app.labeling.models import Comparison, Demonstration, Prompt
+from app.labeling.service import review_changed_disagreement
 from app.projects.models import Project
 from app.review.models import Review, Verdict
 
@@ -90,6 +91,23 @@ def review_item(
     review.reviewer_id = reviewer.id
     review.reviewed_at = utcnow()
     session.flush()
+    if (
+        kind == "comparison"
+        and previous != verdict.value
+        and Verdict.rejected.value
+        in (
+            previous,
+            verdict.value,
+        )
+    ):
+        # A rejected ranking says nothing about disagreement: the queue's figure for its
+        # prompt (queue_order="disagreement") is computed again without it.
+        prompt = session.get_one(Prompt, item.prompt_id)
+        review_changed_disagreement(
+            session=session,
+            project=session.get_one(Project, prompt.project_id),
+            prompt_id=prompt.id,
+        )
     record(
         session=session,
         actor_id=reviewer.id,
