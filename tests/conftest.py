@@ -99,6 +99,22 @@ def make_settings(**overrides: object) -> Settings:
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def cheap_password_hashing() -> Iterator[None]:
+    """Argon2id with the least work inside the test process (as Django's test settings
+    swap in a fast hasher): a hash at the real cost takes a quarter of a second, and the
+    suite makes thousands of users and logins. The app's own processes that tests start
+    (``rlhf``, servers, workers) hash at the real cost."""
+    from argon2 import PasswordHasher
+
+    from app.auth import passwords
+
+    real = passwords._hasher
+    passwords._hasher = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
+    yield
+    passwords._hasher = real
+
+
 @pytest.fixture(scope="session")
 def settings(database_url: str, data_dir: Path) -> Settings:
     # No heartbeat thread writes while a test's job runs (tests of the heartbeat set their

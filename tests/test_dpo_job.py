@@ -62,6 +62,7 @@ def _job(
     return job
 
 
+@pytest.mark.one_database
 def test_a_dpo_job_registers_a_policy_with_its_parent_and_reference(
     session: Session, session_factory: sessionmaker[Session], settings: Settings, tiny: Path
 ) -> None:

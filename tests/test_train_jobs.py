@@ -211,6 +211,7 @@ def test_rankings_of_mixed_sizes_train_in_one_run_and_k_picks_one(
     assert picked.metrics["left_out_reasons"] == {"rankings of another size than --k 4": 3}
 
 
+@pytest.mark.one_database
 def test_a_base_that_cannot_be_trained_is_refused_before_training(
     session: Session, session_factory: sessionmaker[Session], settings: Settings, tmp_path: Path
 ) -> None:
@@ -273,6 +274,7 @@ def test_long_answers_are_left_out_and_counted_and_truncate_keeps_them(
     assert "cut 3 answers from the right" in cut.log
 
 
+@pytest.mark.one_database
 def test_a_job_left_with_nothing_fails_naming_the_option(
     session: Session, session_factory: sessionmaker[Session], settings: Settings, tiny: Path
 ) -> None:

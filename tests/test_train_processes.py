@@ -184,6 +184,7 @@ def test_a_killed_trainer_process_fails_the_job_with_its_message(
     assert session.scalar(select(ModelVersion).where(ModelVersion.job_id == job.id)) is None
 
 
+@pytest.mark.one_database
 def test_cancel_stops_both_trainer_processes(
     session: Session, session_factory: sessionmaker[Session], settings: Settings, tiny: Path
 ) -> None:
