@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from app.errors import NotFoundError
 from app.jobs.errors import JobFailure
-from app.jobs.training import _Checker
+from app.jobs.training import OptionChecker
 from app.labeling.models import AI_RATER_PREFIX
 from app.models_registry.models import ModelKind, ModelVersion
 from app.models_registry.service import get_model
@@ -78,7 +78,7 @@ class ScoreOptions:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ScoreOptions:
-        check = _Checker(cls, data)
+        check = OptionChecker(cls, data)
         reward = str(data.get("reward") or "").strip()
         if not reward:
             check.errors.append(
@@ -125,7 +125,7 @@ class JudgeOptions:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> JudgeOptions:
-        check = _Checker(cls, data)
+        check = OptionChecker(cls, data)
         errors = check.errors
 
         def given(field: str) -> bool:
@@ -182,7 +182,7 @@ def _option(field: str) -> str:
     return "--" + field.replace("_", "-")
 
 
-def _rm_fields(check: _Checker) -> dict[str, Any]:
+def _rm_fields(check: OptionChecker) -> dict[str, Any]:
     return {
         "batch_size": check.number("batch_size", 1, 4096, whole=True),
         "max_length": check.number("max_length", 8, 131072, whole=True),

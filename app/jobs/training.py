@@ -44,7 +44,7 @@ class TrainError(JobFailure, ValueError):
     """Settings a training job cannot run with; the message names every wrong field."""
 
 
-class _Checker:
+class OptionChecker:
     """Reads one field at a time from a request, collecting every error (a bad field keeps
     its default so the others are still checked)."""
 
@@ -180,7 +180,7 @@ class TrainOptions:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainOptions:
-        check = _Checker(cls, data)
+        check = OptionChecker(cls, data)
         errors = check.errors
         number = check.number
         kind = str(data.get("kind") or "")
@@ -307,7 +307,7 @@ class PPOOptions:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PPOOptions:
-        check = _Checker(cls, data)
+        check = OptionChecker(cls, data)
         refs = {}
         for field in ("policy", "reward"):
             refs[field] = str(data.get(field) or "").strip()
