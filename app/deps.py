@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated
 
 from celery import Celery
@@ -18,8 +19,9 @@ from app.config import Settings
 from app.errors import NotFoundError
 
 
-def get_db_session(request: Request) -> Iterator[Session]:
-    """One session per request; views commit at the edge, anything uncommitted is rolled back.
+@contextmanager
+def request_session(request: Request) -> Iterator[Session]:
+    """The request's database session; anything uncommitted is rolled back at the end.
     Requests that change state get a writing session (see ``make_session_factory``)."""
     factories = request.app.state.session_factories
     session = factories["read" if request.method in ("GET", "HEAD", "OPTIONS") else "write"]()
@@ -29,11 +31,17 @@ def get_db_session(request: Request) -> Iterator[Session]:
         session.close()
 
 
-def get_settings_dep(request: Request) -> Settings:
+def get_db_session(request: Request) -> Iterator[Session]:
+    """One session per request; views commit at the edge (``request_session``)."""
+    with request_session(request) as session:
+        yield session
+
+
+async def get_settings_dep(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_celery(request: Request) -> Celery:
+async def get_celery(request: Request) -> Celery:
     return request.app.state.celery
 
 
@@ -42,9 +50,11 @@ _DB_INT = range(-(2**63), 2**63)
 _INTEGER = re.compile(r"^[+-]?\d+$")
 
 
-def ids_in_range(request: Request) -> None:
+async def ids_in_range(request: Request) -> None:
     """An integer in the path beyond 64 bits is 404, one in the query string 422: never the
-    driver's overflow as a 500. Runs before the route's own parameters are read."""
+    driver's overflow as a 500. Runs before the route's own parameters are read. Async (it does
+    no I/O), like the other dependencies here that only read the request: FastAPI runs each
+    plain ``def`` dependency in a worker thread of its own, a thread switch per request."""
     for value in request.path_params.values():
         if isinstance(value, str) and _INTEGER.match(value) and int(value) not in _DB_INT:
             raise NotFoundError("no such page or item")
@@ -114,13 +124,12 @@ OptionalUser = Annotated[User | None, Depends(get_optional_user)]
 _bearer = HTTPBearer(auto_error=False, description="An API token from `rlhf users create --token`")
 
 
-def require_api_user(
-    request: Request,
-    session: DbSession,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> User:
-    """API callers authenticate with a bearer token only (never the session cookie, so the
-    API cannot be driven by a cross-site form)."""
+BearerCredentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+
+def authenticate_api(session: Session, credentials: HTTPAuthorizationCredentials | None) -> User:
+    """The user of a bearer token, or 401. API callers authenticate with a bearer token only
+    (never the session cookie, so the API cannot be driven by a cross-site form)."""
     from app.auth.service import api_token_for, token_needs_touch, touch_api_token
 
     token = None
@@ -140,6 +149,10 @@ def require_api_user(
         except OperationalError:  # SQLite busy: bookkeeping only, the next request retries
             session.rollback()
     return user
+
+
+def require_api_user(session: DbSession, credentials: BearerCredentials) -> User:
+    return authenticate_api(session, credentials)
 
 
 def require_api_admin(user: Annotated[User, Depends(require_api_user)]) -> User:

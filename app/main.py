@@ -228,6 +228,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(SecurityHeaders)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
+    # The API first: a request is matched against the routes in order, and the API is the hot
+    # path (a labeling tool leasing and submitting), the pages are not.
+    api = APIRouter(prefix=API_PREFIX, dependencies=[Depends(ids_in_range)], responses=API_ERRORS)
+    api.include_router(labeling_api.router)
+    api.include_router(auth_api.router)
+    api.include_router(projects_api.router)
+    api.include_router(agreement_api.router)
+    api.include_router(jobs_api.router)
+    api.include_router(review_api.router)
+    app.include_router(api)
+
     # Every page and htmx route: CSRF-checked; each route declares its role dependency.
     web = APIRouter(
         dependencies=[Depends(ids_in_range), Depends(require_csrf)], include_in_schema=False
@@ -245,15 +256,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     web.include_router(review_views.router)
     web.include_router(users_views.router)
     app.include_router(web)
-
-    api = APIRouter(prefix=API_PREFIX, dependencies=[Depends(ids_in_range)], responses=API_ERRORS)
-    api.include_router(auth_api.router)
-    api.include_router(projects_api.router)
-    api.include_router(agreement_api.router)
-    api.include_router(jobs_api.router)
-    api.include_router(labeling_api.router)
-    api.include_router(review_api.router)
-    app.include_router(api)
 
     @app.get(DOCS_PATH, include_in_schema=False)
     def api_docs() -> HTMLResponse:

@@ -4,13 +4,23 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from app.api_errors import ErrorOut
 from app.auth.models import User
-from app.deps import ApiUser, DbSession, SettingsDep
+from app.config import Settings
+from app.deps import (
+    ApiUser,
+    BearerCredentials,
+    DbSession,
+    authenticate_api,
+    request_session,
+)
 from app.errors import NotFoundError
 from app.labeling.models import Assignment, Prompt, TaskKind
 from app.labeling.queue import Task, lease_next_task
@@ -29,9 +39,10 @@ from app.labeling.service import (
     Rewrite,
     SubmissionError,
     TaskConflict,
+    hold_task,
     skip_task,
     submit_demonstration,
-    submit_ranking,
+    submit_held_ranking,
 )
 from app.projects.models import Project
 from app.projects.service import labeler_project, may_label
@@ -59,21 +70,35 @@ def task_out(task: Task) -> TaskOut:
     response_model=TaskOut,
     responses={204: {"description": "Nothing is left for this labeler"}},
 )
-def api_next_task(
-    project_id: int, body: NextTaskIn, session: DbSession, settings: SettingsDep, user: ApiUser
-) -> Response | TaskOut:
-    project = labeler_project(session=session, ref=project_id, user=user)
-    task = lease_next_task(
-        session=session,
-        project=project,
-        labeler=user,
-        kind=TaskKind(body.kind),
-        lease_for=timedelta(minutes=settings.lease_minutes),
-    )
-    session.commit()
-    if task is None:
-        return Response(status_code=204)
-    return task_out(task)
+async def api_next_task(
+    project_id: int, body: NextTaskIn, request: Request, credentials: BearerCredentials
+) -> Response:
+    return await run_in_threadpool(_next_task, request, credentials, project_id, body)
+
+
+def _next_task(
+    request: Request,
+    credentials: HTTPAuthorizationCredentials | None,
+    project_id: int,
+    body: NextTaskIn,
+) -> Response:
+    """The lease, from the token check to the commit, in one worker thread: the hot path of a
+    labeling tool (plain ``def`` dependencies would each cost a thread switch)."""
+    settings: Settings = request.app.state.settings
+    with request_session(request) as session:
+        user = authenticate_api(session, credentials)
+        project = labeler_project(session=session, ref=project_id, user=user)
+        task = lease_next_task(
+            session=session,
+            project=project,
+            labeler=user,
+            kind=TaskKind(body.kind),
+            lease_for=timedelta(minutes=settings.lease_minutes),
+        )
+        session.commit()
+        if task is None:
+            return Response(status_code=204)
+        return Response(task_out(task).model_dump_json(), media_type="application/json")
 
 
 def _may_label(session: DbSession, assignment: Assignment, user: User) -> bool:
@@ -100,22 +125,36 @@ def _error(status: int, message: str) -> JSONResponse:
         422: {"description": "The submission does not fit the task", "model": ErrorOut},
     },
 )
-def api_submit(task_id: int, body: SubmitIn, session: DbSession, user: ApiUser) -> Response:
+async def api_submit(
+    task_id: int, body: SubmitIn, request: Request, credentials: BearerCredentials
+) -> Response:
+    return await run_in_threadpool(_submit, request, credentials, task_id, body)
+
+
+def _submit(
+    request: Request,
+    credentials: HTTPAuthorizationCredentials | None,
+    task_id: int,
+    body: SubmitIn,
+) -> Response:
+    """The submit in one worker thread, as the lease (``_next_task``)."""
+    with request_session(request) as session:
+        user = authenticate_api(session, credentials)
+        return _submit_as(session, user, task_id, body)
+
+
+def _submit_as(session: Session, user: User, task_id: int, body: SubmitIn) -> Response:
     try:
-        # Which kind of task: a plain read; the submit below locks the row and checks owner.
-        assignment = session.get(Assignment, task_id)
-        if (
-            assignment is None
-            or assignment.labeler_id != user.id
-            or not _may_label(session, assignment, user)
-        ):
-            raise NotFoundError(f"no task {task_id}")
-        if assignment.kind == TaskKind.rank:
+        # One statement: the task and its prompt locked, with its project (and which kind).
+        held = hold_task(session=session, assignment_id=task_id, labeler=user, lock_prompt=True)
+        if not may_label(session=session, project=held.project, user=user):
+            raise NotFoundError(f"no task {task_id}")  # removed from a restricted project
+        if held.assignment.kind == TaskKind.rank:
             if body.ranking is None and not body.not_rankable:
                 raise SubmissionError("A rank task needs a `ranking`.")
-            result = submit_ranking(
+            result = submit_held_ranking(
                 session=session,
-                assignment_id=task_id,
+                held=held,
                 labeler=user,
                 ranking=body.ranking or [],
                 ratings=body.ratings,

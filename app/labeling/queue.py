@@ -270,9 +270,24 @@ def _count_statement(kind: TaskKind, gold: bool, order: str) -> Select[int]:
 MAX_PICKS = 8
 
 
+@functools.cache
+def _answers_if_free_statement(order: str) -> Select[Completion, bool]:
+    """The prompt's answers, each with whether it has a free slot (``has_free_slot``): the
+    recheck under the row lock and the answers the task needs, in one round trip."""
+    taken = _taken(Prompt.id, _NOW).correlate(Prompt).scalar_subquery()
+    free = select(taken < _cap(order)).where(Prompt.id == _PROMPT).scalar_subquery()
+    return select(Completion, free).where(Completion.prompt_id == _PROMPT)
+
+
+@dataclass(frozen=True)
+class _Picked:
+    prompt: Prompt
+    answers: list[Completion] | None = None  # None: not read yet
+
+
 def _pick(
     *, session: Session, project: Project, labeler: User, kind: TaskKind, now: datetime, gold: bool
-) -> Prompt | None:
+) -> _Picked | None:
     params = _params(project=project, labeler=labeler, now=now)
     walks = _walks(kind=kind, gold=gold, order=project.queue_order)
     if session.get_bind().dialect.name != "postgresql":
@@ -280,7 +295,7 @@ def _pick(
         for order, disagreeing in walks:
             found = session.scalar(_pick_statement(kind, gold, False, order, disagreeing), params)
             if found is not None:
-                return found
+                return _Picked(found)
         return None
     passed: list[int] = []
     for order, disagreeing in walks:
@@ -290,13 +305,17 @@ def _pick(
             if prompt is None:
                 break
             if gold or kind == TaskKind.demonstration:
-                return prompt
+                return _Picked(prompt)
             # The row lock is ours now. Under READ COMMITTED the slot count above (and the
             # prompt's disagreement, its cap) may predate a lease or submit committed while we
             # waited for the row, so check again with a fresh snapshot (every lease and submit
-            # of this prompt holds the same row lock).
-            if has_free_slot(session=session, project=project, prompt_id=prompt.id, now=now):
-                return prompt
+            # of this prompt holds the same row lock), reading its answers on the way.
+            rows = session.execute(
+                _answers_if_free_statement(project.queue_order),
+                {**_cap_params(project), "prompt_id": prompt.id, "now": now},
+            ).all()
+            if rows and rows[0][1]:
+                return _Picked(prompt, [answer for answer, _ in rows])
             passed.append(prompt.id)
     return None
 
@@ -306,11 +325,18 @@ def _resume(
 ) -> Assignment | None:
     """The task this labeler holds (leased, not finished), even if its lease ran out."""
     return session.scalar(
+        _resume_statement(kind), {"project_id": project.id, "labeler_id": labeler.id}
+    )
+
+
+@functools.cache
+def _resume_statement(kind: TaskKind) -> Select[Assignment]:
+    return (
         select(Assignment)
         .join(Prompt, Prompt.id == Assignment.prompt_id)
         .where(
-            Prompt.project_id == project.id,
-            Assignment.labeler_id == labeler.id,
+            Prompt.project_id == _PROJECT,
+            Assignment.labeler_id == _LABELER,
             Assignment.kind == kind,
             Assignment.state == AssignmentState.leased,
         )
@@ -377,25 +403,30 @@ def lease_next_task(
             return task_for(session=session, assignment=held, resumed=True)
         held.state, held.finished_at = AssignmentState.expired, now
 
-    prompt = None
+    picked = None
     is_gold = False
     if kind == TaskKind.rank and project.gold_rate > 0 and rng.random() < project.gold_rate:
-        prompt = _pick(
+        picked = _pick(
             session=session, project=project, labeler=labeler, kind=kind, now=now, gold=True
         )
-        is_gold = prompt is not None
-    if prompt is None:
-        prompt = _pick(
+        is_gold = picked is not None
+    if picked is None:
+        picked = _pick(
             session=session, project=project, labeler=labeler, kind=kind, now=now, gold=False
         )
-    if prompt is None:
+    if picked is None:
         session.flush()
         return None
 
+    prompt = picked.prompt
     display_order: list[int] | None = None
     answers: list[Completion] = []
     if kind == TaskKind.rank:
-        answers = list(session.scalars(select(Completion).where(Completion.prompt_id == prompt.id)))
+        answers = (
+            picked.answers
+            if picked.answers is not None
+            else list(session.scalars(select(Completion).where(Completion.prompt_id == prompt.id)))
+        )
         # Every labeler of a prompt ranks the same K answers, so their rankings can be
         # compared (agreement); each sees them in their own random order (position bias).
         same_for_all = served_answer_ids(prompt.id, (c.id for c in answers), project.k)

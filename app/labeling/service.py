@@ -8,11 +8,12 @@ marked surplus (never lost). Services flush; the caller commits.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, exists, func, select, update
+from sqlalchemy import ColumnElement, Select, bindparam, exists, func, select, update
 from sqlalchemy.orm import Session
 
 from app.agreement.metrics import pairwise_agreement
@@ -48,14 +49,46 @@ class SubmissionError(ValueError):
     """The submission does not fit the task; the message is shown as it is (HTTP 422)."""
 
 
-def get_assignment(*, session: Session, assignment_id: int, labeler: User) -> Assignment:
-    """A task of this labeler's, locked for the submission. Someone else's task is reported
-    as missing, so task ids reveal nothing."""
-    stmt = select(Assignment).where(Assignment.id == assignment_id).with_for_update()
-    assignment = session.scalar(stmt)
-    if assignment is None or assignment.labeler_id != labeler.id:
+@dataclass(frozen=True)
+class HeldTask:
+    """A task of the labeler's, its row locked for the submission, with its prompt and
+    project as they are now."""
+
+    assignment: Assignment
+    prompt: Prompt
+    project: Project
+
+
+@functools.cache
+def _hold_statement(lock_prompt: bool) -> Select[Assignment, Prompt, Project]:
+    """Built once per variant (as the queue's statements are): the submit is a hot path."""
+    return (
+        select(Assignment, Prompt, Project)
+        .join(Prompt, Prompt.id == Assignment.prompt_id)
+        .join(Project, Project.id == Prompt.project_id)
+        .where(Assignment.id == bindparam("assignment_id"))
+        .with_for_update(of=[Assignment, Prompt] if lock_prompt else [Assignment])
+        .execution_options(populate_existing=True)
+    )
+
+
+def hold_task(
+    *, session: Session, assignment_id: int, labeler: User, lock_prompt: bool = False
+) -> HeldTask:
+    """The task locked, with its prompt (``lock_prompt``: locked too, as a ranking's submit
+    needs it) and project: one statement, whose rows replace any older copies this session
+    holds. Someone else's task is reported as missing, so task ids reveal nothing."""
+    row = session.execute(
+        _hold_statement(lock_prompt), {"assignment_id": assignment_id}
+    ).one_or_none()
+    if row is None or row.Assignment.labeler_id != labeler.id:
         raise NotFoundError(f"no task {assignment_id}")
-    return assignment
+    return HeldTask(assignment=row.Assignment, prompt=row.Prompt, project=row.Project)
+
+
+def get_assignment(*, session: Session, assignment_id: int, labeler: User) -> Assignment:
+    """A task of this labeler's, locked for the submission (see ``hold_task``)."""
+    return hold_task(session=session, assignment_id=assignment_id, labeler=labeler).assignment
 
 
 def _clean_text(text: str, *, what: str, limit: int = MAX_TEXT_CHARS) -> str:
@@ -133,12 +166,33 @@ def submit_ranking(
 ) -> Submitted:
     """A ranking, with the labeler's rewrite of the answer they ranked best if they wrote one:
     stored as their demonstration of the prompt, tied to this task and to that answer."""
-    assignment = get_assignment(session=session, assignment_id=assignment_id, labeler=labeler)
+    held = hold_task(
+        session=session, assignment_id=assignment_id, labeler=labeler, lock_prompt=True
+    )
+    return submit_held_ranking(
+        session=session, held=held, labeler=labeler, ranking=ranking, ratings=ratings,
+        flags=flags, not_rankable=not_rankable, seconds_spent=seconds_spent, rewrite=rewrite,
+    )  # fmt: skip
+
+
+def submit_held_ranking(
+    *,
+    session: Session,
+    held: HeldTask,
+    labeler: User,
+    ranking: list[list[int]],
+    ratings: dict[int, int] | None = None,
+    flags: dict[int, list[str]] | None = None,
+    not_rankable: bool = False,
+    seconds_spent: float | None = None,
+    rewrite: Rewrite | None = None,
+) -> Submitted:
+    """``submit_ranking`` of a task this transaction holds with its prompt locked
+    (``hold_task(lock_prompt=True)``): the API's submit reads the task once."""
+    assignment, prompt, project = held.assignment, held.prompt, held.project
     if assignment.kind != TaskKind.rank:
         raise SubmissionError("This task asks for a demonstration, not a ranking.")
     displayed = list(assignment.display_order or [])
-    prompt = session.get_one(Prompt, assignment.prompt_id)
-    project = session.get_one(Project, prompt.project_id)
     try:
         groups = validate_ranking(ranking, displayed) if (ranking or not not_rankable) else []
     except RankingError as exc:
@@ -182,10 +236,9 @@ def submit_ranking(
             "you; submit the ranking without it."
         )
 
-    # The prompt's row lock orders concurrent submits (and leases) of this prompt, so the
-    # count that decides "surplus" is exact, and so is the cap it is held to: the row is read
-    # again under the lock, as the last submit left its disagreement.
-    session.refresh(prompt, with_for_update=True)
+    # The prompt's row lock (taken with the task's) orders concurrent submits (and leases) of
+    # this prompt, so the count that decides "surplus" is exact, and so is the cap it is held
+    # to: the row was read under the lock, as the last submit left its disagreement.
     counted = [] if assignment.is_gold else _counted_rows(session, prompt.id)
     cap = rank_cap(project=project, disagreement=prompt.disagreement)
     surplus = not assignment.is_gold and len(counted) >= cap
@@ -277,11 +330,16 @@ def _rejected() -> ColumnElement[bool]:
 def _counted_rows(session: Session, prompt_id: int) -> Sequence[Any]:
     """The prompt's counted rankings (``ranking``, ``rejected``): one small query. A ranking
     an admin rejected still holds its slot but says nothing about disagreement."""
-    return session.execute(
+    return session.execute(_counted_rows_statement(), {"prompt_id": prompt_id}).all()
+
+
+@functools.cache
+def _counted_rows_statement() -> Select[list[list[int]], bool]:
+    return (
         select(Comparison.ranking, _rejected().label("rejected"))
         .join(Assignment, Assignment.id == Comparison.assignment_id)
-        .where(Comparison.prompt_id == prompt_id, *_counted())
-    ).all()
+        .where(Comparison.prompt_id == bindparam("prompt_id"), *_counted())
+    )
 
 
 def ranking_disagreement(rankings: Sequence[list[list[int]]]) -> float | None:
