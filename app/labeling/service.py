@@ -13,8 +13,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, bindparam, exists, func, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    Update,
+    bindparam,
+    exists,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.sql.dml import ReturningInsert
 
 from app.agreement.metrics import pairwise_agreement
 from app.auth.models import User
@@ -242,19 +254,31 @@ def submit_held_ranking(
     counted = [] if assignment.is_gold else _counted_rows(session, prompt.id)
     cap = rank_cap(project=project, disagreement=prompt.disagreement)
     surplus = not assignment.is_gold and len(counted) >= cap
-    comparison = Comparison(
-        prompt_id=prompt.id,
-        labeler_id=labeler.id,
-        assignment_id=assignment.id,
-        displayed_completion_ids=displayed,
-        ranking=groups,
-        ratings=clean_ratings,
-        flags=clean_flags,
-        not_rankable=not_rankable,
-        is_surplus=surplus,
-        seconds_spent=_seconds(seconds_spent),
-    )
-    session.add(comparison)
+    # The writes are prebuilt statements rather than a flush of new and changed objects (the
+    # submit is the hot path), and the loaded rows are told what was written.
+    connection = session.connection()
+    now = utcnow()
+    comparison_id = connection.execute(
+        _insert_comparison(),
+        {
+            "prompt_id": prompt.id, "labeler_id": labeler.id, "assignment_id": assignment.id,
+            "displayed_completion_ids": displayed, "ranking": groups, "ratings": clean_ratings,
+            "flags": clean_flags, "not_rankable": not_rankable, "is_surplus": surplus,
+            "seconds_spent": _seconds(seconds_spent), "created_at": now,
+        },
+    ).scalar_one()  # fmt: skip
+    connection.execute(_finish_task(), {"task_id": assignment.id, "finished": now})
+    set_committed_value(assignment, "state", AssignmentState.submitted)
+    set_committed_value(assignment, "finished_at", now)
+    if not assignment.is_gold and not surplus:
+        kept = [row.ranking for row in counted if not row.rejected]
+        disagreement = ranking_disagreement([*kept, groups])
+        full = len(counted) + 1 >= rank_cap(project=project, disagreement=disagreement)
+        connection.execute(
+            _count_ranking(), {"prompt": prompt.id, "disagreement": disagreement, "full": full}
+        )
+        set_committed_value(prompt, "disagreement", disagreement)
+        set_committed_value(prompt, "rank_full", full)
     if clean_rewrite is not None:
         session.add(
             Demonstration(
@@ -265,15 +289,32 @@ def submit_held_ranking(
                 rewrite_of_id=clean_rewrite.completion_id,
             )
         )
-    assignment.state = AssignmentState.submitted
-    assignment.finished_at = utcnow()
-    if not assignment.is_gold and not surplus:
-        kept = [row.ranking for row in counted if not row.rejected]
-        prompt.disagreement = ranking_disagreement([*kept, groups])
-        cap = rank_cap(project=project, disagreement=prompt.disagreement)
-        prompt.rank_full = len(counted) + 1 >= cap
-    session.flush()
-    return Submitted(id=comparison.id, created=True)
+        session.flush()
+    return Submitted(id=comparison_id, created=True)
+
+
+@functools.cache
+def _insert_comparison() -> ReturningInsert[int]:
+    return insert(Comparison).returning(Comparison.id)
+
+
+@functools.cache
+def _finish_task() -> Update:
+    return (
+        update(Assignment)
+        .where(Assignment.id == bindparam("task_id"))
+        .values(state=AssignmentState.submitted, finished_at=bindparam("finished"))
+    )
+
+
+@functools.cache
+def _count_ranking() -> Update:
+    """A prompt's disagreement and whether it is full, after a counted ranking."""
+    return (
+        update(Prompt)
+        .where(Prompt.id == bindparam("prompt"))
+        .values(disagreement=bindparam("disagreement"), rank_full=bindparam("full"))
+    )
 
 
 def _rewrite(session: Session, rewrite: Rewrite, groups: list[list[int]]) -> Rewrite:
