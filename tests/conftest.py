@@ -5,6 +5,11 @@ Databases: every database test runs on SQLite, and also on Postgres when
 (so the migration is what the tests exercise), and each test runs in a transaction that is
 rolled back. Brokers: worker tests run on the embedded filesystem broker, and also on the
 brokers named in ``RLHF_TEST_BROKER_URL`` (comma-separated; CI passes Redis and RabbitMQ).
+
+In parallel (``make test`` runs pytest-xdist, ``-n auto``): each xdist worker has a Postgres
+database of its own, named after it beside the one given (``test_gw0``, ...). The tests of the
+real brokers, which share Redis's database and RabbitMQ's vhost, run on one worker, one at a
+time, and so do the browser tests, which share the demo server (see ``SERIAL_GROUPS``).
 """
 
 from __future__ import annotations
@@ -44,6 +49,22 @@ def _broker_params() -> list[str]:
     return ["filesystem://", *extra]
 
 
+def worker_database(url: str) -> str:
+    """The Postgres database of this xdist worker (made if missing), or ``url`` itself when
+    the suite runs in one process."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if not worker:
+        return url
+    given = make_url(url)
+    name = f"{given.database}_{worker}"
+    admin = make_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        if conn.scalar(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}) is None:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return given.set(database=name).render_as_string(hide_password=False)
+
+
 def reset_postgres(url: str) -> None:
     """Empty the CI database: the suite owns it and builds it again with Alembic."""
     engine = make_engine(url)
@@ -57,10 +78,22 @@ def migrate(url: str) -> None:
     command.upgrade(alembic_config(url), "head")
 
 
+# Tests that share something outside the test process run on one xdist worker, in order: the
+# brokers' tests (Redis database 15, RabbitMQ's vhost) and the demo server's browser tests.
+SERIAL_GROUPS = {"broker_url": "brokers", "demo_server": "demo-server"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """A test marked ``one_database`` (a training test whose subject is the model, through a
-    job whose bookkeeping other tests check on every database) runs on one database: Postgres
-    where there is one, else SQLite. Its SQLite run is deselected, and counted so."""
+    """Serial groups (``SERIAL_GROUPS``), then: a test marked ``one_database`` (a training test
+    whose subject is the model, through a job whose bookkeeping other tests check on every
+    database) runs on one database, Postgres where there is one, else SQLite. Its SQLite run is
+    deselected, and counted so."""
+    for item in items:
+        used = getattr(item, "fixturenames", ())
+        group = next((g for fixture, g in SERIAL_GROUPS.items() if fixture in used), None)
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))
     if "postgresql" not in _database_params():
         return
     dropped = [
@@ -83,6 +116,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
     else:
         url = os.environ["RLHF_TEST_DATABASE_URL"]
         assert make_url(url).get_backend_name() == "postgresql", url
+        url = worker_database(url)
         reset_postgres(url)
     migrate(url)
     return url
