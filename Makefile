@@ -66,9 +66,10 @@ migrations-check: install
 	done
 
 # pytest exits 5 when it collected no test; that is a failure here, never a pass.
-# The suite runs on every core (pytest-xdist); TEST_WORKERS=0 runs it in this one process.
+# The suite runs on every core (pytest-xdist, a test file to a worker: see tests/conftest.py);
+# TEST_WORKERS=0 runs it in this one process.
 TEST_WORKERS ?= auto
-XDIST = $(if $(filter 0,$(TEST_WORKERS)),-p no:xdist,-n $(TEST_WORKERS) --dist loadgroup)
+XDIST = $(if $(filter 0,$(TEST_WORKERS)),-p no:xdist,-n $(TEST_WORKERS) --dist loadfile)
 
 test: lint typecheck migrations-check
 	$(BIN)/pytest $(XDIST) $(PYTEST_ARGS)

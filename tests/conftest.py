@@ -6,10 +6,10 @@ Databases: every database test runs on SQLite, and also on Postgres when
 rolled back. Brokers: worker tests run on the embedded filesystem broker, and also on the
 brokers named in ``RLHF_TEST_BROKER_URL`` (comma-separated; CI passes Redis and RabbitMQ).
 
-In parallel (``make test`` runs pytest-xdist, ``-n auto``): each xdist worker has a Postgres
-database of its own, named after it beside the one given (``test_gw0``, ...). The tests of the
-real brokers, which share Redis's database and RabbitMQ's vhost, run on one worker, one at a
-time, and so do the browser tests, which share the demo server (see ``SERIAL_GROUPS``).
+In parallel (``make test`` runs pytest-xdist, ``-n auto --dist loadfile``): each xdist worker
+has a Postgres database of its own, named after it beside the one given (``test_gw0``, ...),
+and a demo server of its own for the browser tests; the tests of the real brokers, which share
+Redis's database and RabbitMQ's vhost, run on one worker, one at a time (``BROKER_TESTS``).
 """
 
 from __future__ import annotations
@@ -78,22 +78,29 @@ def migrate(url: str) -> None:
     command.upgrade(alembic_config(url), "head")
 
 
-# Tests that share something outside the test process run on one xdist worker, in order: the
-# brokers' tests (Redis database 15, RabbitMQ's vhost) and the demo server's browser tests.
-SERIAL_GROUPS = {"broker_url": "brokers", "demo_server": "demo-server"}
+# The tests of the real brokers share Redis's database 15 and RabbitMQ's vhost between xdist
+# workers, so they live in one file, which xdist gives to one worker (``--dist loadfile``):
+# they run one at a time. (xdist's ``loadgroup`` groups nothing under pytest 9.2:
+# pytest-dev/pytest-xdist#1386.)
+BROKER_TESTS = "tests/test_worker.py"
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Serial groups (``SERIAL_GROUPS``), then: a test marked ``one_database`` (a training test
-    whose subject is the model, through a job whose bookkeeping other tests check on every
-    database) runs on one database, Postgres where there is one, else SQLite. Its SQLite run is
-    deselected, and counted so."""
-    for item in items:
-        used = getattr(item, "fixturenames", ())
-        group = next((g for fixture, g in SERIAL_GROUPS.items() if fixture in used), None)
-        if group is not None:
-            item.add_marker(pytest.mark.xdist_group(group))
+    """A test marked ``one_database`` (a training test whose subject is the model, through a
+    job whose bookkeeping other tests check on every database) runs on one database: Postgres
+    where there is one, else SQLite. Its SQLite run is deselected, and counted so. And every
+    test of the real brokers must be in ``BROKER_TESTS``."""
+    elsewhere = [
+        item.nodeid
+        for item in items
+        if "broker_url" in getattr(item, "fixturenames", ())
+        and not item.nodeid.startswith(BROKER_TESTS + "::")
+    ]
+    if elsewhere:
+        raise pytest.UsageError(
+            f"tests of the real brokers belong in {BROKER_TESTS}, whose tests run one at a "
+            f"time under xdist: {', '.join(elsewhere)}"
+        )
     if "postgresql" not in _database_params():
         return
     dropped = [
