@@ -41,6 +41,16 @@ class Settings(BaseSettings):
 
     db_pool_size: int = Field(default=10, ge=1, description="Connections kept per process")
     db_max_overflow: int = Field(default=20, ge=0)
+    web_threads: int = Field(
+        # Requests do their database work on this many threads per web process, at most. As
+        # many as the pool's connections: under load the requests beyond wait their turn in
+        # the event loop (cheap) instead of taking turns at the GIL, and each finds a pooled
+        # connection instead of opening one (Postgres forks a process for each).
+        default=10,
+        ge=1,
+        le=1000,
+        description="Threads per web process that run requests (keep at most db_pool_size)",
+    )
     session_max_age_seconds: int = Field(default=12 * 3600, ge=60)
     cookie_secure: bool = Field(default=False, description="Set behind TLS")
     forwarded_allow_ips: str = Field(
