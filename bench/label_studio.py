@@ -53,6 +53,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
 from app.db import make_engine
+from bench._http import Client, Response
 from bench._server import Server
 from bench.queue import (
     ADMIN_URL,
@@ -221,16 +222,14 @@ class LabelStudio:
         # the next request on it would lose it now and then, so ours asks for the close.
         return {"Authorization": f"Token {token}", "Connection": "close"}
 
-    async def lease(self, client: httpx.AsyncClient, project_id: int) -> httpx.Response:
+    async def lease(self, client: Client, project_id: int) -> Response:
         return await client.get(f"/api/projects/{project_id}/next")
 
-    def leased(self, response: httpx.Response) -> Lease:
+    def leased(self, response: Response) -> Lease:
         task = response.json()
         return Lease(task["id"], [item["id"] for item in task["data"]["items"]])
 
-    async def submit(
-        self, client: httpx.AsyncClient, lease: Lease, ranking: list[Any]
-    ) -> httpx.Response:
+    async def submit(self, client: Client, lease: Lease, ranking: list[Any]) -> Response:
         result = {"from_name": "rank", "to_name": "answers", "type": "ranker",
                   "origin": "manual", "value": {"ranker": {"rank": ranking}}}  # fmt: skip
         body = {"result": [result]}

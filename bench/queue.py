@@ -35,7 +35,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-import httpx
 from sqlalchemy import func, insert, select, text
 from sqlalchemy.engine import make_url
 
@@ -44,6 +43,7 @@ from app.cli import alembic_config
 from app.db import make_engine, make_session_factory, utcnow
 from app.labeling.models import Comparison, Completion, Prompt, PromptSource, text_sha256
 from app.projects.service import create_project
+from bench._http import Client, Response, TransportError
 from bench._server import Server, serving
 from bench.active import DATA, load_items
 
@@ -149,13 +149,11 @@ class Backend(Protocol):
 
     def headers(self, token: str) -> dict[str, str]: ...
 
-    async def lease(self, client: httpx.AsyncClient, project_id: int) -> httpx.Response: ...
+    async def lease(self, client: Client, project_id: int) -> Response: ...
 
-    def leased(self, response: httpx.Response) -> Lease: ...
+    def leased(self, response: Response) -> Lease: ...
 
-    async def submit(
-        self, client: httpx.AsyncClient, lease: Lease, ranking: list[Any]
-    ) -> httpx.Response: ...
+    async def submit(self, client: Client, lease: Lease, ranking: list[Any]) -> Response: ...
 
 
 class RlhfStudio:
@@ -169,16 +167,14 @@ class RlhfStudio:
     def headers(self, token: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {token}"}
 
-    async def lease(self, client: httpx.AsyncClient, project_id: int) -> httpx.Response:
+    async def lease(self, client: Client, project_id: int) -> Response:
         return await client.post(f"/api/v1/projects/{project_id}/tasks/next", json={"kind": "rank"})
 
-    def leased(self, response: httpx.Response) -> Lease:
+    def leased(self, response: Response) -> Lease:
         task = response.json()
         return Lease(task["task_id"], [c["id"] for c in task["completions"]])
 
-    async def submit(
-        self, client: httpx.AsyncClient, lease: Lease, ranking: list[Any]
-    ) -> httpx.Response:
+    async def submit(self, client: Client, lease: Lease, ranking: list[Any]) -> Response:
         body = {"ranking": [[i] for i in ranking]}
         return await client.post(f"/api/v1/tasks/{lease.task_id}/submit", json=body)
 
@@ -187,26 +183,26 @@ RLHF_STUDIO = RlhfStudio()
 
 
 async def send_twice(
-    send: Callable[[], Awaitable[httpx.Response]], what: str, tally: Tally, *, repeat: bool = True
-) -> httpx.Response | None:
+    send: Callable[[], Awaitable[Response]], what: str, tally: Tally, *, repeat: bool = True
+) -> Response | None:
     """Send, and once more after a transport error when the request is safe to repeat; None
     (an error counted) when that fails too."""
     try:
         return await send()
-    except httpx.TransportError as error:
+    except TransportError as error:
         if not repeat:
-            tally.errors[f"{what}: {type(error).__name__}"] += 1
+            tally.errors[f"{what}: {error.kind}"] += 1
             return None
         tally.retries += 1
     try:
         return await send()
-    except httpx.TransportError as error:
-        tally.errors[f"{what}: {type(error).__name__}"] += 1
+    except TransportError as error:
+        tally.errors[f"{what}: {error.kind}"] += 1
         return None
 
 
 async def labeler(
-    client: httpx.AsyncClient, project_id: int, count: int, tally: Tally,
+    client: Client, project_id: int, count: int, tally: Tally,
     backend: Backend = RLHF_STUDIO,
 ) -> None:  # fmt: skip
     for _ in range(count):
@@ -253,13 +249,7 @@ async def run_level(
     """Each labeler with a client (and so a connection) of its own, as N separate people's
     tools would be: one shared pool of N connections cost the bench more CPU than the server."""
     tally = Tally()
-    clients = [
-        httpx.AsyncClient(
-            base_url=server.url, timeout=60, limits=httpx.Limits(max_connections=1),
-            headers=backend.headers(token),
-        )
-        for token in tokens
-    ]  # fmt: skip
+    clients = [Client(server.url, headers=backend.headers(token)) for token in tokens]
     try:
         server_cpu, bench_cpu = server.cpu_seconds(), time.process_time()
         start = time.perf_counter()

@@ -83,13 +83,22 @@ def migrate(url: str) -> None:
 # they run one at a time. (xdist's ``loadgroup`` groups nothing under pytest 9.2:
 # pytest-dev/pytest-xdist#1386.)
 BROKER_TESTS = "tests/test_worker.py"
+# The files that take longest start first, so that no worker is left with one at the end while
+# the others wait (each file goes to one worker).
+LONGEST_FIRST = [
+    BROKER_TESTS, "tests/test_train_jobs.py", "tests/test_lora.py", "tests/test_train_processes.py",
+    "tests/test_ppo_job.py", "tests/test_judge.py",
+]  # fmt: skip
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """A test marked ``one_database`` (a training test whose subject is the model, through a
     job whose bookkeeping other tests check on every database) runs on one database: Postgres
     where there is one, else SQLite. Its SQLite run is deselected, and counted so. And every
-    test of the real brokers must be in ``BROKER_TESTS``."""
+    test of the real brokers must be in ``BROKER_TESTS``. The files in ``LONGEST_FIRST`` are
+    moved to the front (the order within a file is kept)."""
+    rank = {path: i for i, path in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::", 1)[0], len(rank)))
     elsewhere = [
         item.nodeid
         for item in items

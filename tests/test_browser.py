@@ -15,6 +15,11 @@ from tests.processes import Server, rlhf
 pytestmark = BROWSER_MARKS
 
 
+def demo_card(page):  # type: ignore[no-untyped-def]
+    """The demo project's card on the home page (other tests' projects are listed too)."""
+    return page.locator("li:has(a[href='/projects/1/guidelines'])")
+
+
 def test_wrong_password_then_labeler_home(page, demo_server: Server) -> None:  # type: ignore[no-untyped-def]
     log_in(page, demo_server, "labeler1@demo.local", "not-the-password")
     assert page.get_by_role("alert").inner_text() == "Wrong email or password."
@@ -22,7 +27,7 @@ def test_wrong_password_then_labeler_home(page, demo_server: Server) -> None:  #
     page.wait_for_url("**/home")
     assert "Welcome back" in page.inner_text("h1")
     assert page.get_by_text("Everyday assistant (demo)").is_visible()
-    page.get_by_role("link", name="Read the guidelines").click()
+    demo_card(page).get_by_role("link", name="Read the guidelines").click()
     assert page.get_by_role("heading", name="Labeling guidelines: Everyday assistant").is_visible()
     # A labeler who types an admin address gets a clear refusal, not a crash.
     page.goto(f"{demo_server.url}/admin")
@@ -47,7 +52,7 @@ def test_a_labelers_session_with_the_keyboard(page, demo_server: Server) -> None
     page.wait_for_url("**/home")
 
     # Write a demonstration; the draft survives a reload.
-    page.get_by_role("link", name=re.compile("Write demonstrations")).click()
+    demo_card(page).get_by_role("link", name=re.compile("Write demonstrations")).click()
     page.wait_for_selector("#demo-text")
     page.fill("#demo-text", "A leap year has 366 days")
     page.wait_for_selector("#draft-status:has-text('Draft saved')", timeout=10_000)
