@@ -359,11 +359,13 @@ def test_cancel_stops_training_and_registers_nothing(
     assert session.scalar(select(func.count()).select_from(ModelVersion)) == 0
 
 
+@pytest.mark.one_database
 def test_a_lost_worker_resumes_from_its_last_checkpoint(
     session: Session, session_factory: sessionmaker[Session], settings: Settings, tiny: Path
 ) -> None:
     """The resumed run continues at the checkpoint's step with the same dataset snapshot and
-    ends with the same weights as a run that was never interrupted."""
+    ends with the same weights as a run that was never interrupted. (On Postgres when there is
+    one: tests/test_worker.py kills a real worker mid-training on a SQLite file and resumes.)"""
     import torch
     from transformers import AutoModelForSequenceClassification
 
