@@ -50,10 +50,22 @@ class _Reader:
         self.headers: dict[bytes, bytes] = {}
         self.done = False
         self.keep_alive = False
+        self.headers_done = False
         self.parser = httptools.HttpResponseParser(self)
 
     def on_headers_complete(self) -> None:
+        self.headers_done = True
         self.keep_alive = self.parser.should_keep_alive()  # only known while parsing
+
+    def ends_at_close(self) -> bool:
+        """A response with neither a length nor chunks: its body is all that comes before the
+        server closes the connection (RFC 9112 6.3), as some servers answer `Connection:
+        close`."""
+        return (
+            self.headers_done
+            and b"content-length" not in self.headers
+            and b"chunked" not in self.headers.get(b"transfer-encoding", b"").lower()
+        )
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers[name.lower()] = value
@@ -75,6 +87,8 @@ class Client:
         host, port = url.hostname or "127.0.0.1", url.port or 80
         self.host, self.port, self.timeout = host, port, timeout
         fixed = {"Host": f"{host}:{port}", "Accept": "application/json", **headers}
+        # Asked for, the close is ours to make: a server may close without saying so.
+        self._close_each = headers.get("Connection", "").lower() == "close"
         self._head = "".join(f"{k}: {v}\r\n" for k, v in fixed.items()).encode()
         self._streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
 
@@ -109,10 +123,13 @@ class Client:
         collected = _Reader()
         while not collected.done:
             chunk = await reader.read(65536)
-            if not chunk:  # the server closed the connection before (or while) answering
+            if not chunk and collected.ends_at_close():
+                collected.done, collected.keep_alive = True, False
+            elif not chunk:  # the server closed the connection before (or while) answering
                 raise asyncio.IncompleteReadError(b"", None)
-            collected.parser.feed_data(chunk)
-        if not collected.keep_alive:
+            else:
+                collected.parser.feed_data(chunk)
+        if self._close_each or not collected.keep_alive:
             await self.aclose()
         status = collected.parser.get_status_code()
         return Response(status, b"".join(collected.body), collected.headers)
