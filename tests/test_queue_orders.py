@@ -565,14 +565,16 @@ API_BAD = [
         "body.queue_order: Input should be 'oldest', 'uncertain' or 'disagreement'",
     ),
     ({"max_overlap": 1}, "max overlap must be at least the overlap (3), not 1"),
+    # the bounds are in the schema, so OpenAPI clients see them too
     (
         {"disagreement_threshold": 2},
-        "the disagreement threshold is a share of answer pairs, between 0 and 1, not 2",
+        "body.disagreement_threshold: Input should be less than or equal to 1",
     ),
     (
         {"overlap": 0, "queue_order": "uncertain"},
-        "overlap must be at least 1, not 0",
+        "body.overlap: Input should be greater than or equal to 1",
     ),
+    ({"disagreement_threshold": False}, "body.disagreement_threshold: Input should be a valid"),
     ({"name": "Renamed"}, "body.name: Extra inputs are not permitted"),
     ({"max_overlap": "lots"}, "body.max_overlap: Input should be a valid integer"),
 ]

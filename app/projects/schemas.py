@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -61,10 +61,12 @@ class ProjectQueueIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    overlap: int | None = None
+    # The bounds are in the schema too (the service says the same in its messages), and no
+    # lax coercion: `false` is not a threshold of 0.
+    overlap: Annotated[int, Field(ge=1, strict=True)] | None = None
     queue_order: QueueOrder | None = None
-    max_overlap: int | None = None
-    disagreement_threshold: float | None = None
+    max_overlap: Annotated[int, Field(ge=1, strict=True)] | None = None
+    disagreement_threshold: Annotated[float, Field(ge=0, le=1, strict=True)] | None = None
 
 
 class _Reader:
