@@ -8,13 +8,15 @@ from pathlib import Path
 
 import anyio.to_thread
 from fastapi import APIRouter, Depends, FastAPI, Request
-from fastapi.exceptions import HTTPException, RequestValidationError
+from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
+from starlette.exceptions import HTTPException
 from starlette.middleware.sessions import SessionMiddleware
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import app as app_package
@@ -89,6 +91,22 @@ def _is_api(request: Request) -> bool:
     return request.url.path.startswith(API_PREFIX)
 
 
+METHODS = ("DELETE", "GET", "HEAD", "PATCH", "POST", "PUT")
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method some route at this path answers. Starlette's 405 names only the first
+    route that matched the path, and a GET and a PATCH on one path are two routes here."""
+    routes = request.app.router.routes
+    return ", ".join(
+        method
+        for method in METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes
+        )
+    )
+
+
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(LoginRequired)
     async def _login_required(request: Request, exc: LoginRequired) -> Response:
@@ -159,11 +177,14 @@ def _install_error_handlers(app: FastAPI) -> None:
             status_code=503, headers=headers,
         )  # fmt: skip
 
-    @app.exception_handler(HTTPException)
+    @app.exception_handler(HTTPException)  # Starlette's: its router's 404 and 405 too
     async def _http(request: Request, exc: HTTPException) -> Response:
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = _allowed_methods(request)
         if _is_api(request) or exc.status_code < 400:
             return JSONResponse(
-                {"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers
+                {"detail": exc.detail}, status_code=exc.status_code, headers=headers
             )
         titles = {401: "Sign in", 403: "Not allowed", 404: "Not found", 405: "Not allowed",
                   413: "Too large"}  # fmt: skip
@@ -171,7 +192,7 @@ def _install_error_handlers(app: FastAPI) -> None:
             request, "errors/error.html",
             {"title": titles.get(exc.status_code, "Error"), "message": str(exc.detail),
              "status": exc.status_code},
-            status_code=exc.status_code,
+            status_code=exc.status_code, headers=headers,
         )  # fmt: skip
 
 

@@ -11,11 +11,13 @@ virtualenv, ``bench/.venv-schemathesis`` (made on first use from the package ind
 packages never shift this project's. An export job is queued first (no worker runs it), so
 ``GET /jobs/{job_id}`` has an id to find.
 
-Two rules depend on the stored task or on two fields together, which no OpenAPI schema can
-state, so for those two operations a 422 to schema-valid data is expected (``positive_data_acceptance``):
-a submission must fit its task (a ranking task needs the task's answers placed, a
-demonstration task a ``text``), and the agreement filter ``since`` must not be after
-``until``. Every other operation, and every other check, is held to the description as is.
+Three rules depend on the stored rows or compare two fields, which no OpenAPI schema can
+state, so for those three operations a 422 to schema-valid data is expected
+(``positive_data_acceptance``): a submission must fit its task (a ranking task needs the
+task's answers placed, a demonstration task a ``text``), the agreement filter ``since`` must
+not be after ``until``, and a project's max overlap must be at least its overlap (the stored
+one when the PATCH leaves it out). Every other operation, and every other check, is held to
+the description as is.
 Prints per role the test cases run and passed, each failure in full, and exits 1 on any.
 Usage: python -m bench.schemathesis [--max-examples 30] [--seed 1] [--roles admin,labeler]
 """
@@ -41,6 +43,11 @@ job_id = {job_id}
 
 [[operations]]
 include-path-regex = "^/api/v1/(tasks/{{task_id}}/submit|projects/{{project_id}}/agreement)$"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "401", "403", "404", "409", "422"]
+
+[[operations]]
+include-path-regex = "^/api/v1/projects/{{project_id}}$"
+include-method = "PATCH"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "401", "403", "404", "409", "422"]
 """
 

@@ -72,3 +72,22 @@ async def test_what_each_role_gets_is_documented(
                 assert str(r.status_code) in op["responses"], (role, method, path, r.text)
                 seen.add((role, r.status_code))
     assert ("labeler", 403) in seen and ("admin", 200) in seen
+
+
+async def test_a_wrong_method_names_every_method_the_path_takes(
+    client: httpx.AsyncClient, session: Session
+) -> None:
+    """A 405 lists every method of the path, where GET and PATCH are two routes (schemathesis
+    found `Allow: GET` on `/projects/{id}`, which PATCH also takes)."""
+    spec = (await client.get("/api/v1/openapi.json")).json()
+    _, token = create_api_token(session=session, user=make_user(session, role="admin"))
+    auth = {"Authorization": f"Bearer {token}"}
+    checked = 0
+    for path, ops in spec["paths"].items():
+        documented = {method.upper() for method in ops}
+        url = re.sub(r"\{[^}]+\}", "1", path)
+        r = await client.request("OPTIONS", url, headers=auth)
+        assert r.status_code == 405, (path, r.status_code)
+        assert set(r.headers["allow"].split(", ")) == documented, path
+        checked += len(ops) > 1
+    assert checked >= 1  # a path with two routes was among them

@@ -7,11 +7,24 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from app.labeling.schemas import SOME_TEXT
 from app.review.service import NOTE_MAX
 
 
 class ReviewIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # An acceptance, or a rejection with a note that says something: in the schema too.
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "anyOf": [
+                {"properties": {"verdict": {"const": "accept"}}},
+                {
+                    "required": ["note"],
+                    "properties": {"note": {"type": "string", "pattern": SOME_TEXT}},
+                },
+            ]
+        },
+    )
 
     verdict: Literal["accept", "reject"]
     note: str | None = Field(
