@@ -44,13 +44,14 @@ def test_a_file_is_imported_and_a_second_run_adds_nothing(
     assert lines[0] == "imported 3 of 3 rows from rows.jsonl into project 'Imports' (id 1)"
     assert "  prompts created            3" in lines
     assert "  completions added          4" in lines
-    assert counts(cli_env) | {"rankable_prompts": 0, "rankings_wanted": 0} == {
+    assert counts(cli_env) | {"rankable_prompts": 0, "rankings_wanted": 0, "rankings_done": 0} == {
         "prompts": 3,
         "completions": 4,
         "demonstrations": 1,
         "comparisons": 1,
         "rankable_prompts": 0,
         "rankings_wanted": 0,
+        "rankings_done": 0,
     }
     again = rlhf(cli_env, "import", "1", str(path))  # the project by id this time
     assert again.returncode == 0, again.stderr

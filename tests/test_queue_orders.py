@@ -22,7 +22,7 @@ from app.audit.models import AuditEvent
 from app.auth.models import User
 from app.auth.service import create_api_token
 from app.labeling import queue
-from app.labeling.models import Assignment, Comparison, Prompt, TaskKind
+from app.labeling.models import Assignment, Comparison, GoldRanking, Prompt, TaskKind
 from app.labeling.queue import Task, count_available, lease_next_task
 from app.labeling.scores import refresh_score_gaps, store_scores
 from app.labeling.service import (
@@ -33,7 +33,7 @@ from app.labeling.service import (
 )
 from app.models_registry.models import ModelKind, ModelVersion
 from app.projects.models import DEFAULT_FLAGS, Project
-from app.projects.service import KEEP, ProjectFormError, update_project
+from app.projects.service import KEEP, ProjectFormError, project_counts, update_project
 from app.review.models import Verdict
 from app.review.service import review_item
 from tests.helpers import (
@@ -237,6 +237,40 @@ def test_disagreement_gives_a_disagreeing_prompt_extra_rankings_up_to_max_overla
     assert counts == {older.id: 2, split.id: 4}
     session.refresh(older)
     assert older.disagreement == 0.0 and older.rank_full
+
+
+def test_the_progress_meter_counts_the_slots_the_queue_fills(session: Session) -> None:
+    """Rankings wanted: each rankable prompt's cap (max overlap while its labelers disagree);
+    done: its submitted tasks up to that cap. A gold prompt (ranked by everyone), a prompt
+    short of K answers and an open lease count for neither."""
+    project = _disagreeing_project(session)  # K=3, overlap 2, max overlap 4
+    older = make_prompt(session, project, text="older", answers=3)
+    split = make_prompt(session, project, text="split", answers=3)
+    make_prompt(session, project, text="short", answers=2)
+    gold = make_prompt(session, project, text="gold", answers=3)
+    session.add(GoldRanking(prompt_id=gold.id, ranking=[[a] for a in answers_of(gold)]))
+    session.flush()
+
+    def meter() -> tuple[int, int, int]:
+        c = project_counts(session=session, projects=[project])[project.id]
+        return c.rankings_done, c.rankings_wanted, c.rankings_done_pct
+
+    assert meter() == (0, 4, 0)
+    ids = answers_of(split)
+    for user, order in zip([make_user(session) for _ in range(2)], (ids, ids[::-1]), strict=True):
+        task = lease(session, project, user)
+        assert task is not None and task.prompt.id == older.id
+        skip_task(session=session, assignment_id=task.id, labeler=user, reason="not for me")
+        task = lease(session, project, user)
+        assert task is not None and task.prompt.id == split.id
+        submit(session, task, user, order)
+    # The split prompt disagrees (1.0 > 0.3): it wants 4, so 2 of 2 + 4 are done (the
+    # skips did not fill the older prompt's slots).
+    assert meter() == (2, 6, 33)
+    assert lease(session, project, make_user(session)) is not None  # holds a slot, not done
+    assert meter() == (2, 6, 33)
+    update_project(session=session, project=project, queue_order="oldest")
+    assert meter() == (2, 4, 50)  # under oldest every prompt wants overlap
 
 
 def test_a_prompt_stops_taking_extra_rankings_once_its_labelers_agree_enough(

@@ -130,6 +130,7 @@ def _project_json(session: Session, project: Any) -> dict[str, Any]:
             "comparisons": counts.comparisons,
             "rankable_prompts": counts.rankable_prompts,
             "rankings_wanted": counts.rankings_wanted,
+            "rankings_done": counts.rankings_done,
         },
     }
 
@@ -184,7 +185,7 @@ def projects_list(json_out: Annotated[bool, typer.Option("--json")] = False) -> 
         c = row["counts"]
         typer.echo(
             f"{row['id']:>5}  {row['name']}  (K={row['k']}, prompts {c['prompts']}, "
-            f"rankings {c['comparisons']}/{c['rankings_wanted']}, {_queue_text(row)})"
+            f"rankings {c['rankings_done']}/{c['rankings_wanted']}, {_queue_text(row)})"
         )
 
 

@@ -8,12 +8,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from sqlalchemy import Select, exists, func, or_, select
+from sqlalchemy import Select, and_, case, exists, func, or_, select
 from sqlalchemy.orm import Session
 
 from app.auth.models import Role, User
 from app.errors import NotFoundError
-from app.labeling.models import Comparison, Completion, Demonstration, Prompt
+from app.labeling.models import (
+    Assignment,
+    AssignmentState,
+    Comparison,
+    Completion,
+    Demonstration,
+    GoldRanking,
+    Prompt,
+    TaskKind,
+)
 from app.projects.models import (
     DEFAULT_DISAGREEMENT_THRESHOLD,
     DEFAULT_FLAGS,
@@ -435,13 +444,18 @@ class ProjectCounts:
     demonstrations: int = 0
     comparisons: int = 0
     rankable_prompts: int = 0  # prompts with at least K completions
-    rankings_wanted: int = 0  # rankable prompts x overlap
+    # The queue's rank slots over the rankable prompts that are not gold: each prompt's cap
+    # (overlap, or max overlap while its labelers disagree under the disagreement order),
+    # and how many of them are filled by submitted tasks. Gold prompts go to every labeler,
+    # so they have no cap to fill.
+    rankings_wanted: int = 0
+    rankings_done: int = 0
 
     @property
     def rankings_done_pct(self) -> int:
         if not self.rankings_wanted:
             return 0
-        return min(100, round(100 * self.comparisons / self.rankings_wanted))
+        return min(100, round(100 * self.rankings_done / self.rankings_wanted))
 
 
 def project_counts(*, session: Session, projects: Sequence[Project]) -> dict[int, ProjectCounts]:
@@ -474,6 +488,7 @@ def project_counts(*, session: Session, projects: Sequence[Project]) -> dict[int
         .where(per_prompt.c.n >= Project.k)
         .group_by(per_prompt.c.project_id)
     )
+    slots = _rank_slots(session=session, ids=ids, per_prompt=per_prompt)
     demonstrations = grouped(
         select(Prompt.project_id, func.count())
         .join(Demonstration, Demonstration.prompt_id == Prompt.id)
@@ -493,7 +508,49 @@ def project_counts(*, session: Session, projects: Sequence[Project]) -> dict[int
             demonstrations=demonstrations.get(p.id, 0),
             comparisons=comparisons.get(p.id, 0),
             rankable_prompts=rankable.get(p.id, 0),
-            rankings_wanted=rankable.get(p.id, 0) * p.overlap,
+            rankings_wanted=slots.get(p.id, (0, 0))[0],
+            rankings_done=slots.get(p.id, (0, 0))[1],
         )
         for p in projects
     }
+
+
+def _rank_slots(*, session: Session, ids: list[int], per_prompt: Any) -> dict[int, tuple[int, int]]:
+    """Per project: the rank slots its rankable prompts that are not gold may fill, and those
+    submitted (each prompt's count capped at its cap), as the queue counts them
+    (``app.labeling.queue.rank_cap``), in one grouped query."""
+    extra = func.coalesce(Project.max_overlap, Project.overlap + 2)
+    disagreeing = and_(
+        Project.queue_order == "disagreement",
+        Prompt.disagreement > Project.disagreement_threshold,
+    )
+    cap = case((disagreeing, extra), else_=Project.overlap)
+    submitted = (
+        select(func.count())
+        .where(
+            Assignment.prompt_id == Prompt.id,
+            Assignment.kind == TaskKind.rank,
+            Assignment.state == AssignmentState.submitted,
+        )
+        .correlate(Prompt)
+        .scalar_subquery()
+    )
+    each = (
+        select(
+            Prompt.project_id,
+            cap.label("cap"),
+            case((submitted < cap, submitted), else_=cap).label("done"),
+        )
+        .join(per_prompt, per_prompt.c.prompt_id == Prompt.id)
+        .join(Project, Project.id == Prompt.project_id)
+        .where(
+            Prompt.project_id.in_(ids),
+            per_prompt.c.n >= Project.k,
+            ~exists().where(GoldRanking.prompt_id == Prompt.id),
+        )
+        .subquery()
+    )
+    totals = select(each.c.project_id, func.sum(each.c.cap), func.sum(each.c.done)).group_by(
+        each.c.project_id
+    )
+    return {pid: (int(cap), int(done)) for pid, cap, done in session.execute(totals).all()}
