@@ -199,6 +199,20 @@ def _disagreeing_project(session: Session, *, max_overlap: int | None = 4) -> Pr
     return project
 
 
+def split_between(
+    session: Session, project: Project, pair: Sequence[User], *, older: Prompt, split: Prompt
+) -> None:
+    """Two labelers each skip the older prompt and rank the split one, in opposite orders."""
+    ids = answers_of(split)
+    for user, order in zip(pair, (ids, ids[::-1]), strict=True):
+        task = lease(session, project, user)
+        assert task is not None and task.prompt.id == older.id
+        skip_task(session=session, assignment_id=task.id, labeler=user, reason="not for me")
+        task = lease(session, project, user)
+        assert task is not None and task.prompt.id == split.id
+        submit(session, task, user, order)
+
+
 def test_disagreement_gives_a_disagreeing_prompt_extra_rankings_up_to_max_overlap(
     session: Session,
 ) -> None:
@@ -209,13 +223,7 @@ def test_disagreement_gives_a_disagreeing_prompt_extra_rankings_up_to_max_overla
     ids = answers_of(split)
     labelers = [make_user(session) for _ in range(6)]
     # The first two pass over the older prompt and rank the other in opposite orders.
-    for user, order in zip(labelers[:2], (ids, ids[::-1]), strict=True):
-        task = lease(session, project, user)
-        assert task is not None and task.prompt.id == older.id
-        skip_task(session=session, assignment_id=task.id, labeler=user, reason="not for me")
-        task = lease(session, project, user)
-        assert task is not None and task.prompt.id == split.id
-        submit(session, task, user, order)
+    split_between(session, project, labelers[:2], older=older, split=split)
     session.refresh(split)
     assert split.disagreement == 1.0 and not split.rank_full
 
@@ -256,14 +264,9 @@ def test_the_progress_meter_counts_the_slots_the_queue_fills(session: Session) -
         return c.rankings_done, c.rankings_wanted, c.rankings_done_pct
 
     assert meter() == (0, 4, 0)
-    ids = answers_of(split)
-    for user, order in zip([make_user(session) for _ in range(2)], (ids, ids[::-1]), strict=True):
-        task = lease(session, project, user)
-        assert task is not None and task.prompt.id == older.id
-        skip_task(session=session, assignment_id=task.id, labeler=user, reason="not for me")
-        task = lease(session, project, user)
-        assert task is not None and task.prompt.id == split.id
-        submit(session, task, user, order)
+    split_between(
+        session, project, [make_user(session) for _ in range(2)], older=older, split=split
+    )
     # The split prompt disagrees (1.0 > 0.3): it wants 4, so 2 of 2 + 4 are done (the
     # skips did not fill the older prompt's slots).
     assert meter() == (2, 6, 33)
