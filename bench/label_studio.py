@@ -64,6 +64,7 @@ from bench.queue import (
     bench_rlhf_studio,
     bench_tasks,
     fresh_database,
+    labelers_needed,
     run_levels,
     task_count,
 )
@@ -269,13 +270,13 @@ def bench_label_studio(
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         env = label_studio_env(admin_url, work / "data")
-        tokens = seed_labelers(python, env, sum(levels), work)
+        tokens = seed_labelers(python, env, labelers_needed(levels), work)
         with serving(python, server, env, workers=workers, log=work / "server.log") as running:
             project_id = make_project(running.url, tokens[0], tasks)
             how = (f"uWSGI, {workers} processes of 1 thread behind its HTTP router"
                    if server == "uwsgi" else f"gunicorn, {workers} sync workers")  # fmt: skip
             print(f"Label Studio {VERSION}: {how}; {len(tasks)} tasks x {K} answers, "
-                  f"maximum_annotations {OVERLAP}, {sum(levels)} labelers")  # fmt: skip
+                  f"maximum_annotations {OVERLAP}, {labelers_needed(levels)} labelers")  # fmt: skip
             print(f"CPU s: this load generator's, and {server}'s with all its processes' "
                   "(not Postgres')")  # fmt: skip
             return run_levels(

@@ -7,7 +7,9 @@ submissions/s, p50/p95/p99 latency of lease and submit, the retries and errors (
 error is retried once, then counted: the run goes on), and the CPU seconds of this load
 generator and of the server beside the wall time. After each level it checks the invariants
 in the database: every submission stored exactly once, no prompt over its overlap except rows
-marked surplus.
+marked surplus. Before the first level a few labelers do a few rounds that the table leaves
+out (their submissions are checked with the rest): a server's first requests in each worker
+pay once for connections, caches and lazy imports, which a server that runs for days does not.
 
 The tasks are the real AlpacaEval prompts with their 4 answers each (bench.active's
 ``../shared/data/alpaca_eval_k4_dev.jsonl``, repeated as often as needed) when that file is
@@ -269,14 +271,28 @@ async def run_level(
     }, tally  # fmt: skip
 
 
+WARMUP_LABELERS = 4  # enough that each web worker process gets some
+WARMUP_ROUNDS = 10
+
+
+def labelers_needed(levels: list[int]) -> int:
+    """Labelers to seed: each level's own, and the warm-up's."""
+    return WARMUP_LABELERS + sum(levels)
+
+
 def run_levels(
     server: Server, project_id: int, tokens: list[str], *, levels: list[int], per_labeler: int,
     check: Callable[..., str], backend: Backend = RLHF_STUDIO,
 ) -> list[dict[str, float]]:  # fmt: skip
     """Each level in turn with labelers of its own (the tokens taken in order): a row of the
     table, then ``check(accepted=, unsure=)``'s report of the invariants (it raises when one
-    does not hold). The rows, for comparisons."""
-    rows, offset, accepted, unsure = [], 0, 0, 0
+    does not hold), after a warm-up left out of the table. The rows, for comparisons."""
+    warm, tally = asyncio.run(
+        run_level(server, project_id, tokens[:WARMUP_LABELERS], WARMUP_ROUNDS, backend)
+    )
+    print(f"warm-up, not in the table: {WARMUP_LABELERS} labelers x {WARMUP_ROUNDS} rounds in "
+          f"{warm['wall_s']:.1f} s, {tally.accepted} accepted, {tally.errors.total()} errors")  # fmt: skip
+    rows, offset, accepted, unsure = [], WARMUP_LABELERS, tally.accepted, tally.unsure
     print(f"{'N':>3} {'subm/s':>7} {'lease p50/p95/p99 ms':>24} {'submit p50/p95/p99 ms':>24}"
           f" {'retries':>7} {'errors':>6} {'wall s':>6} {'CPU s bench':>11} {'server':>6}")  # fmt: skip
     for n in levels:
@@ -331,7 +347,7 @@ def check_invariants(url: str, *, accepted: int, unsure: int) -> str:
 
 def task_count(levels: list[int], per_labeler: int) -> int:
     """Enough tasks that no level runs out: every submission's share of a task, and a margin."""
-    return sum(levels) * per_labeler // OVERLAP + 500
+    return (sum(levels) * per_labeler + WARMUP_LABELERS * WARMUP_ROUNDS) // OVERLAP + 500
 
 
 def bench_rlhf_studio(
@@ -339,9 +355,9 @@ def bench_rlhf_studio(
 ) -> list[dict[str, float]]:
     """Our table: `rlhf serve` with ``workers`` web workers on a fresh database."""
     url = fresh_database(admin_url, "rlhf_bench")
-    project_id, tokens = seed(url, tasks, labelers=sum(levels))
+    project_id, tokens = seed(url, tasks, labelers=labelers_needed(levels))
     print(f"RLHF Studio: rlhf serve, {workers} web workers; {len(tasks)} prompts x {K} answers, "
-          f"overlap {OVERLAP}, {sum(levels)} labelers")  # fmt: skip
+          f"overlap {OVERLAP}, {labelers_needed(levels)} labelers")  # fmt: skip
     print("CPU s: this load generator's, and rlhf serve's with its web workers' (not Postgres')")
     with (
         tempfile.TemporaryDirectory() as tmp,
