@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import math
 from collections.abc import Sequence
@@ -472,23 +473,7 @@ def project_counts(*, session: Session, projects: Sequence[Project]) -> dict[int
         .where(Prompt.project_id.in_(ids))
         .group_by(Prompt.project_id)
     )
-    per_prompt = (
-        select(Prompt.project_id, Completion.prompt_id, func.count().label("n"))
-        .join(Completion, Completion.prompt_id == Prompt.id)
-        .where(Prompt.project_id.in_(ids))
-        .group_by(Prompt.project_id, Completion.prompt_id)
-        .subquery()
-    )
-    completions = grouped(
-        select(per_prompt.c.project_id, func.sum(per_prompt.c.n)).group_by(per_prompt.c.project_id)
-    )
-    rankable = grouped(
-        select(per_prompt.c.project_id, func.count())
-        .join(Project, Project.id == per_prompt.c.project_id)
-        .where(per_prompt.c.n >= Project.k)
-        .group_by(per_prompt.c.project_id)
-    )
-    slots = _rank_slots(session=session, ids=ids, per_prompt=per_prompt)
+    answers = _answer_counts(session=session, ids=ids)
     demonstrations = grouped(
         select(Prompt.project_id, func.count())
         .join(Demonstration, Demonstration.prompt_id == Prompt.id)
@@ -502,55 +487,75 @@ def project_counts(*, session: Session, projects: Sequence[Project]) -> dict[int
         .group_by(Prompt.project_id)
     )
     return {
-        p.id: ProjectCounts(
+        p.id: dataclasses.replace(
+            answers.get(p.id, ProjectCounts()),
             prompts=prompts.get(p.id, 0),
-            completions=completions.get(p.id, 0),
             demonstrations=demonstrations.get(p.id, 0),
             comparisons=comparisons.get(p.id, 0),
-            rankable_prompts=rankable.get(p.id, 0),
-            rankings_wanted=slots.get(p.id, (0, 0))[0],
-            rankings_done=slots.get(p.id, (0, 0))[1],
         )
         for p in projects
     }
 
 
-def _rank_slots(*, session: Session, ids: list[int], per_prompt: Any) -> dict[int, tuple[int, int]]:
-    """Per project: the rank slots its rankable prompts that are not gold may fill, and those
-    submitted (each prompt's count capped at its cap), as the queue counts them
-    (``app.labeling.queue.rank_cap``), in one grouped query."""
-    extra = func.coalesce(Project.max_overlap, Project.overlap + 2)
+def _answer_counts(*, session: Session, ids: list[int]) -> dict[int, ProjectCounts]:
+    """Per project, in one grouped query: its answers; its rankable prompts (K answers or
+    more); the rank slots of those that are not gold; and the slots filled by submitted
+    tasks, each prompt's count capped at its cap, as the queue counts them
+    (``queue.rank_cap``: overlap, or max overlap while its labelers disagree)."""
+    per_prompt = (
+        select(Completion.prompt_id, func.count().label("n"))
+        .join(Prompt, Prompt.id == Completion.prompt_id)
+        .where(Prompt.project_id.in_(ids))
+        .group_by(Completion.prompt_id)
+        .subquery()
+    )
+    filled = (
+        select(Assignment.prompt_id, func.count().label("n"))
+        .join(Prompt, Prompt.id == Assignment.prompt_id)
+        .where(
+            Prompt.project_id.in_(ids),
+            Assignment.kind == TaskKind.rank,
+            Assignment.state == AssignmentState.submitted,
+        )
+        .group_by(Assignment.prompt_id)
+        .subquery()
+    )
+    submitted = func.coalesce(filled.c.n, 0)
     disagreeing = and_(
         Project.queue_order == "disagreement",
         Prompt.disagreement > Project.disagreement_threshold,
     )
-    cap = case((disagreeing, extra), else_=Project.overlap)
-    submitted = (
-        select(func.count())
-        .where(
-            Assignment.prompt_id == Prompt.id,
-            Assignment.kind == TaskKind.rank,
-            Assignment.state == AssignmentState.submitted,
-        )
-        .correlate(Prompt)
-        .scalar_subquery()
+    cap = case(
+        (disagreeing, func.coalesce(Project.max_overlap, Project.overlap + 2)),
+        else_=Project.overlap,
     )
+    rankable = per_prompt.c.n >= Project.k
+    # Gold prompts go to every labeler: no cap to fill.
+    queued = and_(rankable, ~exists().where(GoldRanking.prompt_id == Prompt.id))
     each = (
         select(
             Prompt.project_id,
-            cap.label("cap"),
-            case((submitted < cap, submitted), else_=cap).label("done"),
+            per_prompt.c.n,
+            case((rankable, 1), else_=0).label("rankable"),
+            case((queued, cap), else_=0).label("cap"),
+            case((~queued, 0), (submitted < cap, submitted), else_=cap).label("done"),
         )
         .join(per_prompt, per_prompt.c.prompt_id == Prompt.id)
         .join(Project, Project.id == Prompt.project_id)
-        .where(
-            Prompt.project_id.in_(ids),
-            per_prompt.c.n >= Project.k,
-            ~exists().where(GoldRanking.prompt_id == Prompt.id),
-        )
+        .outerjoin(filled, filled.c.prompt_id == Prompt.id)
         .subquery()
     )
-    totals = select(each.c.project_id, func.sum(each.c.cap), func.sum(each.c.done)).group_by(
-        each.c.project_id
-    )
-    return {pid: (int(cap), int(done)) for pid, cap, done in session.execute(totals).all()}
+    totals = select(
+        each.c.project_id,
+        func.sum(each.c.n),
+        func.sum(each.c.rankable),
+        func.sum(each.c.cap),
+        func.sum(each.c.done),
+    ).group_by(each.c.project_id)
+    return {
+        pid: ProjectCounts(
+            completions=int(n), rankable_prompts=int(ranked), rankings_wanted=int(wanted),
+            rankings_done=int(done),
+        )
+        for pid, n, ranked, wanted, done in session.execute(totals).all()
+    }  # fmt: skip
