@@ -138,6 +138,18 @@ def cap_of(project: Project) -> ColumnElement[int]:
     )
 
 
+def cap_of_each_project() -> ColumnElement[int]:
+    """Each ``Prompt``'s cap under its own ``Project``'s settings (joined in), for statements
+    over many projects, such as the progress meters' counts."""
+    overlap = Project.overlap.expression
+    extra = func.coalesce(Project.max_overlap, overlap + 2)  # Project.extra_overlap
+    disagreement = _cap(
+        "disagreement", overlap=overlap, extra=extra,
+        threshold=Project.disagreement_threshold.expression,
+    )  # fmt: skip
+    return case((Project.queue_order == "disagreement", disagreement), else_=overlap)
+
+
 def rank_cap(*, project: Project, disagreement: float | None) -> int:
     """The most rankings a prompt takes: ``overlap``, or under ``queue_order="disagreement"``
     ``extra_overlap`` while its labelers disagree above the threshold (design §14)."""

@@ -24,6 +24,7 @@ from app.labeling.models import (
     Prompt,
     TaskKind,
 )
+from app.labeling.queue import cap_of_each_project
 from app.projects.models import (
     DEFAULT_DISAGREEMENT_THRESHOLD,
     DEFAULT_FLAGS,
@@ -500,8 +501,8 @@ def project_counts(*, session: Session, projects: Sequence[Project]) -> dict[int
 def _answer_counts(*, session: Session, ids: list[int]) -> dict[int, ProjectCounts]:
     """Per project, in one grouped query: its answers; its rankable prompts (K answers or
     more); the rank slots of those that are not gold; and the slots filled by submitted
-    tasks, each prompt's count capped at its cap, as the queue counts them
-    (``queue.rank_cap``: overlap, or max overlap while its labelers disagree)."""
+    tasks, each prompt's count capped at its cap (the queue's: overlap, or max overlap while
+    its labelers disagree)."""
     per_prompt = (
         select(Completion.prompt_id, func.count().label("n"))
         .join(Prompt, Prompt.id == Completion.prompt_id)
@@ -521,14 +522,7 @@ def _answer_counts(*, session: Session, ids: list[int]) -> dict[int, ProjectCoun
         .subquery()
     )
     submitted = func.coalesce(filled.c.n, 0)
-    disagreeing = and_(
-        Project.queue_order == "disagreement",
-        Prompt.disagreement > Project.disagreement_threshold,
-    )
-    cap = case(
-        (disagreeing, func.coalesce(Project.max_overlap, Project.overlap + 2)),
-        else_=Project.overlap,
-    )
+    cap = cap_of_each_project()
     rankable = per_prompt.c.n >= Project.k
     # Gold prompts go to every labeler: no cap to fill.
     queued = and_(rankable, ~exists().where(GoldRanking.prompt_id == Prompt.id))
